@@ -1,0 +1,6 @@
+// Package schemas is rbee's wire contract: subject names and the messages that
+// travel on them. It is the only package that queen, hive and worker share.
+//
+// Every message is JSON. Its version is the "v1" token in the subject; a change
+// that breaks readers gets a new token, never an edit in place.
+package schemas

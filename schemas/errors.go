@@ -1,0 +1,81 @@
+package schemas
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Code is a stable error code: it travels on the wire, appears in HTTP
+// responses and in the NATS micro error header, and never changes meaning.
+type Code string
+
+// The codes. Each has one HTTP status in httpStatus.
+const (
+	CodeInvalidRequest   Code = "invalid_request"
+	CodeModelNotFound    Code = "model_not_found"
+	CodeNoCapacity       Code = "no_capacity"
+	CodeContextExceeded  Code = "context_length_exceeded"
+	CodeCancelled        Code = "cancelled"
+	CodeTimeout          Code = "timeout"
+	CodeWorkerShutdown   Code = "worker_shutdown"
+	CodeEngineFailure    Code = "engine_failure"
+	CodeTemplateError    Code = "template_error"
+	CodeBusUnavailable   Code = "bus_unavailable"
+	CodeInternal         Code = "internal_error"
+	CodeMethodNotAllowed Code = "method_not_allowed"
+	CodeNotFound         Code = "not_found"
+)
+
+var httpStatus = map[Code]int{
+	CodeInvalidRequest:   http.StatusBadRequest,
+	CodeModelNotFound:    http.StatusNotFound,
+	CodeNoCapacity:       http.StatusServiceUnavailable,
+	CodeContextExceeded:  http.StatusBadRequest,
+	CodeCancelled:        499,
+	CodeTimeout:          http.StatusGatewayTimeout,
+	CodeWorkerShutdown:   http.StatusServiceUnavailable,
+	CodeEngineFailure:    http.StatusInternalServerError,
+	CodeTemplateError:    http.StatusBadRequest,
+	CodeBusUnavailable:   http.StatusServiceUnavailable,
+	CodeInternal:         http.StatusInternalServerError,
+	CodeMethodNotAllowed: http.StatusMethodNotAllowed,
+	CodeNotFound:         http.StatusNotFound,
+}
+
+// HTTPStatus is the status an HTTP response with this code carries.
+func (c Code) HTTPStatus() int {
+	if s, ok := httpStatus[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// Error is an error with a stable code, as it travels on the wire:
+// {"code":"model_not_found","message":"..."}.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// Errorf makes an *Error with a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code of the first *Error in err's chain, or CodeInternal.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+// ErrorResponse is the body of every error answer, HTTP or NATS:
+// {"error":{"code":"...","message":"..."}}.
+type ErrorResponse struct {
+	Error Error `json:"error"`
+}

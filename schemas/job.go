@@ -1,0 +1,161 @@
+package schemas
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Limits that keep a single request from exhausting a worker.
+const (
+	MaxPromptBytes = 1 << 20
+	MaxMessages    = 1024
+	MaxStop        = 16
+	MaxTokensLimit = 1 << 17
+)
+
+// Message is one chat turn.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Sampling controls how tokens are chosen. Zero values mean the engine's
+// defaults, except Temperature: a nil Temperature means 1.0 (OpenAI's
+// default) and 0 means greedy.
+type Sampling struct {
+	Temperature      *float64 `json:"temperature,omitempty"`
+	TopK             int      `json:"top_k,omitempty"`
+	TopP             float64  `json:"top_p,omitempty"`
+	MinP             float64  `json:"min_p,omitempty"`
+	RepeatPenalty    float64  `json:"repeat_penalty,omitempty"`
+	PresencePenalty  float64  `json:"presence_penalty,omitempty"`
+	FrequencyPenalty float64  `json:"frequency_penalty,omitempty"`
+	Seed             *int64   `json:"seed,omitempty"`
+}
+
+// Job is one generation request, as it sits on the work queue. Exactly one of
+// Prompt and Messages is set; Messages is rendered with the model's chat
+// template by the worker, which owns the model file.
+type Job struct {
+	ID        string    `json:"id"`
+	Model     string    `json:"model"`
+	Reply     string    `json:"reply"`
+	Prompt    string    `json:"prompt,omitempty"`
+	Messages  []Message `json:"messages,omitempty"`
+	MaxTokens int       `json:"max_tokens,omitempty"`
+	Stop      []string  `json:"stop,omitempty"`
+	Sampling
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// Validate checks a job before it is queued or run.
+func (j *Job) Validate() error {
+	if !ValidID(j.ID) {
+		return Errorf(CodeInvalidRequest, "id %q: want 1-128 letters, digits, '-' or '_'", j.ID)
+	}
+	if !ValidModel(j.Model) {
+		return Errorf(CodeInvalidRequest, "model %q: want 1-128 letters, digits, '-', '_' or ':'", j.Model)
+	}
+	if j.Reply == "" || strings.ContainsAny(j.Reply, " \t\r\n*>") {
+		return Errorf(CodeInvalidRequest, "reply %q: want a subject without wildcards", j.Reply)
+	}
+	return j.validateBody()
+}
+
+// InferRequest is what a client sends to the Infer endpoint: a job without
+// ID or reply subject, which the queen fills in.
+type InferRequest struct {
+	Model     string    `json:"model"`
+	Prompt    string    `json:"prompt,omitempty"`
+	Messages  []Message `json:"messages,omitempty"`
+	MaxTokens int       `json:"max_tokens,omitempty"`
+	Stop      []string  `json:"stop,omitempty"`
+	Sampling
+}
+
+// Validate checks a request before the queen turns it into a job.
+func (r *InferRequest) Validate() error {
+	if !ValidModel(r.Model) {
+		return Errorf(CodeInvalidRequest, "model %q: want 1-128 letters, digits, '-', '_' or ':'", r.Model)
+	}
+	j := r.Job("", "")
+	return j.validateBody()
+}
+
+// Job turns the request into a job with the given ID and reply subject.
+func (r *InferRequest) Job(id, reply string) Job {
+	return Job{
+		ID: id, Model: r.Model, Reply: reply,
+		Prompt: r.Prompt, Messages: r.Messages,
+		MaxTokens: r.MaxTokens, Stop: r.Stop, Sampling: r.Sampling,
+	}
+}
+
+func (j *Job) validateBody() error {
+	switch {
+	case j.Prompt != "" && len(j.Messages) > 0:
+		return Errorf(CodeInvalidRequest, "set prompt or messages, not both")
+	case len(j.Prompt) > MaxPromptBytes:
+		return Errorf(CodeInvalidRequest, "prompt is %d bytes, limit %d", len(j.Prompt), MaxPromptBytes)
+	case len(j.Messages) > MaxMessages:
+		return Errorf(CodeInvalidRequest, "%d messages, limit %d", len(j.Messages), MaxMessages)
+	case j.MaxTokens < 0 || j.MaxTokens > MaxTokensLimit:
+		return Errorf(CodeInvalidRequest, "max_tokens %d: want 0 to %d", j.MaxTokens, MaxTokensLimit)
+	case len(j.Stop) > MaxStop:
+		return Errorf(CodeInvalidRequest, "%d stop strings, limit %d", len(j.Stop), MaxStop)
+	}
+	total := 0
+	for i, m := range j.Messages {
+		switch m.Role {
+		case "system", "user", "assistant", "tool", "developer":
+		default:
+			return Errorf(CodeInvalidRequest, "messages[%d].role %q: want system, user, assistant, tool or developer", i, m.Role)
+		}
+		total += len(m.Content)
+	}
+	if total > MaxPromptBytes {
+		return Errorf(CodeInvalidRequest, "messages hold %d bytes, limit %d", total, MaxPromptBytes)
+	}
+	for i, s := range j.Stop {
+		if s == "" {
+			return Errorf(CodeInvalidRequest, "stop[%d] is empty", i)
+		}
+	}
+	return j.Sampling.validate()
+}
+
+func (s *Sampling) validate() error {
+	check := func(name string, v, lo, hi float64) error {
+		if v < lo || v > hi || v != v {
+			return Errorf(CodeInvalidRequest, "%s %v: want %v to %v", name, v, lo, hi)
+		}
+		return nil
+	}
+	if s.Temperature != nil {
+		if err := check("temperature", *s.Temperature, 0, 10); err != nil {
+			return err
+		}
+	}
+	if s.TopK < 0 {
+		return Errorf(CodeInvalidRequest, "top_k %d: want 0 or more", s.TopK)
+	}
+	for _, c := range []struct {
+		name      string
+		v, lo, hi float64
+	}{
+		{"top_p", s.TopP, 0, 1},
+		{"min_p", s.MinP, 0, 1},
+		{"repeat_penalty", s.RepeatPenalty, 0, 10},
+		{"presence_penalty", s.PresencePenalty, -2, 2},
+		{"frequency_penalty", s.FrequencyPenalty, -2, 2},
+	} {
+		if err := check(c.name, c.v, c.lo, c.hi); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// String is a short description for logs.
+func (j *Job) String() string { return fmt.Sprintf("job %s (%s)", j.ID, j.Model) }

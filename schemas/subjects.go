@@ -1,0 +1,114 @@
+package schemas
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Version is the contract version carried in every subject.
+const Version = "v1"
+
+// DefaultPrefix is the first subject token unless the operator picks another,
+// so that several rbee installations can share one NATS account.
+const DefaultPrefix = "rbee"
+
+// Headers set on messages rbee publishes.
+const (
+	// HeaderMsgID is JetStream's de-duplication header; a job's ID goes here.
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderSchema names the message type and version, e.g. "job/v1".
+	HeaderSchema = "Rbee-Schema"
+)
+
+var (
+	prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	// Model names become one subject token: no dots, wildcards or spaces.
+	modelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_:-]{0,127}$`)
+	idPattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
+)
+
+// Subjects builds subject, stream, consumer and bucket names under one prefix.
+type Subjects struct {
+	Prefix string
+}
+
+// NewSubjects returns the names under prefix, or under DefaultPrefix when
+// prefix is empty.
+func NewSubjects(prefix string) (Subjects, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if !prefixPattern.MatchString(prefix) {
+		return Subjects{}, fmt.Errorf("subject prefix %q: want letters, digits, '-' or '_'", prefix)
+	}
+	return Subjects{Prefix: prefix}, nil
+}
+
+func (s Subjects) base() string {
+	if s.Prefix == "" {
+		return DefaultPrefix + "." + Version
+	}
+	return s.Prefix + "." + Version
+}
+
+func (s Subjects) upper() string {
+	p := s.Prefix
+	if p == "" {
+		p = DefaultPrefix
+	}
+	return strings.ToUpper(strings.ReplaceAll(p, "-", "_"))
+}
+
+// Jobs is the work-queue subject for one model: <prefix>.v1.jobs.<model>.
+func (s Subjects) Jobs(model string) string { return s.base() + ".jobs." + model }
+
+// AllJobs matches every model's work queue.
+func (s Subjects) AllJobs() string { return s.base() + ".jobs.>" }
+
+// Cancel is where the queen tells the worker running a job to stop it, for
+// example because the HTTP client went away. It lies outside "jobs.>" so it
+// never lands on the work queue.
+func (s Subjects) Cancel(jobID string) string { return s.base() + ".cancel." + jobID }
+
+// Infer is the request/reply endpoint of the queen's micro service.
+func (s Subjects) Infer() string { return s.base() + ".infer" }
+
+// Heartbeat is where a component of kind ("worker" or "hive") announces itself.
+func (s Subjects) Heartbeat(kind, id string) string {
+	return s.base() + ".heartbeat." + kind + "." + id
+}
+
+// AllHeartbeats matches every heartbeat.
+func (s Subjects) AllHeartbeats() string { return s.base() + ".heartbeat.>" }
+
+// Control addresses commands to one component: <prefix>.v1.control.<kind>.<id>.
+func (s Subjects) Control(kind, id string) string {
+	return s.base() + ".control." + kind + "." + id
+}
+
+// Events is the audit subject for one event type.
+func (s Subjects) Events(kind string) string { return s.base() + ".events." + kind }
+
+// AllEvents matches every audit event.
+func (s Subjects) AllEvents() string { return s.base() + ".events.>" }
+
+// JobsStream is the JetStream work-queue stream holding pending jobs.
+func (s Subjects) JobsStream() string { return s.upper() + "_JOBS" }
+
+// EventsStream is the JetStream stream keeping audit events.
+func (s Subjects) EventsStream() string { return s.upper() + "_EVENTS" }
+
+// JobsConsumer is the durable pull consumer shared by every worker of a model.
+func (s Subjects) JobsConsumer(model string) string {
+	return "workers_" + model
+}
+
+// WorkersBucket is the KV bucket where live workers keep a key with a TTL.
+func (s Subjects) WorkersBucket() string { return s.upper() + "_WORKERS" }
+
+// ValidModel reports whether name can be a model name (one subject token).
+func ValidModel(name string) bool { return modelPattern.MatchString(name) }
+
+// ValidID reports whether id can name a job, worker or hive.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
