@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rbee-dev/rbee/hive/bundled"
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// runRun sends a prompt to the queen's rbee.v1.infer service and prints the
+// token stream as it arrives, like `nats req --wait-for-empty` but as text.
+func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	nf, err := addNATSFlags(fs, "rbee-run")
+	if err != nil {
+		return err
+	}
+	var (
+		model     = fs.String("model", bundled.Name, "model name")
+		maxTokens = fs.Int("max-tokens", 256, "tokens to generate at most")
+		temp      = fs.Float64("temperature", 0.8, "sampling temperature; 0 is greedy")
+		chat      = fs.Bool("chat", false, "send the prompt as a user chat message")
+		timeout   = fs.Duration("timeout", 5*time.Minute, "give up after this long")
+	)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: rbee run [flags] PROMPT...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	prompt := strings.Join(fs.Args(), " ")
+	req := schemas.InferRequest{Model: *model, MaxTokens: *maxTokens, Sampling: schemas.Sampling{Temperature: temp}}
+	if *chat {
+		req.Messages = []schemas.Message{{Role: "user", Content: prompt}}
+	} else {
+		req.Prompt = prompt
+	}
+	if err := req.Validate(); err != nil {
+		return usageError{err}
+	}
+	subj, err := nf.subjects()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	nc, _, err := nf.connect(ctx, newLogger(stderr, "warn"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	inbox := nc.NewRespInbox()
+	msgs := make(chan *nats.Msg, 256)
+	sub, err := nc.ChanSubscribe(inbox, msgs)
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	body, _ := json.Marshal(req)
+	if err := nc.PublishRequest(subj.Infer(), inbox, body); err != nil {
+		return err
+	}
+	next := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("run: %w", ctx.Err())
+		case m := <-msgs:
+			if len(m.Data) == 0 {
+				return nil
+			}
+			if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
+				return fmt.Errorf("run: %s (%s)", m.Header.Get("Nats-Service-Error"), code)
+			}
+			var ev schemas.Event
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				return fmt.Errorf("run: bad event: %w", err)
+			}
+			if ev.Seq != next {
+				return fmt.Errorf("run: event %d arrived, expected %d: the stream lost messages", ev.Seq, next)
+			}
+			next++
+			switch ev.Type {
+			case schemas.EventToken:
+				fmt.Fprint(stdout, ev.Text)
+			case schemas.EventEnd:
+				fmt.Fprintln(stdout)
+			case schemas.EventError:
+				fmt.Fprintln(stdout)
+				return fmt.Errorf("run: %w", ev.Error)
+			}
+		}
+	}
+}
+
+// runModels lists the live workers from the workers bucket.
+func runModels(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("models", stderr)
+	nf, err := addNATSFlags(fs, "rbee-models")
+	if err != nil {
+		return err
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	subj, err := nf.subjects()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	nc, js, err := nf.connect(ctx, newLogger(stderr, "warn"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	kv, err := js.KeyValue(ctx, subj.WorkersBucket())
+	if err != nil {
+		return fmt.Errorf("models: workers bucket: %w", err)
+	}
+	keys, err := kv.Keys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return fmt.Errorf("models: %w", err)
+	}
+	var rows []schemas.WorkerHeartbeat
+	for _, k := range keys {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue // expired between listing and reading
+		}
+		var hb schemas.WorkerHeartbeat
+		if json.Unmarshal(e.Value(), &hb) == nil {
+			rows = append(rows, hb)
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].Model != rows[j].Model {
+			return rows[i].Model < rows[j].Model
+		}
+		return rows[i].WorkerID < rows[j].WorkerID
+	})
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODEL\tWORKER\tHIVE\tSTATE\tBUSY\tCONTEXT")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\n", r.Model, r.WorkerID, r.HiveID, r.State, r.Busy, r.Slots, r.Context)
+	}
+	return tw.Flush()
+}

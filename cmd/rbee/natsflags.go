@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// natsFlags are the connection flags every NATS-speaking command shares.
+// Defaults come from the environment with the nats CLI's variable names
+// (NATS_URL, NATS_CREDS, ...), and flags override them.
+type natsFlags struct {
+	cfg      bus.Config
+	prefix   string
+	logLevel string
+}
+
+func addNATSFlags(fs *flag.FlagSet, clientName string) (*natsFlags, error) {
+	n := &natsFlags{}
+	if err := env.Parse(&n.cfg); err != nil {
+		return nil, fmt.Errorf("environment: %w", err)
+	}
+	n.cfg.Name = clientName
+	prefix := os.Getenv("RBEE_PREFIX")
+	if prefix == "" {
+		prefix = schemas.DefaultPrefix
+	}
+	level := os.Getenv("RBEE_LOG_LEVEL")
+	if level == "" {
+		level = "info"
+	}
+	fs.StringVar(&n.cfg.URL, "server", n.cfg.URL, "NATS server URLs, comma-separated (env NATS_URL; default "+bus.DefaultURL+")")
+	fs.StringVar(&n.cfg.Creds, "creds", n.cfg.Creds, "NATS credentials file (env NATS_CREDS)")
+	fs.StringVar(&n.cfg.TLSCA, "tlsca", n.cfg.TLSCA, "CA certificate that verifies the server (env NATS_CA)")
+	fs.StringVar(&n.cfg.TLSCert, "tlscert", n.cfg.TLSCert, "client certificate (env NATS_CERT)")
+	fs.StringVar(&n.cfg.TLSKey, "tlskey", n.cfg.TLSKey, "client key (env NATS_KEY)")
+	fs.StringVar(&n.prefix, "prefix", prefix, "subject prefix (env RBEE_PREFIX)")
+	fs.StringVar(&n.logLevel, "log-level", level, "debug, info, warn or error (env RBEE_LOG_LEVEL)")
+	return n, nil
+}
+
+func (n *natsFlags) subjects() (schemas.Subjects, error) {
+	s, err := schemas.NewSubjects(n.prefix)
+	if err != nil {
+		return s, usageError{err}
+	}
+	return s, nil
+}
+
+// connect dials NATS and makes sure the streams and buckets exist.
+func (n *natsFlags) connect(ctx context.Context, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := bus.Connect(ctx, n.cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+func (n *natsFlags) connectProvisioned(ctx context.Context, log *slog.Logger, subj schemas.Subjects) (*nats.Conn, error) {
+	nc, js, err := n.connect(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := bus.Provision(ctx, js, subj, bus.Provisioning{}); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return nc, nil
+}

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/hive"
+	"github.com/rbee-dev/rbee/hive/bundled"
+	"github.com/rbee-dev/rbee/infer"
+	"github.com/rbee-dev/rbee/queen"
+	"github.com/rbee-dev/rbee/schemas"
+	"github.com/rbee-dev/rbee/worker"
+)
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlags("queen", stderr)
+	nf, err := addNATSFlags(fs, "rbee-queen")
+	if err != nil {
+		return err
+	}
+	addr := fs.String("http", envOr("RBEE_HTTP", "127.0.0.1:8080"), "HTTP listen address (env RBEE_HTTP)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	subj, err := nf.subjects()
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, nf.logLevel).With("component", "queen")
+	nc, err := nf.connectProvisioned(ctx, log, subj)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	q, err := queen.New(nc, queen.Config{HTTPAddr: *addr, Subjects: subj}, log, newRegistry())
+	if err != nil {
+		return err
+	}
+	return q.Run(ctx)
+}
+
+// modelFlags collects repeated --serve NAME=PATH flags.
+type modelFlags []hive.ModelSpec
+
+func (m *modelFlags) String() string { return fmt.Sprint(*m) }
+
+func (m *modelFlags) Set(v string) error {
+	name, path, ok := strings.Cut(v, "=")
+	if !ok || !schemas.ValidModel(name) || path == "" {
+		return fmt.Errorf("want NAME=PATH with a model name of letters, digits, '-', '_' or ':', got %q", v)
+	}
+	*m = append(*m, hive.ModelSpec{Name: name, Path: path})
+	return nil
+}
+
+// hiveOptions are the flags that shape the workers a hive starts.
+type hiveOptions struct {
+	id       *string
+	serve    modelFlags
+	replicas *int
+	slots    *int
+	ctx      *int
+	threads  *int
+	cacheDir *string
+}
+
+func addHiveFlags(fs *flag.FlagSet, host string) *hiveOptions {
+	o := &hiveOptions{}
+	o.id = fs.String("id", envOr("RBEE_HIVE_ID", hiveID(host)), "hive ID (env RBEE_HIVE_ID)")
+	fs.Var(&o.serve, "serve", "serve a model: NAME=PATH to a GGUF file (repeatable; default: the bundled "+bundled.Name+")")
+	o.replicas = fs.Int("replicas", 1, "worker processes per model")
+	o.slots = fs.Int("slots", 1, "concurrent jobs per worker")
+	o.ctx = fs.Int("ctx", 512, "context length per job (0: the model's own)")
+	o.threads = fs.Int("threads", 0, "threads per worker (0: CPUs divided among the workers)")
+	o.cacheDir = fs.String("cache-dir", defaultCacheDir(), "where model files are kept")
+	return o
+}
+
+// models resolves the flags into specs, installing the bundled model when
+// no model was named.
+func (o *hiveOptions) models() ([]hive.ModelSpec, error) {
+	specs := append([]hive.ModelSpec(nil), o.serve...)
+	if len(specs) == 0 {
+		path, err := bundled.Install(filepath.Join(*o.cacheDir, "models"))
+		if err != nil {
+			return nil, err
+		}
+		specs = []hive.ModelSpec{{Name: bundled.Name, Path: path}}
+	}
+	workers := 0
+	for i := range specs {
+		specs[i].Replicas, specs[i].Slots, specs[i].ContextLength = *o.replicas, *o.slots, *o.ctx
+		workers += *o.replicas
+	}
+	threads := *o.threads
+	if threads == 0 {
+		threads = max(1, runtime.NumCPU()/max(workers, 1))
+	}
+	for i := range specs {
+		specs[i].Threads = threads
+	}
+	return specs, nil
+}
+
+func runHive(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlags("hive", stderr)
+	nf, err := addNATSFlags(fs, "rbee-hive")
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	opts := addHiveFlags(fs, host)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	subj, err := nf.subjects()
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, nf.logLevel).With("component", "hive", "hive_id", *opts.id)
+	models, err := opts.models()
+	if err != nil {
+		return err
+	}
+	nc, err := nf.connectProvisioned(ctx, log, subj)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	h, err := hive.New(nc, hive.Config{
+		ID: *opts.id, Models: models, ServerURL: serverURL(nf.cfg.URL), Prefix: subj.Prefix,
+		ExtraEnv: natsEnv(), Subjects: subj,
+	}, log, newRegistry())
+	if err != nil {
+		return err
+	}
+	return h.Run(ctx)
+}
+
+// natsEnv passes the connection settings a worker needs beyond --server.
+func natsEnv() []string {
+	var out []string
+	for _, k := range []string{"NATS_CREDS", "NATS_NKEY", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CERT", "NATS_KEY", "NATS_CA", "RBEE_LOG_LEVEL"} {
+		if v, ok := os.LookupEnv(k); ok {
+			out = append(out, k+"="+v)
+		}
+	}
+	return out
+}
+
+func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlags("worker", stderr)
+	nf, err := addNATSFlags(fs, "rbee-worker")
+	if err != nil {
+		return err
+	}
+	var (
+		name    = fs.String("model-name", "", "model name on the bus (required)")
+		path    = fs.String("model", "", "GGUF model file (required)")
+		id      = fs.String("worker-id", "", "worker ID (default: derived from host and PID)")
+		hiveID  = fs.String("hive-id", "", "ID of the hive that started this worker")
+		slots   = fs.Int("slots", 1, "concurrent jobs")
+		ctxLen  = fs.Int("ctx", 0, "context length per job (0: the model's own)")
+		threads = fs.Int("threads", 0, "threads (0: one per CPU)")
+	)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *name == "" || *path == "" {
+		return usageError{errors.New("worker: --model-name and --model are required")}
+	}
+	if *id == "" {
+		host, _ := os.Hostname()
+		*id = fmt.Sprintf("%s-%d", hiveID(host), os.Getpid())
+	}
+	subj, err := nf.subjects()
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, nf.logLevel).With("component", "worker", "worker_id", *id, "model", *name)
+	m, err := infer.Load(*path, infer.Options{Threads: *threads, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	nc, err := nf.connectProvisioned(ctx, log, subj)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	w, err := worker.New(nc, m, worker.Config{
+		ID: *id, HiveID: *hiveID, Model: *name, Slots: *slots, ContextLength: *ctxLen, Subjects: subj,
+	}, log, newRegistry())
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}
+
+func serverURL(u string) string {
+	if u == "" {
+		return bus.DefaultURL
+	}
+	return u
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// hiveID turns a host name into a valid ID.
+func hiveID(host string) string {
+	id := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			return r
+		}
+		return '-'
+	}, host)
+	id = strings.Trim(id, "-_")
+	if id == "" || len(id) > 64 {
+		return "hive"
+	}
+	return id
+}
+
+func defaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "rbee")
+	}
+	return filepath.Join(os.TempDir(), "rbee")
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/hive"
+	"github.com/rbee-dev/rbee/queen"
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// runUp starts a whole installation in one process tree: an embedded NATS
+// server, the queen and the hive in this process, and the hive's worker
+// processes as children. Ctrl-C stops the workers first, then the rest.
+func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("up", stderr)
+	host, _ := os.Hostname()
+	var (
+		httpAddr = fs.String("http", envOr("RBEE_HTTP", "127.0.0.1:8080"), "HTTP listen address (env RBEE_HTTP)")
+		natsHost = fs.String("nats-host", "127.0.0.1", "embedded NATS listen host")
+		natsPort = fs.Int("nats-port", 4222, "embedded NATS port (-1: a free one)")
+		dataDir  = fs.String("data-dir", defaultDataDir(), "JetStream storage of the embedded server")
+		prefix   = fs.String("prefix", envOr("RBEE_PREFIX", schemas.DefaultPrefix), "subject prefix (env RBEE_PREFIX)")
+		level    = fs.String("log-level", envOr("RBEE_LOG_LEVEL", "info"), "debug, info, warn or error (env RBEE_LOG_LEVEL)")
+	)
+	opts := addHiveFlags(fs, host)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	subj, err := schemas.NewSubjects(*prefix)
+	if err != nil {
+		return usageError{err}
+	}
+	log := newLogger(stderr, *level)
+	models, err := opts.models()
+	if err != nil {
+		return err
+	}
+
+	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{
+		Host: *natsHost, Port: *natsPort, DataDir: *dataDir, ServerName: "rbee-" + hiveID(host),
+		Logger: log.With("component", "nats"),
+	})
+	if err != nil {
+		return fmt.Errorf("start nats: %w", err)
+	}
+	defer srv.Shutdown()
+	url := srv.ClientURL()
+	nc, err := bus.Connect(ctx, bus.Config{URL: url, Name: "rbee-up"}, log.With("component", "bus"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if err := bus.Provision(ctx, js, subj, bus.Provisioning{}); err != nil {
+		return err
+	}
+
+	q, err := queen.New(nc, queen.Config{HTTPAddr: *httpAddr, Subjects: subj}, log.With("component", "queen"), newRegistry())
+	if err != nil {
+		return err
+	}
+	h, err := hive.New(nc, hive.Config{
+		ID: *opts.id, Models: models, ServerURL: url, Prefix: subj.Prefix, Subjects: subj,
+		ExtraEnv: natsEnv(),
+	}, log.With("component", "hive", "hive_id", *opts.id), newRegistry())
+	if err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- q.Run(runCtx) }()
+	go func() { errs <- h.Run(runCtx) }()
+	var banner sync.WaitGroup
+	banner.Go(func() {
+		select {
+		case <-q.Ready():
+		case <-runCtx.Done():
+			return
+		}
+		if waitForWorkers(runCtx, nc, subj, models) != nil {
+			return // shutting down before the workers came up
+		}
+		fmt.Fprintf(stdout, "rbee is up.\n  OpenAI-compatible API: http://%s/v1 (models: %s)\n  NATS:                  %s\n"+
+			"Try:\n  curl -s http://%s/v1/chat/completions -H 'Content-Type: application/json' \\\n"+
+			"    -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}],\"max_tokens\":64}'\n"+
+			"Press Ctrl-C to stop.\n", q.Addr(), modelNames(models), url, q.Addr(), models[0].Name)
+	})
+	// The first of queen and hive to stop (Ctrl-C, or a failure) stops the other.
+	err = <-errs
+	cancel()
+	if err2 := <-errs; err == nil {
+		err = err2
+	}
+	banner.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// waitForWorkers returns once every model has a live worker in the bucket.
+func waitForWorkers(ctx context.Context, nc *nats.Conn, subj schemas.Subjects, models []hive.ModelSpec) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	kv, err := js.KeyValue(ctx, subj.WorkersBucket())
+	if err != nil {
+		return err
+	}
+	watch, err := kv.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer watch.Stop()
+	ready := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e := <-watch.Updates():
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var hb schemas.WorkerHeartbeat
+			if json.Unmarshal(e.Value(), &hb) == nil && hb.State == schemas.WorkerReady {
+				ready[hb.Model] = true
+			}
+			all := true
+			for _, m := range models {
+				all = all && ready[m.Name]
+			}
+			if all {
+				return nil
+			}
+		}
+	}
+}
+
+func modelNames(models []hive.ModelSpec) string {
+	s := ""
+	for i, m := range models {
+		if i > 0 {
+			s += ", "
+		}
+		s += m.Name
+	}
+	return s
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "rbee", "nats")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "rbee", "nats")
+	}
+	return ""
+}

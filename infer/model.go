@@ -1,0 +1,227 @@
+// Package infer is rbee's inference engine: it loads a GGUF model once and
+// runs many concurrent sessions on it, each with its own KV cache.
+package infer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+
+	"github.com/rbee-dev/rbee/infer/chat"
+	"github.com/rbee-dev/rbee/infer/gguf"
+	"github.com/rbee-dev/rbee/infer/quant"
+	"github.com/rbee-dev/rbee/infer/tokenizer"
+)
+
+// Options tune how a model is loaded.
+type Options struct {
+	// Threads split each matrix-vector product; 0 means one per CPU.
+	Threads int
+	Logger  *slog.Logger
+}
+
+type layer struct {
+	attnNorm, ffnNorm []float32
+	wq, wk, wv, wo    quant.Matrix
+	bq, bk, bv        []float32 // qwen2 only; nil for llama
+	gate, down, up    quant.Matrix
+}
+
+// Model is a loaded model. Its weights stay in the memory-mapped file; it is
+// safe for concurrent use by many sessions.
+type Model struct {
+	hp       Hyperparameters
+	file     *gguf.File
+	tok      *tokenizer.Tokenizer
+	template *chat.Template
+	tmplErr  error
+	tokEmb   quant.Matrix
+	output   quant.Matrix
+	outNorm  []float32
+	invFreq  []float64 // RoPE frequency of each rotated pair
+	layers   []layer
+	pool     *pool
+	log      *slog.Logger
+}
+
+// Load memory-maps and checks the model at path.
+func Load(path string, opts Options) (*Model, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newModel(f, opts.Threads, log)
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	return m, nil
+}
+
+func newModel(f *gguf.File, threads int, log *slog.Logger) (*Model, error) {
+	hp, err := readHyperparameters(f)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.FromGGUF(f)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	if hp.VocabSize == 0 {
+		hp.VocabSize = tok.VocabSize()
+	}
+	m := &Model{hp: hp, file: f, tok: tok, log: log}
+	w := weightLoader{f: f}
+	m.tokEmb = w.matrix("token_embd.weight", hp.Dim, hp.VocabSize)
+	m.outNorm = w.vector("output_norm.weight", hp.Dim)
+	if _, ok := f.Tensor("output.weight"); ok {
+		m.output = w.matrix("output.weight", hp.Dim, hp.VocabSize)
+	} else {
+		m.output = m.tokEmb // tied embeddings
+	}
+	qDim, kvDim := hp.Heads*hp.HeadDim, hp.KVHeads*hp.HeadDim
+	m.layers = make([]layer, hp.Layers)
+	for i := range m.layers {
+		p := fmt.Sprintf("blk.%d.", i)
+		l := &m.layers[i]
+		l.attnNorm = w.vector(p+"attn_norm.weight", hp.Dim)
+		l.wq = w.matrix(p+"attn_q.weight", hp.Dim, qDim)
+		l.wk = w.matrix(p+"attn_k.weight", hp.Dim, kvDim)
+		l.wv = w.matrix(p+"attn_v.weight", hp.Dim, kvDim)
+		l.wo = w.matrix(p+"attn_output.weight", qDim, hp.Dim)
+		if hp.Arch == ArchQwen2 {
+			l.bq = w.vector(p+"attn_q.bias", qDim)
+			l.bk = w.vector(p+"attn_k.bias", kvDim)
+			l.bv = w.vector(p+"attn_v.bias", kvDim)
+		}
+		l.ffnNorm = w.vector(p+"ffn_norm.weight", hp.Dim)
+		l.gate = w.matrix(p+"ffn_gate.weight", hp.Dim, hp.FFN)
+		l.up = w.matrix(p+"ffn_up.weight", hp.Dim, hp.FFN)
+		l.down = w.matrix(p+"ffn_down.weight", hp.FFN, hp.Dim)
+	}
+	var factors []float32
+	if _, ok := f.Tensor("rope_freqs.weight"); ok {
+		factors = w.vector("rope_freqs.weight", hp.RopeDims/2)
+	}
+	if w.err != nil {
+		return nil, w.err
+	}
+	m.invFreq = ropeFrequencies(hp, factors)
+
+	if src, ok := f.String("tokenizer.chat_template"); ok {
+		m.template, m.tmplErr = chat.Parse(src)
+		if m.tmplErr != nil {
+			log.Warn("chat template cannot be parsed; chat requests will fail", "err", m.tmplErr)
+		}
+	} else {
+		m.template, m.tmplErr = chat.Parse("")
+	}
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	m.pool = newPool(threads)
+	log.Info("model loaded", "arch", hp.Arch, "name", hp.Name, "layers", hp.Layers, "dim", hp.Dim,
+		"heads", hp.Heads, "kv_heads", hp.KVHeads, "vocab", hp.VocabSize, "context", hp.ContextLength,
+		"weights", m.tokEmb.Type.String(), "threads", threads)
+	return m, nil
+}
+
+// weightLoader collects the first error so the model's layout reads as a list.
+type weightLoader struct {
+	f   *gguf.File
+	err error
+}
+
+func (w *weightLoader) tensor(name string, dims ...int) *gguf.TensorInfo {
+	if w.err != nil {
+		return nil
+	}
+	t, ok := w.f.Tensor(name)
+	if !ok {
+		w.err = fmt.Errorf("tensor %s is missing", name)
+		return nil
+	}
+	if len(t.Dims) != len(dims) && !(len(dims) == 2 && len(t.Dims) == 1 && dims[1] == 1) {
+		w.err = fmt.Errorf("tensor %s has shape %v, want %v", name, t.Dims, dims)
+		return nil
+	}
+	for i, d := range dims {
+		if i < len(t.Dims) && t.Dims[i] != uint64(d) {
+			w.err = fmt.Errorf("tensor %s has shape %v, want %v", name, t.Dims, dims)
+			return nil
+		}
+	}
+	if !t.Type.Supported() {
+		w.err = fmt.Errorf("tensor %s has type %s, which is not supported", name, t.Type)
+		return nil
+	}
+	return t
+}
+
+func (w *weightLoader) matrix(name string, cols, rows int) quant.Matrix {
+	t := w.tensor(name, cols, rows)
+	if t == nil {
+		return quant.Matrix{}
+	}
+	m, err := quant.NewMatrix(t.Type, rows, cols, t.Data)
+	if err != nil {
+		w.err = fmt.Errorf("tensor %s: %w", name, err)
+	}
+	return m
+}
+
+func (w *weightLoader) vector(name string, n int) []float32 {
+	t := w.tensor(name, n)
+	if t == nil {
+		return nil
+	}
+	out := make([]float32, n)
+	if err := quant.Dequantize(t.Type, out, t.Data); err != nil {
+		w.err = fmt.Errorf("tensor %s: %w", name, err)
+	}
+	return out
+}
+
+// Close releases the worker threads and the file mapping. No session may be
+// used after Close.
+func (m *Model) Close() error {
+	if m.pool != nil {
+		m.pool.close()
+		m.pool = nil
+	}
+	return m.file.Close()
+}
+
+// Hyperparameters returns the model's shape.
+func (m *Model) Hyperparameters() Hyperparameters { return m.hp }
+
+// Tokenizer returns the model's tokenizer.
+func (m *Model) Tokenizer() *tokenizer.Tokenizer { return m.tok }
+
+// ErrTemplate is wrapped when messages cannot be rendered into a prompt.
+var ErrTemplate = errors.New("chat template")
+
+// RenderChat renders messages with the model's chat template, or with the
+// chat package's documented fallback when the file carries none.
+func (m *Model) RenderChat(msgs []chat.Message) (string, error) {
+	if m.tmplErr != nil {
+		return "", fmt.Errorf("%w: %w", ErrTemplate, m.tmplErr)
+	}
+	bos, eos := "", ""
+	if id := m.tok.BOS(); id >= 0 {
+		bos = m.tok.Token(id)
+	}
+	if id := m.tok.EOS(); id >= 0 {
+		eos = m.tok.Token(id)
+	}
+	out, err := m.template.Render(msgs, true, bos, eos)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrTemplate, err)
+	}
+	return out, nil
+}
