@@ -29,7 +29,7 @@ FUZZ_TARGETS = \
 	./infer/gguf:FuzzParse \
 	./infer/quant:FuzzDequantize \
 	./infer/tokenizer:FuzzEncode \
-	./infer/chat:FuzzRender \
+	./infer/chat:FuzzParseRender \
 	./schemas:FuzzJob
 
 fuzz:
