@@ -30,7 +30,7 @@ FUZZ_TARGETS = \
 	./infer/quant:FuzzDequantize \
 	./infer/tokenizer:FuzzEncode \
 	./infer/chat:FuzzParseRender \
-	./schemas:FuzzJob
+	./schemas:FuzzValidate
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

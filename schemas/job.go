@@ -8,7 +8,8 @@ import (
 
 // Limits that keep a single request from exhausting a worker.
 const (
-	MaxPromptBytes = 1 << 20
+	// MaxPromptBytes keeps a job under NATS's default 1 MiB payload limit.
+	MaxPromptBytes = 768 << 10
 	MaxMessages    = 1024
 	MaxStop        = 16
 	MaxTokensLimit = 1 << 17
@@ -34,8 +35,8 @@ type Sampling struct {
 	Seed             *int64   `json:"seed,omitempty"`
 }
 
-// Job is one generation request, as it sits on the work queue. Exactly one of
-// Prompt and Messages is set; Messages is rendered with the model's chat
+// Job is one generation request, as it sits on the work queue. At most one of
+// Prompt and Messages is set (an empty prompt is a story from the start); Messages is rendered with the model's chat
 // template by the worker, which owns the model file.
 type Job struct {
 	ID        string    `json:"id"`
@@ -57,10 +58,23 @@ func (j *Job) Validate() error {
 	if !ValidModel(j.Model) {
 		return Errorf(CodeInvalidRequest, "model %q: want 1-128 letters, digits, '-', '_' or ':'", j.Model)
 	}
-	if j.Reply == "" || strings.ContainsAny(j.Reply, " \t\r\n*>") {
+	if !validReply(j.Reply) {
 		return Errorf(CodeInvalidRequest, "reply %q: want a subject without wildcards", j.Reply)
 	}
 	return j.validateBody()
+}
+
+// validReply accepts a publishable subject: non-empty tokens, no wildcards.
+func validReply(s string) bool {
+	if s == "" || strings.ContainsAny(s, " \t\r\n*>") {
+		return false
+	}
+	for tok := range strings.SplitSeq(s, ".") {
+		if tok == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // InferRequest is what a client sends to the Infer endpoint: a job without

@@ -1,0 +1,184 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// Provisioning sizes what Provision creates. Zero values take the defaults.
+type Provisioning struct {
+	// Replicas for streams and the bucket: 1 by default, 3 in a cluster.
+	Replicas int
+	// JobsMaxMsgs bounds the work queue; when full, publishing fails
+	// (DiscardNew) so the queen can push back instead of losing jobs.
+	// Default 10000.
+	JobsMaxMsgs int64
+	// JobsMaxAge drops jobs nobody took in time. Default 1h.
+	JobsMaxAge time.Duration
+	// DuplicateWindow is how long a job ID (Nats-Msg-Id) is remembered to
+	// drop a re-published job. Default 2m; at most JobsMaxAge.
+	DuplicateWindow time.Duration
+	// WorkerTTL is how long a worker's heartbeat key lives in the workers
+	// bucket without being refreshed. Default 15s; at least 1s.
+	WorkerTTL time.Duration
+	// EventsMaxAge is how long audit events are kept. Default 7 days.
+	EventsMaxAge time.Duration
+}
+
+// Defaults for Provisioning.
+const (
+	DefaultJobsMaxMsgs     = 10000
+	DefaultJobsMaxAge      = time.Hour
+	DefaultDuplicateWindow = 2 * time.Minute
+	DefaultWorkerTTL       = 15 * time.Second
+	DefaultEventsMaxAge    = 7 * 24 * time.Hour
+)
+
+// Jobs consumer limits. Workers pull one job per free slot, so outstanding
+// acks and waiting pull requests are both bounded by the total slots of a
+// model's workers; these leave room for thousands. MaxWaiting cannot be
+// changed once a consumer exists, so it is a constant.
+const (
+	jobsMaxAckPending = 10000
+	jobsMaxWaiting    = 4096
+)
+
+func (p Provisioning) withDefaults() (Provisioning, error) {
+	set := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if p.Replicas == 0 {
+		p.Replicas = 1
+	}
+	if p.JobsMaxMsgs == 0 {
+		p.JobsMaxMsgs = DefaultJobsMaxMsgs
+	}
+	set(&p.JobsMaxAge, DefaultJobsMaxAge)
+	set(&p.DuplicateWindow, DefaultDuplicateWindow)
+	set(&p.WorkerTTL, DefaultWorkerTTL)
+	set(&p.EventsMaxAge, DefaultEventsMaxAge)
+	switch {
+	case p.Replicas < 1 || p.Replicas > 5:
+		return p, fmt.Errorf("replicas %d: want 1 to 5", p.Replicas)
+	case p.JobsMaxMsgs < 1:
+		return p, fmt.Errorf("jobs max messages %d: want at least 1", p.JobsMaxMsgs)
+	case p.JobsMaxAge < time.Second:
+		return p, fmt.Errorf("jobs max age %v: want at least 1s", p.JobsMaxAge)
+	case p.DuplicateWindow < 0 || p.DuplicateWindow > p.JobsMaxAge:
+		return p, fmt.Errorf("duplicate window %v: want at most the jobs max age %v", p.DuplicateWindow, p.JobsMaxAge)
+	case p.WorkerTTL < time.Second:
+		// The server's delete markers, which tell watchers that a
+		// worker's key expired, live at least a second.
+		return p, fmt.Errorf("worker TTL %v: want at least 1s", p.WorkerTTL)
+	case p.EventsMaxAge < time.Second:
+		return p, fmt.Errorf("events max age %v: want at least 1s", p.EventsMaxAge)
+	}
+	return p, nil
+}
+
+// Provision creates what rbee needs on JetStream, or updates it to p:
+// the jobs work-queue stream, the audit events stream and the workers
+// bucket. It is idempotent, so every component runs it at start.
+func Provision(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects, p Provisioning) error {
+	p, err := p.withDefaults()
+	if err != nil {
+		return fmt.Errorf("provision: %w", err)
+	}
+	jobs := jetstream.StreamConfig{
+		Name:        subj.JobsStream(),
+		Description: "rbee jobs waiting for a worker",
+		Subjects:    []string{subj.AllJobs()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardNew,
+		MaxMsgs:     p.JobsMaxMsgs,
+		MaxAge:      p.JobsMaxAge,
+		Duplicates:  p.DuplicateWindow,
+		Replicas:    p.Replicas,
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jobs); err != nil {
+		return fmt.Errorf("provision stream %s: %w", jobs.Name, err)
+	}
+	events := jetstream.StreamConfig{
+		Name:        subj.EventsStream(),
+		Description: "rbee audit events",
+		Subjects:    []string{subj.AllEvents()},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      p.EventsMaxAge,
+		Replicas:    p.Replicas,
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, events); err != nil {
+		return fmt.Errorf("provision stream %s: %w", events.Name, err)
+	}
+	workers := jetstream.KeyValueConfig{
+		Bucket:      subj.WorkersBucket(),
+		Description: "rbee live workers: heartbeats expire after the TTL",
+		History:     1,
+		TTL:         p.WorkerTTL,
+		// Heartbeats are rewritten every few seconds; after a server
+		// restart workers put them back sooner than a disk would help.
+		Storage:  jetstream.MemoryStorage,
+		Replicas: p.Replicas,
+		// Leaves a marker when a key expires, so watchers see a dead
+		// worker go instead of only noticing its absence.
+		LimitMarkerTTL: p.WorkerTTL,
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, workers); err != nil {
+		return fmt.Errorf("provision bucket %s: %w", workers.Bucket, err)
+	}
+	return nil
+}
+
+// EnsureJobsConsumer creates, or updates to the given lease and delivery
+// limit, the durable pull consumer that all workers of one model share.
+// ackWait is the lease a worker holds on a job before it is redelivered;
+// maxDeliver bounds deliveries (-1: unbounded).
+func EnsureJobsConsumer(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects, model string, ackWait time.Duration, maxDeliver int) (jetstream.Consumer, error) {
+	switch {
+	case !schemas.ValidModel(model):
+		return nil, fmt.Errorf("jobs consumer: model %q is not a valid model name", model)
+	case ackWait <= 0:
+		return nil, fmt.Errorf("jobs consumer for %s: ack wait %v: want more than 0", model, ackWait)
+	case maxDeliver == 0 || maxDeliver < -1:
+		return nil, fmt.Errorf("jobs consumer for %s: max deliver %d: want -1 or at least 1", model, maxDeliver)
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       subj.JobsConsumer(model),
+		Description:   "rbee workers of " + model,
+		FilterSubject: subj.Jobs(model),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    maxDeliver,
+		MaxAckPending: jobsMaxAckPending,
+		MaxWaiting:    jobsMaxWaiting,
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, subj.JobsStream(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("jobs consumer %s on %s: %w", cfg.Durable, subj.JobsStream(), err)
+	}
+	return c, nil
+}
+
+// IsQueueFull reports whether a publish failed because the jobs stream is at
+// its JobsMaxMsgs limit: back-pressure, to answer with schemas.CodeNoCapacity.
+func IsQueueFull(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	// The server reports full streams as a generic store failure (10077)
+	// and names the limit only in the description.
+	return strings.Contains(apiErr.Description, "maximum messages exceeded") ||
+		strings.Contains(apiErr.Description, "maximum bytes exceeded")
+}

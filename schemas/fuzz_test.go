@@ -1,0 +1,38 @@
+package schemas
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// FuzzValidate feeds arbitrary bytes to every wire message's decoder and
+// Validate: none may panic, and every rejection carries invalid_request.
+func FuzzValidate(f *testing.F) {
+	for _, v := range []any{validJob(), validChatJob(), validInferRequest(), tokenEvent(), endEvent(), errorEvent(),
+		validWorkerHeartbeat(), validHiveHeartbeat(), Control{Command: ControlShutdown}} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	for _, s := range []string{
+		``, `null`, `{}`, `[]`, `"job"`, `{"type":"token"}`, `{"type":"end","usage":null}`,
+		`{"type":"error","error":{}}`, `{"temperature":-1e400}`, `{"messages":[null]}`, `{"seq":-9223372036854775808}`,
+		`{"id":"a","model":"m","reply":"r","stop":[""]}`, `{"token_id":4294967296}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, v := range []interface {
+			Validate() error
+		}{&Job{}, &InferRequest{}, &Event{}, &WorkerHeartbeat{}, &HiveHeartbeat{}, &Control{}} {
+			if json.Unmarshal(data, v) != nil {
+				continue
+			}
+			if err := v.Validate(); err != nil && CodeOf(err) != CodeInvalidRequest {
+				t.Errorf("%T.Validate() = %v: code %s, want %s", v, err, CodeOf(err), CodeInvalidRequest)
+			}
+		}
+	})
+}

@@ -1,0 +1,148 @@
+package schemas
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNewSubjects(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, want string
+		ok           bool
+	}{
+		{"", DefaultPrefix, true},
+		{"rbee", "rbee", true},
+		{"team-a_2", "team-a_2", true},
+		{"a.b", "", false},
+		{"a b", "", false},
+		{"*", "", false},
+		{">", "", false},
+		{"rbee.", "", false},
+		{"bée", "", false},
+	} {
+		s, err := NewSubjects(tc.prefix)
+		if (err == nil) != tc.ok {
+			t.Errorf("NewSubjects(%q) error %v, want ok=%v", tc.prefix, err, tc.ok)
+			continue
+		}
+		if tc.ok && s.Prefix != tc.want {
+			t.Errorf("NewSubjects(%q).Prefix = %q, want %q", tc.prefix, s.Prefix, tc.want)
+		}
+	}
+}
+
+func TestSubjectNames(t *testing.T) {
+	def, _ := NewSubjects("")
+	custom, _ := NewSubjects("team-a")
+	for _, tc := range []struct {
+		got, want string
+	}{
+		{def.Jobs("llama3:8b"), "rbee.v1.jobs.llama3:8b"},
+		{def.AllJobs(), "rbee.v1.jobs.>"},
+		{def.Cancel("job-1"), "rbee.v1.cancel.job-1"},
+		{def.Infer(), "rbee.v1.infer"},
+		{def.Heartbeat(KindWorker, "w1"), "rbee.v1.heartbeat.worker.w1"},
+		{def.AllHeartbeats(), "rbee.v1.heartbeat.>"},
+		{def.Control(KindHive, "h1"), "rbee.v1.control.hive.h1"},
+		{def.Events("job_done"), "rbee.v1.events.job_done"},
+		{def.AllEvents(), "rbee.v1.events.>"},
+		{def.JobsStream(), "RBEE_JOBS"},
+		{def.EventsStream(), "RBEE_EVENTS"},
+		{def.WorkersBucket(), "RBEE_WORKERS"},
+		{def.JobsConsumer("llama3:8b"), "workers_llama3:8b"},
+		{custom.Jobs("m"), "team-a.v1.jobs.m"},
+		{custom.Infer(), "team-a.v1.infer"},
+		{custom.JobsStream(), "TEAM_A_JOBS"},
+		{custom.EventsStream(), "TEAM_A_EVENTS"},
+		{custom.WorkersBucket(), "TEAM_A_WORKERS"},
+		// The zero value behaves as the default prefix.
+		{Subjects{}.Jobs("m"), "rbee.v1.jobs.m"},
+		{Subjects{}.JobsStream(), "RBEE_JOBS"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}
+
+// subjectMatches reports whether NATS delivers subject to a subscription
+// on pattern.
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		switch {
+		case tok == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
+
+func TestSubjectsDoNotOverlap(t *testing.T) {
+	s, _ := NewSubjects("")
+	other, _ := NewSubjects("other")
+	for _, tc := range []struct {
+		pattern, subject string
+		match            bool
+	}{
+		{s.AllJobs(), s.Jobs("llama3:8b"), true},
+		{s.AllHeartbeats(), s.Heartbeat(KindWorker, "w1"), true},
+		{s.AllEvents(), s.Events("x"), true},
+		// Only jobs may land on the work queue.
+		{s.AllJobs(), s.Cancel("job-1"), false},
+		{s.AllJobs(), s.Infer(), false},
+		{s.AllJobs(), s.Events("x"), false},
+		{s.AllJobs(), s.Heartbeat(KindWorker, "w1"), false},
+		{s.AllJobs(), s.Control(KindWorker, "w1"), false},
+		{s.AllEvents(), s.Jobs("m"), false},
+		// Installations under different prefixes stay apart.
+		{s.AllJobs(), other.Jobs("m"), false},
+	} {
+		if got := subjectMatches(tc.pattern, tc.subject); got != tc.match {
+			t.Errorf("%s matches %s: %v, want %v", tc.pattern, tc.subject, got, tc.match)
+		}
+	}
+	// Stream, bucket and consumer names are single tokens JetStream accepts.
+	for _, name := range []string{s.JobsStream(), s.EventsStream(), s.WorkersBucket(), s.JobsConsumer("llama3:8b")} {
+		if strings.ContainsAny(name, ". *>/\\\t\r\n") {
+			t.Errorf("name %q is not a valid JetStream name", name)
+		}
+	}
+}
+
+func TestValidModelAndID(t *testing.T) {
+	long := strings.Repeat("a", 128)
+	for _, tc := range []struct {
+		s         string
+		model, id bool
+	}{
+		{"tiny", true, true},
+		{"llama3:8b", true, false},
+		{"Qwen2.5", false, false},
+		{"a-b_c", true, true},
+		{"0", true, true},
+		{long, true, true},
+		{long + "a", false, false},
+		{"", false, false},
+		{"-a", false, false},
+		{"_a", false, false},
+		{":a", false, false},
+		{"a b", false, false},
+		{"a*", false, false},
+		{"a>", false, false},
+		{"a/b", false, false},
+		{"ü", false, false},
+		{"a\n", false, false},
+	} {
+		if got := ValidModel(tc.s); got != tc.model {
+			t.Errorf("ValidModel(%q) = %v, want %v", tc.s, got, tc.model)
+		}
+		if got := ValidID(tc.s); got != tc.id {
+			t.Errorf("ValidID(%q) = %v, want %v", tc.s, got, tc.id)
+		}
+	}
+}
