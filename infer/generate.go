@@ -112,6 +112,9 @@ func (s *Session) Generate(ctx context.Context, req Request, emit func(Token) er
 	res.Timings.PromptDuration = time.Since(start)
 
 	decoder := s.m.tok.NewStreamDecoder()
+	if prompt == "" {
+		decoder.StartOfText()
+	}
 	stops := sample.NewStopMatcher(req.Stop)
 	var text strings.Builder
 	maxTokens := req.MaxTokens

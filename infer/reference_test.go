@@ -138,6 +138,7 @@ func TestStoriesLogitsReference(t *testing.T) {
 		for i := range row {
 			worst = max(worst, math.Abs(float64(row[i]-s.logits[i])))
 		}
+		t.Logf("step %d: largest logit difference %.2g", step, worst)
 		if worst > 1e-3 {
 			t.Errorf("step %d: logits differ by up to %g, want <= 1e-3", step, worst)
 		}

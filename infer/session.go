@@ -19,8 +19,8 @@ var ErrContextExceeded = errors.New("context length exceeded")
 type Session struct {
 	m       *Model
 	ctxLen  int
-	kCache  [][]float32 // per layer: ctxLen rows of KVHeads*HeadDim
-	vCache  [][]float32
+	kCache  [][]uint16 // per layer: ctxLen rows of KVHeads*HeadDim, as F16
+	vCache  [][]uint16
 	cached  []int32 // tokens whose keys and values are in the cache
 	x, xb   []float32
 	xb2     []float32
@@ -52,7 +52,7 @@ func (m *Model) NewSession(ctxLen int) (*Session, error) {
 	qDim := hp.Heads * hp.HeadDim
 	s := &Session{
 		m: m, ctxLen: ctxLen,
-		kCache: make([][]float32, hp.Layers), vCache: make([][]float32, hp.Layers),
+		kCache: make([][]uint16, hp.Layers), vCache: make([][]uint16, hp.Layers),
 		cached: make([]int32, 0, ctxLen),
 		x:      make([]float32, hp.Dim), xb: make([]float32, hp.Dim), xb2: make([]float32, qDim),
 		q: make([]float32, qDim), k: make([]float32, kvDim), v: make([]float32, kvDim),
@@ -61,10 +61,10 @@ func (m *Model) NewSession(ctxLen int) (*Session, error) {
 		cos:    make([]float32, hp.RopeDims/2), sin: make([]float32, hp.RopeDims/2),
 	}
 	for l := range hp.Layers {
-		s.kCache[l] = make([]float32, ctxLen*kvDim)
-		s.vCache[l] = make([]float32, ctxLen*kvDim)
+		s.kCache[l] = make([]uint16, ctxLen*kvDim)
+		s.vCache[l] = make([]uint16, ctxLen*kvDim)
 	}
-	s.attn = attentionOp{s: s, scores: make([]float32, hp.Heads*ctxLen)}
+	s.attn = attentionOp{s: s, scores: make([]float32, hp.Heads*ctxLen), qh: make([]float32, qDim)}
 	return s, nil
 }
 
@@ -129,8 +129,8 @@ func (s *Session) forward(token int32) error {
 		}
 		rope(s.q, hp.Heads, hp.HeadDim, s.cos, s.sin, hp.RopeNeoX)
 		rope(s.k, hp.KVHeads, hp.HeadDim, s.cos, s.sin, hp.RopeNeoX)
-		copy(s.kCache[li][pos*kvDim:(pos+1)*kvDim], s.k)
-		copy(s.vCache[li][pos*kvDim:(pos+1)*kvDim], s.v)
+		toF16(s.kCache[li][pos*kvDim:(pos+1)*kvDim], s.k)
+		toF16(s.vCache[li][pos*kvDim:(pos+1)*kvDim], s.v)
 
 		s.attn.layer, s.attn.pos = li, pos
 		s.m.pool.run(&s.attn, hp.Heads, &s.done)
@@ -155,6 +155,7 @@ type attentionOp struct {
 	s          *Session
 	layer, pos int
 	scores     []float32 // Heads rows of ctxLen
+	qh         []float32 // Heads rows of HeadDim: queries rounded to F16
 }
 
 func (o *attentionOp) runRows(lo, hi int) {
@@ -166,17 +167,21 @@ func (o *attentionOp) runRows(lo, hi int) {
 	kc, vc := s.kCache[o.layer], s.vCache[o.layer]
 	n := o.pos + 1
 	for h := lo; h < hi; h++ {
-		q := s.q[h*hd : (h+1)*hd]
+		// Like ggml with an F16 cache, queries and attention weights are
+		// rounded to F16 before they meet the cached keys and values.
+		q := o.qh[h*hd : (h+1)*hd]
+		roundF16(q, s.q[h*hd:(h+1)*hd])
 		kvOff := (h / group) * hd
 		sc := o.scores[h*s.ctxLen : h*s.ctxLen+n]
 		for t := range n {
-			sc[t] = dot(q, kc[t*kvDim+kvOff:t*kvDim+kvOff+hd]) * scale
+			sc[t] = dotF16(q, kc[t*kvDim+kvOff:t*kvDim+kvOff+hd]) * scale
 		}
 		softmax(sc)
+		roundF16(sc, sc)
 		out := s.xb2[h*hd : (h+1)*hd]
 		clear(out)
 		for t := range n {
-			axpy(out, sc[t], vc[t*kvDim+kvOff:t*kvDim+kvOff+hd])
+			axpyF16(out, sc[t], vc[t*kvDim+kvOff:t*kvDim+kvOff+hd])
 		}
 	}
 }
@@ -257,23 +262,33 @@ func addTo(dst, src []float32) {
 	}
 }
 
-func dot(a, b []float32) float32 {
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
+func toF16(dst []uint16, src []float32) {
+	for i, v := range src {
+		dst[i] = quant.F32ToF16(v)
 	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return s0 + s1 + s2 + s3
 }
 
-func axpy(dst []float32, a float32, x []float32) {
+func roundF16(dst, src []float32) {
+	for i, v := range src {
+		dst[i] = quant.F16ToF32(quant.F32ToF16(v))
+	}
+}
+
+func dotF16(a []float32, b []uint16) float32 {
+	var s0, s1 float32
+	i := 0
+	for ; i+2 <= len(a); i += 2 {
+		s0 += a[i] * quant.F16ToF32(b[i])
+		s1 += a[i+1] * quant.F16ToF32(b[i+1])
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * quant.F16ToF32(b[i])
+	}
+	return s0 + s1
+}
+
+func axpyF16(dst []float32, a float32, x []uint16) {
 	for i, v := range x {
-		dst[i] += a * v
+		dst[i] += a * quant.F16ToF32(v)
 	}
 }
