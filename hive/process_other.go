@@ -1,0 +1,30 @@
+//go:build !unix
+
+package hive
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+)
+
+// stopSignal asks a worker to stop. Without Unix signals, sending it fails
+// and the supervisor kills the worker at once.
+var stopSignal os.Signal = os.Interrupt
+
+func sysProcAttr() *syscall.SysProcAttr { return nil }
+
+func signalGroup(p *os.Process, sig os.Signal) error {
+	if err := p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal %v to process %d: %w", sig, p.Pid, err)
+	}
+	return nil
+}
+
+func killGroup(p *os.Process) error {
+	if err := p.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill process %d: %w", p.Pid, err)
+	}
+	return nil
+}

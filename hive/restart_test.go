@@ -1,0 +1,48 @@
+package hive
+
+import (
+	"testing"
+	"time"
+)
+
+func TestRestartTrackerJitter(t *testing.T) {
+	tr := newRestartTracker(RestartPolicy{InitialDelay: time.Second, MaxDelay: 4 * time.Second, Jitter: 0.5, ResetAfter: time.Hour})
+	r := 0.0
+	tr.rand = func() float64 { return r }
+	now := time.Now()
+	for i, tc := range []struct {
+		rand float64
+		want time.Duration
+	}{
+		{0, time.Second},
+		{0.5, 2*time.Second + 500*time.Millisecond},
+		{0.999, 4*time.Second + 1998*time.Millisecond},
+		{1 - 1e-12, 6 * time.Second}, // capped base, then up to half again
+	} {
+		r = tc.rand
+		got, ok := tr.next(now, 0)
+		if !ok || got.Round(time.Millisecond) != tc.want {
+			t.Errorf("restart %d: %v %v, want %v", i, got, ok, tc.want)
+		}
+	}
+}
+
+func TestRestartTrackerInterval(t *testing.T) {
+	tr := newRestartTracker(RestartPolicy{InitialDelay: time.Second, MaxDelay: time.Second, ResetAfter: time.Hour, MaxRestarts: 2, Interval: 10 * time.Minute})
+	t0 := time.Now()
+	for i, tc := range []struct {
+		at time.Duration
+		ok bool
+	}{
+		{0, true},
+		{time.Minute, true},
+		{2 * time.Minute, false}, // third restart within 10 minutes
+		{10 * time.Minute, true}, // the first has left the window
+		{10*time.Minute + time.Second, false},
+		{11 * time.Minute, true}, // and now the second
+	} {
+		if _, ok := tr.next(t0.Add(tc.at), 0); ok != tc.ok {
+			t.Errorf("restart %d at +%v: ok %v, want %v", i, tc.at, ok, tc.ok)
+		}
+	}
+}
