@@ -1,0 +1,332 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/infer"
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// Defaults for Config.
+const (
+	DefaultSlots             = 1
+	DefaultAckWait           = 30 * time.Second
+	DefaultMaxDeliver        = 3
+	DefaultHeartbeatInterval = 2 * time.Second
+	DefaultShutdownGrace     = 30 * time.Second
+)
+
+const (
+	// pullWait bounds one pull request. An idle slot asks again after it, and
+	// a draining slot notices shutdown within it. Pull requests are not
+	// cancelled early: one cancelled in the client still stands on the
+	// server, and a job it caught would sit unseen for a whole lease.
+	pullWait = time.Second
+	// busTimeout bounds one heartbeat put, ack or key deletion.
+	busTimeout = 5 * time.Second
+	// minAckWait leaves the lease, renewed every third of it, room for a
+	// few round trips.
+	minAckWait = 100 * time.Millisecond
+)
+
+// Config is one worker's identity and limits.
+type Config struct {
+	ID            string // worker ID (schemas.ValidID); unique
+	HiveID        string // may be empty when run by hand
+	Model         string // model name, a subject token (schemas.ValidModel)
+	Slots         int    // concurrent jobs, each with its own infer.Session (default 1)
+	ContextLength int    // per session; 0 = the model's trained context
+	Subjects      schemas.Subjects
+	// AckWait is the job lease (default 30s), renewed while generating.
+	AckWait time.Duration
+	// MaxDeliver bounds deliveries of one job (default 3; -1 unbounded).
+	MaxDeliver int
+	// HeartbeatInterval is how often the worker refreshes its key in
+	// Subjects.WorkersBucket() and publishes on Subjects.Heartbeat (default
+	// 2s). It must be well below the bucket's TTL.
+	HeartbeatInterval time.Duration
+	// ShutdownGrace is how long jobs in hand may run once Run's context is
+	// done (default 30s).
+	ShutdownGrace time.Duration
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Slots == 0 {
+		c.Slots = DefaultSlots
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	if _, err := schemas.NewSubjects(c.Subjects.Prefix); err != nil {
+		return c, err
+	}
+	switch {
+	case !schemas.ValidID(c.ID):
+		return c, fmt.Errorf("worker ID %q: want 1-128 letters, digits, '-' or '_'", c.ID)
+	case c.HiveID != "" && !schemas.ValidID(c.HiveID):
+		return c, fmt.Errorf("hive ID %q: want 1-128 letters, digits, '-' or '_'", c.HiveID)
+	case !schemas.ValidModel(c.Model):
+		return c, fmt.Errorf("model %q: want 1-128 letters, digits, '-', '_' or ':'", c.Model)
+	case c.Slots < 1:
+		return c, fmt.Errorf("slots %d: want at least 1", c.Slots)
+	case c.ContextLength < 0:
+		return c, fmt.Errorf("context length %d: want 0 (the model's) or more", c.ContextLength)
+	case c.AckWait < minAckWait:
+		return c, fmt.Errorf("ack wait %v: want at least %v", c.AckWait, minAckWait)
+	case c.MaxDeliver < -1:
+		return c, fmt.Errorf("max deliver %d: want -1 (unbounded) or at least 1", c.MaxDeliver)
+	case c.HeartbeatInterval < 0:
+		return c, fmt.Errorf("heartbeat interval %v: want more than 0", c.HeartbeatInterval)
+	case c.ShutdownGrace < 0:
+		return c, fmt.Errorf("shutdown grace %v: want more than 0", c.ShutdownGrace)
+	}
+	return c, nil
+}
+
+// Worker serves one model from its work queue. Make it with New and start
+// it with Run, once.
+type Worker struct {
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	cfg      Config
+	log      *slog.Logger
+	metrics  *metrics
+	sessions []*infer.Session
+	ctxLen   int
+	started  atomic.Bool
+
+	mu    sync.Mutex // guards state and busy
+	state string
+	busy  int
+}
+
+// New checks cfg, fills in its defaults and makes one session per slot, so
+// that memory for every KV cache is taken before any job arrives. Metrics
+// are registered with reg; a nil reg keeps them unregistered. A nil logger
+// discards.
+func New(nc *nats.Conn, model *infer.Model, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Worker, error) {
+	if nc == nil || model == nil {
+		return nil, errors.New("worker: a NATS connection and a model are required")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("worker config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: jetstream: %w", cfg.ID, err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: metrics: %w", cfg.ID, err)
+	}
+	w := &Worker{
+		nc: nc, js: js, cfg: cfg, metrics: m, state: schemas.WorkerStarting,
+		log: logger.With("worker_id", cfg.ID, "model", cfg.Model),
+	}
+	for i := range cfg.Slots {
+		s, err := model.NewSession(cfg.ContextLength)
+		if err != nil {
+			return nil, fmt.Errorf("worker %s: session for slot %d: %w", cfg.ID, i, err)
+		}
+		w.sessions = append(w.sessions, s)
+		w.ctxLen = s.ContextLength()
+	}
+	return w, nil
+}
+
+// Run serves until ctx is done, then drains (see the package doc) and
+// returns nil. It returns an error if the worker cannot start: no workers
+// bucket, or no jobs consumer.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("worker %s: Run was already called", w.cfg.ID)
+	}
+	kv, err := w.js.KeyValue(ctx, w.cfg.Subjects.WorkersBucket())
+	if err != nil {
+		return fmt.Errorf("worker %s: workers bucket %s: %w", w.cfg.ID, w.cfg.Subjects.WorkersBucket(), err)
+	}
+	w.checkTTL(ctx, kv)
+
+	// The heartbeat outlives ctx: "draining" must be seen until the end.
+	beatNow, stopHeartbeat := make(chan struct{}, 1), make(chan struct{})
+	var hb sync.WaitGroup
+	hb.Go(func() { w.heartbeat(context.WithoutCancel(ctx), kv, beatNow, stopHeartbeat) })
+	defer func() {
+		close(stopHeartbeat)
+		hb.Wait()
+		w.removeKey(context.WithoutCancel(ctx), kv)
+	}()
+	announce := func(state string) {
+		w.mu.Lock()
+		w.state = state
+		w.mu.Unlock()
+		select {
+		case beatNow <- struct{}{}:
+		default:
+		}
+	}
+
+	cons, err := bus.EnsureJobsConsumer(ctx, w.js, w.cfg.Subjects, w.cfg.Model, w.cfg.AckWait, w.cfg.MaxDeliver)
+	if err != nil {
+		return fmt.Errorf("worker %s: %w", w.cfg.ID, err)
+	}
+
+	// Jobs in hand outlive ctx by up to ShutdownGrace.
+	jobsCtx, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopJobs(nil)
+	var slots sync.WaitGroup
+	for i, s := range w.sessions {
+		slots.Go(func() { w.pull(ctx, jobsCtx, w.log.With("slot", i), s, cons) })
+	}
+	announce(schemas.WorkerReady)
+	w.log.Info("worker ready", "slots", len(w.sessions), "context_length", w.ctxLen)
+
+	<-ctx.Done()
+	announce(schemas.WorkerDraining)
+	w.log.Info("worker draining", "busy", w.busySlots(), "grace", w.cfg.ShutdownGrace)
+	grace := time.AfterFunc(w.cfg.ShutdownGrace, func() { stopJobs(errShutdown) })
+	slots.Wait()
+	grace.Stop()
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// checkTTL warns when heartbeats are too rare to keep the worker's key alive.
+func (w *Worker) checkTTL(ctx context.Context, kv jetstream.KeyValue) {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		w.log.Warn("read workers bucket status", "err", err)
+		return
+	}
+	if ttl := st.TTL(); ttl > 0 && w.cfg.HeartbeatInterval*2 > ttl {
+		w.log.Warn("heartbeat interval is too long for the workers bucket TTL; the worker may seem to come and go",
+			"interval", w.cfg.HeartbeatInterval, "ttl", ttl)
+	}
+}
+
+// pull runs one slot: it takes a job whenever the slot is free, until ctx is
+// done. Jobs run under jobsCtx, which outlives ctx by the shutdown grace.
+func (w *Worker) pull(ctx, jobsCtx context.Context, log *slog.Logger, s *infer.Session, cons jetstream.Consumer) {
+	for ctx.Err() == nil {
+		msg, err := cons.Next(jetstream.FetchMaxWait(pullWait))
+		switch {
+		case err == nil:
+		case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
+			continue
+		default:
+			// The connection is down or the consumer is gone: wait, so as
+			// not to spin, and ask again.
+			log.Warn("pull a job", "err", err)
+			t := time.NewTimer(pullWait)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		if ctx.Err() != nil {
+			// Taken just as the drain began: hand it straight back.
+			if err := msg.Nak(); err != nil {
+				log.Warn("hand back a job pulled during shutdown", "job_id", msg.Headers().Get(schemas.HeaderMsgID), "err", err)
+			}
+			w.metrics.jobs.WithLabelValues(outcomeRequeued).Inc()
+			return
+		}
+		w.handle(jobsCtx, log, s, msg)
+	}
+}
+
+func (w *Worker) busySlots() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.busy
+}
+
+func (w *Worker) addBusy(n int) {
+	w.mu.Lock()
+	w.busy += n
+	busy := w.busy
+	w.mu.Unlock()
+	w.metrics.busy.Set(float64(busy))
+}
+
+// heartbeat puts and publishes the worker's state every HeartbeatInterval
+// and whenever beatNow says the state changed, until stop is closed. One
+// goroutine writes, so the key never goes back to an older state.
+func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, beatNow, stop <-chan struct{}) {
+	t := time.NewTicker(w.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		w.beat(ctx, kv)
+		select {
+		case <-t.C:
+		case <-beatNow:
+		case <-stop:
+			// A state change announced just before the stop is still told.
+			select {
+			case <-beatNow:
+				w.beat(ctx, kv)
+			default:
+			}
+			return
+		}
+	}
+}
+
+func (w *Worker) beat(ctx context.Context, kv jetstream.KeyValue) {
+	w.mu.Lock()
+	hb := schemas.WorkerHeartbeat{
+		WorkerID: w.cfg.ID, HiveID: w.cfg.HiveID, Model: w.cfg.Model,
+		State: w.state, Slots: len(w.sessions), Busy: w.busy,
+		PID: os.Getpid(), Context: w.ctxLen, Time: time.Now().UTC(),
+	}
+	w.mu.Unlock()
+	data, err := json.Marshal(hb)
+	if err != nil {
+		w.log.Error("encode heartbeat", "err", err)
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, busTimeout)
+	defer cancel()
+	if _, err := kv.Put(pctx, w.cfg.ID, data); err != nil {
+		w.log.Warn("put heartbeat", "bucket", w.cfg.Subjects.WorkersBucket(), "err", err)
+	}
+	if err := w.nc.Publish(w.cfg.Subjects.Heartbeat(schemas.KindWorker, w.cfg.ID), data); err != nil {
+		w.log.Warn("publish heartbeat", "err", err)
+	}
+}
+
+func (w *Worker) removeKey(ctx context.Context, kv jetstream.KeyValue) {
+	ctx, cancel := context.WithTimeout(ctx, busTimeout)
+	defer cancel()
+	if err := kv.Delete(ctx, w.cfg.ID); err != nil {
+		w.log.Warn("delete heartbeat key; it expires with the bucket TTL", "err", err)
+	}
+}
