@@ -172,13 +172,13 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	var (
-		name    = fs.String("model-name", "", "model name on the bus (required)")
-		path    = fs.String("model", "", "GGUF model file (required)")
-		id      = fs.String("worker-id", "", "worker ID (default: derived from host and PID)")
-		hiveID  = fs.String("hive-id", "", "ID of the hive that started this worker")
-		slots   = fs.Int("slots", 1, "concurrent jobs")
-		ctxLen  = fs.Int("ctx", 0, "context length per job (0: the model's own)")
-		threads = fs.Int("threads", 0, "threads (0: one per CPU)")
+		name       = fs.String("model-name", "", "model name on the bus (required)")
+		path       = fs.String("model", "", "GGUF model file (required)")
+		id         = fs.String("worker-id", "", "worker ID (default: derived from host and PID)")
+		parentHive = fs.String("hive-id", "", "ID of the hive that started this worker")
+		slots      = fs.Int("slots", 1, "concurrent jobs")
+		ctxLen     = fs.Int("ctx", 0, "context length per job (0: the model's own)")
+		threads    = fs.Int("threads", 0, "threads (0: one per CPU)")
 	)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -206,7 +206,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	defer nc.Close()
 	w, err := worker.New(nc, m, worker.Config{
-		ID: *id, HiveID: *hiveID, Model: *name, Slots: *slots, ContextLength: *ctxLen, Subjects: subj,
+		ID: *id, HiveID: *parentHive, Model: *name, Slots: *slots, ContextLength: *ctxLen, Subjects: subj,
 	}, log, newRegistry())
 	if err != nil {
 		return err

@@ -1,0 +1,323 @@
+package queen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// maxBodyBytes bounds a request body: a prompt is at most
+// schemas.MaxPromptBytes, and JSON escaping can grow it several times.
+const maxBodyBytes = 8 << 20
+
+// readyTimeout bounds the JetStream check behind /readyz.
+const readyTimeout = 2 * time.Second
+
+func (q *Queen) routes(gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/chat/completions", q.handleChat)
+	mux.HandleFunc("POST /v1/completions", q.handleCompletions)
+	mux.HandleFunc("GET /v1/models", q.handleModels)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", q.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	return &router{q: q, mux: mux}
+}
+
+// router serves mux, answers unknown paths and wrong methods with JSON
+// errors, counts requests and tracks handlers for a graceful shutdown.
+type router struct {
+	q   *Queen
+	mux *http.ServeMux
+}
+
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	endpoint := "unmatched"
+	defer func() {
+		rt.q.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(sw.code())).Inc()
+	}()
+	if !rt.q.inflight.add() {
+		writeError(sw, schemas.Errorf(schemas.CodeBusUnavailable, "the queen is shutting down"))
+		return
+	}
+	defer rt.q.inflight.done()
+
+	// The pattern is a registered route (a redirect to a clean path gets the
+	// route it leads to), so the endpoint label never holds a client's path.
+	h, pattern := rt.mux.Handler(r)
+	if pattern != "" {
+		endpoint = pattern
+		rt.mux.ServeHTTP(sw, r)
+		return
+	}
+	// No route: the mux answers 404 or 405 in plain text. Keep its status
+	// and headers, give errors our shape.
+	rec := &recorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	switch rec.status {
+	case http.StatusNotFound:
+		writeError(sw, schemas.Errorf(schemas.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	case http.StatusMethodNotAllowed:
+		sw.Header().Set("Allow", rec.header.Get("Allow"))
+		writeError(sw, schemas.Errorf(schemas.CodeMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+	default: // any other answer of the mux passes unchanged
+		for k, v := range rec.header {
+			sw.Header()[k] = v
+		}
+		sw.WriteHeader(rec.status)
+		sw.Write(rec.body.Bytes())
+	}
+}
+
+// statusWriter remembers the status for the requests metric. Unwrap lets
+// http.ResponseController reach the connection's Flush.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// recorder captures the mux's answer to a request no route matched.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	// A failed write means the client is gone; there is no one to tell.
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	e := wireError(err)
+	writeJSON(w, e.Code.HTTPStatus(), schemas.ErrorResponse{Error: e})
+}
+
+// decodeBody reads a JSON body of at most maxBodyBytes into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return schemas.Errorf(schemas.CodeInvalidRequest, "request body exceeds %d bytes", tooBig.Limit)
+		}
+		return &codedError{code: schemas.CodeCancelled, err: fmt.Errorf("read request body: %w", err)}
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return schemas.Errorf(schemas.CodeInvalidRequest, "request body is not valid JSON for this endpoint: %v", err)
+	}
+	return nil
+}
+
+func (q *Queen) handleChat(w http.ResponseWriter, r *http.Request) {
+	var req chatRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	ir, err := req.inferRequest()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q.generate(w, r, &ir, true, &req.commonRequest)
+}
+
+func (q *Queen) handleCompletions(w http.ResponseWriter, r *http.Request) {
+	var req completionRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	ir, err := req.inferRequest()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q.generate(w, r, &ir, false, &req.commonRequest)
+}
+
+// generate queues the job and answers with the whole completion or, when
+// the client asked for a stream, with server-sent events.
+func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.InferRequest, chat bool, req *commonRequest) {
+	ctx := r.Context()
+	job, err := q.admit(ctx, ir)
+	if err != nil {
+		q.log.Info("request refused", "model", ir.Model, "err", err)
+		writeError(w, err)
+		return
+	}
+	rl, err := q.startRelay(ctx, job)
+	if err != nil {
+		q.log.Warn("queue job", "job_id", job.ID, "model", job.Model, "err", err)
+		writeError(w, err)
+		return
+	}
+	defer rl.close()
+	a := newAPI(chat, &job)
+	if req.Stream {
+		q.stream(ctx, w, rl, a, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
+		return
+	}
+	var text strings.Builder
+	for {
+		ev, err := rl.recv(ctx)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if ev.Type == schemas.EventEnd {
+			writeJSON(w, http.StatusOK, a.response(text.String(), ev.StopReason, *ev.Usage))
+			return
+		}
+		text.WriteString(ev.Text)
+	}
+}
+
+// stream relays events as SSE. The headers wait for the first event, so a
+// job that fails before its first token gets a plain error with its status.
+func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a api, includeUsage bool) {
+	ev, err := rl.recv(ctx)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // proxies must not hold tokens back
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	send := func(v any) bool {
+		data, err := json.Marshal(v)
+		if err != nil {
+			q.log.Error("encode SSE event", "job_id", rl.job.ID, "err", err)
+			return false
+		}
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	done := func() { fmt.Fprint(w, "data: [DONE]\n\n"); rc.Flush() }
+
+	first := true
+	for {
+		if ev.Type == schemas.EventEnd {
+			if first && !send(a.chunk("", true, nil)) {
+				return
+			}
+			if !send(a.chunk("", false, &ev.StopReason)) {
+				return
+			}
+			if includeUsage && !send(a.usageChunk(*ev.Usage)) {
+				return
+			}
+			done()
+			return
+		}
+		if !send(a.chunk(ev.Text, first, nil)) {
+			return // the client is gone; rl.close tells the worker
+		}
+		first = false
+		if ev, err = rl.recv(ctx); err != nil {
+			if ctx.Err() == nil {
+				send(schemas.ErrorResponse{Error: wireError(err)})
+				done()
+			}
+			return
+		}
+	}
+}
+
+func (q *Queen) handleModels(w http.ResponseWriter, r *http.Request) {
+	workers, err := q.liveWorkers(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var ids []string
+	for _, wk := range workers {
+		ids = append(ids, wk.Model)
+	}
+	slices.Sort(ids)
+	list := modelList{Object: "list", Data: []modelInfo{}}
+	for _, id := range slices.Compact(ids) {
+		list.Data = append(list.Data, modelInfo{ID: id, Object: "model", Created: q.started.Unix(), OwnedBy: "rbee"})
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// handleReady answers 200 when the bus connection is up and JetStream
+// answers for the jobs stream, so that a load balancer sends requests only
+// to a queen that can queue them.
+func (q *Queen) handleReady(w http.ResponseWriter, r *http.Request) {
+	if st := q.nc.Status(); st != nats.CONNECTED {
+		writeError(w, schemas.Errorf(schemas.CodeBusUnavailable, "NATS connection is %s", st))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	name := q.cfg.Subjects.JobsStream()
+	if _, err := q.js.Stream(ctx, name); err != nil {
+		writeError(w, schemas.Errorf(schemas.CodeBusUnavailable, "jobs stream %s: %v", name, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

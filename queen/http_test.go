@@ -1,0 +1,639 @@
+package queen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+const model = "stories260K"
+
+func TestChatCompletion(t *testing.T) {
+	f := newFixture(t, nil)
+	taken := f.startWorker(model, say("Once", " upon", " a time"))
+
+	resp, body := f.post("/v1/chat/completions", `{
+		"model": "stories260K",
+		"messages": [{"role": "system", "content": "Tell stories."},
+		             {"role": "user", "content": [{"type": "text", "text": "Once"}, {"type": "text", "text": " more"}]}],
+		"temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 7,
+		"presence_penalty": 0.1, "frequency_penalty": 0.2, "repeat_penalty": 1.1,
+		"stop": "The end", "max_tokens": 99, "max_completion_tokens": 32,
+		"user": "ignored", "logit_bias": {"1": 2}
+	}`)
+	j := recvJob(t, taken)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %v", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	jsonEqual(t, body, map[string]any{
+		"id":      "chatcmpl-" + j.Job.ID,
+		"object":  "chat.completion",
+		"created": j.Job.CreatedAt.Unix(),
+		"model":   model,
+		"choices": []any{map[string]any{
+			"index":         0,
+			"message":       map[string]any{"role": "assistant", "content": "Once upon a time"},
+			"finish_reason": "stop",
+			"logprobs":      nil,
+		}},
+		"usage": map[string]any{"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+	})
+
+	// The job on the queue carries what the request asked for.
+	temp, seed := 0.5, int64(7)
+	jsonEqual(t, j.Job, schemas.Job{
+		ID: j.Job.ID, Model: model, Reply: j.Job.Reply, CreatedAt: j.Job.CreatedAt,
+		Messages:  []schemas.Message{{Role: "system", Content: "Tell stories."}, {Role: "user", Content: "Once more"}},
+		MaxTokens: 32, Stop: []string{"The end"},
+		Sampling: schemas.Sampling{Temperature: &temp, TopP: 0.9, TopK: 40, MinP: 0.05, Seed: &seed,
+			PresencePenalty: 0.1, FrequencyPenalty: 0.2, RepeatPenalty: 1.1},
+	})
+	if got := j.Header.Get(schemas.HeaderMsgID); got != j.Job.ID {
+		t.Errorf("Nats-Msg-Id %q, want the job ID %q", got, j.Job.ID)
+	}
+	if got := j.Header.Get(schemas.HeaderSchema); got != "job/v1" {
+		t.Errorf("Rbee-Schema %q, want job/v1", got)
+	}
+	if !schemas.ValidID(j.Job.ID) || len(j.Job.ID) < 20 {
+		t.Errorf("job ID %q: want a long random valid ID", j.Job.ID)
+	}
+
+	metrics := f.scrape()
+	wantMetric(t, metrics, `rbee_queen_requests_total{code="200",endpoint="POST /v1/chat/completions"} 1`)
+	wantMetric(t, metrics, `rbee_queen_tokens_streamed_total{model="stories260K"} 3`)
+	wantMetric(t, metrics, `rbee_queen_jobs_finished_total{model="stories260K",result="stop"} 1`)
+	wantMetric(t, metrics, `rbee_queen_time_to_first_token_seconds_count{model="stories260K"} 1`)
+	wantMetric(t, metrics, `rbee_queen_jobs_in_flight 0`)
+}
+
+func TestTextCompletion(t *testing.T) {
+	f := newFixture(t, nil)
+	taken := f.startWorker(model, func(j *fakeJob) {
+		j.token(" there")
+		j.token(" was")
+		j.end(schemas.StopReasonLength, schemas.Usage{PromptTokens: 4, CompletionTokens: 2, TotalTokens: 6})
+	})
+
+	resp, body := f.post("/v1/completions", `{"model":"stories260K","prompt":["Once upon a time"],"stop":["\n","."],"stream":false}`)
+	j := recvJob(t, taken)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %v", resp.StatusCode, body)
+	}
+	jsonEqual(t, body, map[string]any{
+		"id":      "cmpl-" + j.Job.ID,
+		"object":  "text_completion",
+		"created": j.Job.CreatedAt.Unix(),
+		"model":   model,
+		"choices": []any{map[string]any{"index": 0, "text": " there was", "finish_reason": "length", "logprobs": nil}},
+		"usage":   map[string]any{"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
+	})
+	if j.Job.Prompt != "Once upon a time" || j.Job.MaxTokens != DefaultMaxTokens || len(j.Job.Stop) != 2 {
+		t.Errorf("queued job %+v: want the prompt, the default max_tokens and two stops", j.Job)
+	}
+}
+
+func TestChatStream(t *testing.T) {
+	f := newFixture(t, nil)
+	taken := f.startWorker(model, say("Once", " upon"))
+
+	req, err := http.NewRequestWithContext(f.ctx(), http.MethodPost, f.http.URL+"/v1/chat/completions", strings.NewReader(
+		`{"model":"stories260K","messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":{"include_usage":true}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type %q, want text/event-stream", ct)
+	}
+	events := readSSE(t, resp.Body)
+	j := recvJob(t, taken)
+	head := func(obj string) map[string]any {
+		return map[string]any{"id": "chatcmpl-" + j.Job.ID, "object": obj, "created": j.Job.CreatedAt.Unix(), "model": model}
+	}
+	chunk := func(delta map[string]any, finish any) map[string]any {
+		c := head("chat.completion.chunk")
+		c["choices"] = []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": nil}}
+		return c
+	}
+	usage := head("chat.completion.chunk")
+	usage["choices"] = []any{}
+	usage["usage"] = map[string]any{"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+	want := []any{
+		chunk(map[string]any{"role": "assistant", "content": "Once"}, nil),
+		chunk(map[string]any{"content": " upon"}, nil),
+		chunk(map[string]any{}, "stop"),
+		usage,
+	}
+	if len(events) != len(want)+1 || events[len(events)-1] != "[DONE]" {
+		t.Fatalf("events %q: want %d chunks and [DONE]", events, len(want))
+	}
+	var got []any
+	for _, e := range events[:len(want)] {
+		got = append(got, decodeObject(t, e))
+	}
+	jsonEqual(t, got, want)
+}
+
+func TestCompletionStreamWithoutUsage(t *testing.T) {
+	f := newFixture(t, nil)
+	f.startWorker(model, say("A", "B"))
+
+	req, err := http.NewRequestWithContext(f.ctx(), http.MethodPost, f.http.URL+"/v1/completions",
+		strings.NewReader(`{"model":"stories260K","prompt":"x","stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := readSSE(t, resp.Body)
+	var texts []string
+	var finish []any
+	for _, e := range events[:len(events)-1] {
+		c := decodeObject(t, e)
+		if c["object"] != "text_completion" {
+			t.Errorf("chunk object %v", c["object"])
+		}
+		if _, ok := c["usage"]; ok {
+			t.Errorf("chunk %s has usage, which the client did not ask for", e)
+		}
+		choice := c["choices"].([]any)[0].(map[string]any)
+		texts = append(texts, choice["text"].(string))
+		finish = append(finish, choice["finish_reason"])
+	}
+	jsonEqual(t, texts, []string{"A", "B", ""})
+	jsonEqual(t, finish, []any{nil, nil, "stop"})
+}
+
+func TestErrorResponses(t *testing.T) {
+	f := newFixture(t, nil)
+	f.putWorker("w1", model, schemas.WorkerReady)
+	f.putWorker("w2", "drained", schemas.WorkerDraining)
+	chat := "/v1/chat/completions"
+	for _, tc := range []struct {
+		name, method, path, body string
+		status                   int
+		code                     schemas.Code
+		message                  string // a part of it
+	}{
+		{"bad JSON", "POST", chat, `{"model":`, 400, schemas.CodeInvalidRequest, "not valid JSON"},
+		{"wrong type", "POST", chat, `{"model":"stories260K","messages":[{"role":"user","content":"x"}],"temperature":"hot"}`, 400, schemas.CodeInvalidRequest, "temperature"},
+		{"unknown model", "POST", chat, `{"model":"gpt-9","messages":[{"role":"user","content":"x"}]}`, 404, schemas.CodeModelNotFound, "gpt-9"},
+		{"invalid temperature", "POST", chat, `{"model":"stories260K","messages":[{"role":"user","content":"x"}],"temperature":20}`, 400, schemas.CodeInvalidRequest, "temperature 20"},
+		{"invalid model name", "POST", chat, `{"model":"a.b","messages":[{"role":"user","content":"x"}]}`, 400, schemas.CodeInvalidRequest, "a.b"},
+		{"no messages", "POST", chat, `{"model":"stories260K","messages":[]}`, 400, schemas.CodeInvalidRequest, "messages is empty"},
+		{"bad role", "POST", chat, `{"model":"stories260K","messages":[{"role":"robot","content":"x"}]}`, 400, schemas.CodeInvalidRequest, "robot"},
+		{"image part", "POST", chat, `{"model":"stories260K","messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, schemas.CodeInvalidRequest, "image_url"},
+		{"n above one", "POST", chat, `{"model":"stories260K","n":2,"messages":[{"role":"user","content":"x"}]}`, 400, schemas.CodeInvalidRequest, "n 2"},
+		{"two prompts", "POST", "/v1/completions", `{"model":"stories260K","prompt":["a","b"]}`, 400, schemas.CodeInvalidRequest, "2 strings"},
+		{"token prompt", "POST", "/v1/completions", `{"model":"stories260K","prompt":[1,2]}`, 400, schemas.CodeInvalidRequest, "array of strings"},
+		{"draining only", "POST", "/v1/completions", `{"model":"drained","prompt":"x"}`, 503, schemas.CodeNoCapacity, "draining"},
+		{"body too large", "POST", chat, `{"model":"` + strings.Repeat("x", maxBodyBytes) + `"}`, 400, schemas.CodeInvalidRequest, "exceeds"},
+		{"wrong method", "GET", chat, ``, 405, schemas.CodeMethodNotAllowed, "GET"},
+		{"unknown path", "GET", "/v1/embeddings", ``, 404, schemas.CodeNotFound, "/v1/embeddings"},
+		{"root", "POST", "/", `{}`, 404, schemas.CodeNotFound, "/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := f.do(tc.method, tc.path, tc.body)
+			if resp.StatusCode != tc.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			e, ok := body["error"].(map[string]any)
+			if !ok || len(body) != 1 || len(e) != 2 {
+				t.Fatalf("body %v: want exactly {\"error\":{\"code\",\"message\"}}", body)
+			}
+			if e["code"] != string(tc.code) {
+				t.Errorf("code %v, want %s", e["code"], tc.code)
+			}
+			if msg, _ := e["message"].(string); !strings.Contains(msg, tc.message) {
+				t.Errorf("message %q does not mention %q", msg, tc.message)
+			}
+			if tc.status == 405 && resp.Header.Get("Allow") != "POST" {
+				t.Errorf("Allow %q, want POST", resp.Header.Get("Allow"))
+			}
+		})
+	}
+	wantMetric(t, f.scrape(), `rbee_queen_requests_total{code="404",endpoint="unmatched"} 2`)
+}
+
+func TestWorkerErrorEvent(t *testing.T) {
+	f := newFixture(t, nil)
+	f.startWorker(model, func(j *fakeJob) {
+		j.fail(schemas.CodeContextExceeded, "prompt is 600 tokens, context 512")
+	})
+	resp, body := f.post("/v1/chat/completions", `{"model":"stories260K","messages":[{"role":"user","content":"long"}]}`)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("status %d, want 400", resp.StatusCode)
+	}
+	jsonEqual(t, body, schemas.ErrorResponse{Error: schemas.Error{Code: schemas.CodeContextExceeded, Message: "prompt is 600 tokens, context 512"}})
+}
+
+func TestErrorBeforeFirstTokenOfAStream(t *testing.T) {
+	f := newFixture(t, nil)
+	f.startWorker(model, func(j *fakeJob) { j.fail(schemas.CodeEngineFailure, "boom") })
+	resp, body := f.post("/v1/chat/completions", `{"model":"stories260K","messages":[{"role":"user","content":"x"}],"stream":true}`)
+	if resp.StatusCode != http.StatusInternalServerError || resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("status %d, Content-Type %q: want a plain JSON 500", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	jsonEqual(t, body, schemas.ErrorResponse{Error: schemas.Error{Code: schemas.CodeEngineFailure, Message: "boom"}})
+}
+
+// stream posts a streaming chat request and returns its SSE events.
+func (f *fixture) stream(body string) []string {
+	f.t.Helper()
+	req, err := http.NewRequestWithContext(f.ctx(), http.MethodPost, f.http.URL+"/v1/chat/completions", strings.NewReader(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		f.t.Fatalf("status %d", resp.StatusCode)
+	}
+	return readSSE(f.t, resp.Body)
+}
+
+func TestErrorAfterStreamBegan(t *testing.T) {
+	f := newFixture(t, nil)
+	f.startWorker(model, func(j *fakeJob) {
+		j.token("Once")
+		j.fail(schemas.CodeWorkerShutdown, "worker stopping")
+	})
+	events := f.stream(`{"model":"stories260K","messages":[{"role":"user","content":"x"}],"stream":true}`)
+	if len(events) != 3 {
+		t.Fatalf("events %q: want a chunk, an error and [DONE]", events)
+	}
+	jsonEqual(t, decodeObject(t, events[1]), schemas.ErrorResponse{Error: schemas.Error{Code: schemas.CodeWorkerShutdown, Message: "worker stopping"}})
+}
+
+// subscribeCancel watches the cancel subject of every job.
+func (f *fixture) subscribeCancel() *nats.Subscription {
+	f.t.Helper()
+	sub, err := f.nc.SubscribeSync(f.subj.Cancel("*"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.nc.Flush(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { sub.Unsubscribe() })
+	return sub
+}
+
+func expectCancel(t *testing.T, sub *nats.Subscription, subject string) {
+	t.Helper()
+	msg, err := sub.NextMsg(waitFor)
+	if err != nil {
+		t.Fatalf("no cancel message: %v", err)
+	}
+	if msg.Subject != subject || len(msg.Data) != 0 {
+		t.Errorf("cancel message on %s with %d bytes, want an empty one on %s", msg.Subject, len(msg.Data), subject)
+	}
+}
+
+func TestSequenceGap(t *testing.T) {
+	f := newFixture(t, nil)
+	cancels := f.subscribeCancel()
+	taken := f.startWorker(model, func(j *fakeJob) {
+		j.token("a")
+		j.seq++ // seq 1 is lost
+		j.token("c")
+		j.end(schemas.StopReasonStop, schemas.Usage{})
+	})
+	resp, body := f.post("/v1/completions", `{"model":"stories260K","prompt":"x"}`)
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("status %d, want 500", resp.StatusCode)
+	}
+	jsonEqual(t, body, schemas.ErrorResponse{Error: schemas.Error{Code: schemas.CodeInternal, Message: "token stream lost events"}})
+	j := recvJob(t, taken)
+	expectCancel(t, cancels, f.subj.Cancel(j.Job.ID))
+}
+
+func TestClientDisconnectCancelsJob(t *testing.T) {
+	f := newFixture(t, nil)
+	cancelled := make(chan string, 1)
+	taken := f.startWorker(model, func(j *fakeJob) {
+		sub, err := j.nc.SubscribeSync(f.subj.Cancel(j.Job.ID))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer sub.Unsubscribe()
+		j.token("Once")
+		// Keep streaming, as a worker does, until told to stop.
+		for range 1000 {
+			if msg, err := sub.NextMsg(10 * time.Millisecond); err == nil {
+				cancelled <- msg.Subject
+				return
+			}
+			j.token(" more")
+		}
+	})
+
+	ctx, hangUp := context.WithCancel(f.ctx())
+	defer hangUp()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.http.URL+"/v1/chat/completions",
+		strings.NewReader(`{"model":"stories260K","messages":[{"role":"user","content":"x"}],"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if _, err := resp.Body.Read(buf); err != nil {
+		t.Fatalf("read first chunk: %v", err)
+	}
+	hangUp()
+	resp.Body.Close()
+
+	j := recvJob(t, taken)
+	select {
+	case subj := <-cancelled:
+		if subj != f.subj.Cancel(j.Job.ID) {
+			t.Errorf("cancel on %s", subj)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the worker was not told to cancel")
+	}
+	checkFor(t, func() error {
+		if m := f.scrape(); !strings.Contains(m, `rbee_queen_jobs_finished_total{model="stories260K",result="cancelled"} 1`) {
+			return errors.New("no cancelled job in metrics")
+		}
+		return nil
+	})
+}
+
+func TestFirstTokenTimeout(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.FirstTokenTimeout = 200 * time.Millisecond })
+	f.putWorker("w1", model, schemas.WorkerReady) // alive, but it never pulls
+	cancels := f.subscribeCancel()
+	start := time.Now()
+	resp, body := f.post("/v1/completions", `{"model":"stories260K","prompt":"x"}`)
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("status %d, want 504 after %v", resp.StatusCode, time.Since(start))
+	}
+	if e := body["error"].(map[string]any); e["code"] != string(schemas.CodeTimeout) {
+		t.Errorf("error %v", e)
+	}
+	msg, err := cancels.NextMsg(waitFor)
+	if err != nil {
+		t.Fatalf("no cancel after a timeout: %v", err)
+	}
+	if !strings.HasPrefix(msg.Subject, f.subj.Cancel("")) {
+		t.Errorf("cancel on %s", msg.Subject)
+	}
+}
+
+func TestIdleTimeoutInStream(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
+	f.startWorker(model, func(j *fakeJob) { j.token("Once") }) // then silence
+	events := f.stream(`{"model":"stories260K","messages":[{"role":"user","content":"x"}],"stream":true}`)
+	if len(events) != 3 {
+		t.Fatalf("events %q: want a chunk, an error and [DONE]", events)
+	}
+	e := decodeObject(t, events[1])["error"].(map[string]any)
+	if e["code"] != string(schemas.CodeTimeout) {
+		t.Errorf("error %v, want timeout", e)
+	}
+}
+
+func TestQueueFull(t *testing.T) {
+	f := newFixture(t, nil)
+	if err := bus.Provision(f.ctx(), f.js, f.subj, bus.Provisioning{JobsMaxMsgs: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.js.Publish(f.ctx(), f.subj.Jobs(model), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	f.putWorker("w1", model, schemas.WorkerReady)
+	resp, body := f.post("/v1/completions", `{"model":"stories260K","prompt":"x"}`)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503", resp.StatusCode)
+	}
+	if e := body["error"].(map[string]any); e["code"] != string(schemas.CodeNoCapacity) {
+		t.Errorf("error %v", e)
+	}
+}
+
+func TestModelsListsLiveWorkers(t *testing.T) {
+	f := newFixture(t, nil)
+	resp, body := f.do("GET", "/v1/models", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	jsonEqual(t, body, map[string]any{"object": "list", "data": []any{}})
+
+	f.putWorker("w1", "stories260K", schemas.WorkerReady)
+	f.putWorker("w2", "stories260K", schemas.WorkerStarting)
+	f.putWorker("w3", "llama3:8b", schemas.WorkerReady)
+	f.putWorker("w4", "gone", schemas.WorkerReady)
+	f.deleteWorker("w4")
+	kv, err := f.js.KeyValue(f.ctx(), f.subj.WorkersBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(f.ctx(), "junk", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+
+	_, body = f.do("GET", "/v1/models", "")
+	created := f.q.started.Unix()
+	jsonEqual(t, body, map[string]any{"object": "list", "data": []any{
+		map[string]any{"id": "llama3:8b", "object": "model", "created": created, "owned_by": "rbee"},
+		map[string]any{"id": "stories260K", "object": "model", "created": created, "owned_by": "rbee"},
+	}})
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	f := newFixture(t, nil)
+	if resp, body := f.do("GET", "/healthz", ""); resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz %d %v", resp.StatusCode, body)
+	}
+	if resp, body := f.do("GET", "/readyz", ""); resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz %d %v", resp.StatusCode, body)
+	}
+
+	f.srv.Shutdown()
+	f.srv.WaitForShutdown()
+	resp, body := f.do("GET", "/readyz", "")
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz %d with the server gone, want 503", resp.StatusCode)
+	}
+	if e := body["error"].(map[string]any); e["code"] != string(schemas.CodeBusUnavailable) {
+		t.Errorf("error %v", e)
+	}
+	if resp, _ := f.do("GET", "/healthz", ""); resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz %d: the process is alive", resp.StatusCode)
+	}
+}
+
+func TestReadyzWithoutJobsStream(t *testing.T) {
+	f := newFixture(t, nil)
+	if err := f.js.DeleteStream(f.ctx(), f.subj.JobsStream()); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := f.do("GET", "/readyz", "")
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz %d without the jobs stream, want 503", resp.StatusCode)
+	}
+	msg, _ := body["error"].(map[string]any)["message"].(string)
+	if !strings.Contains(msg, f.subj.JobsStream()) {
+		t.Errorf("message %q does not name the stream", msg)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	nc := &nats.Conn{}
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Subjects: schemas.Subjects{Prefix: "a.b"}}, "prefix"},
+		{Config{FirstTokenTimeout: -time.Second}, "first token timeout"},
+		{Config{IdleTimeout: -time.Second}, "idle timeout"},
+		{Config{DefaultMaxTokens: -1}, "default max tokens"},
+	} {
+		if _, err := New(nc, tc.cfg, nil, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v, want an error about %s", tc.cfg, err, tc.want)
+		}
+	}
+	if _, err := New(nil, Config{}, nil, nil); err == nil {
+		t.Error("New with a nil connection succeeded")
+	}
+}
+
+// The KV lookup and the job on the queue use the subjects under the
+// configured prefix, not the default one.
+func TestCustomPrefix(t *testing.T) {
+	f := newFixture(t, nil)
+	subj, err := schemas.NewSubjects("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Provision(f.ctx(), f.js, subj, bus.Provisioning{}); err != nil {
+		t.Fatal(err)
+	}
+	f.putWorker("w1", model, schemas.WorkerReady) // under the default prefix only
+	q, err := New(f.nc, Config{Subjects: subj}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = q.checkModel(f.ctx(), model)
+	if got := wireError(err).Code; got != schemas.CodeModelNotFound {
+		t.Errorf("checkModel under prefix other: %v, want model_not_found", err)
+	}
+	job := schemas.Job{ID: "j1", Model: model, Reply: "r", Prompt: "x"}
+	if err := q.enqueue(f.ctx(), &job); err != nil {
+		t.Fatal(err)
+	}
+	info, err := f.js.Stream(f.ctx(), subj.JobsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.CachedInfo().State.Msgs != 1 {
+		t.Errorf("%s holds %d jobs, want 1", subj.JobsStream(), info.CachedInfo().State.Msgs)
+	}
+}
+
+// With no stream to answer, queueing retries until the request's context
+// ends, then reports the bus as unavailable.
+func TestEnqueueWithoutStream(t *testing.T) {
+	f := newFixture(t, nil)
+	if err := f.js.DeleteStream(f.ctx(), f.subj.JobsStream()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(f.ctx(), 300*time.Millisecond)
+	defer cancel()
+	job := schemas.Job{ID: "j1", Model: model, Reply: "r", Prompt: "x"}
+	err := f.q.enqueue(ctx, &job)
+	if got := wireError(err).Code; got != schemas.CodeBusUnavailable {
+		t.Errorf("enqueue without a stream: %v, want bus_unavailable", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %v does not wrap the deadline", err)
+	}
+}
+
+func TestJobIDs(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := newJobID()
+		if !schemas.ValidID(id) || strings.ContainsAny(id, "/+=") {
+			t.Fatalf("job ID %q is not a valid URL-safe ID", id)
+		}
+		if seen[id] {
+			t.Fatalf("job ID %q repeated", id)
+		}
+		seen[id] = true
+	}
+}
+
+// A model seen with a live worker is trusted for liveFor; a model not seen
+// is looked up again on every request, so a new worker counts at once.
+func TestLiveModelCache(t *testing.T) {
+	f := newFixture(t, nil)
+	now := time.Now()
+	f.q.now = func() time.Time { return now }
+
+	if err := f.q.checkModel(f.ctx(), model); wireError(err).Code != schemas.CodeModelNotFound {
+		t.Fatalf("no worker yet: %v", err)
+	}
+	f.putWorker("w1", model, schemas.WorkerReady)
+	if err := f.q.checkModel(f.ctx(), model); err != nil {
+		t.Fatalf("a worker registered: %v", err)
+	}
+	f.deleteWorker("w1")
+	now = now.Add(liveFor / 2)
+	if err := f.q.checkModel(f.ctx(), model); err != nil {
+		t.Errorf("within liveFor of the last sighting: %v", err)
+	}
+	now = now.Add(liveFor)
+	if err := f.q.checkModel(f.ctx(), model); wireError(err).Code != schemas.CodeModelNotFound {
+		t.Errorf("after liveFor with the worker gone: %v", err)
+	}
+}
+
+// An unclean path gets the mux's redirect, counted under the route it leads
+// to: endpoint labels are routes, never paths a client makes up.
+func TestUncleanPathRedirects(t *testing.T) {
+	f := newFixture(t, nil)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get(f.http.URL + "/v1//models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != "/v1/models" {
+		t.Errorf("status %d Location %q, want a redirect to /v1/models", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	wantMetric(t, f.scrape(), fmt.Sprintf(`rbee_queen_requests_total{code="%d",endpoint="GET /v1/models"} 1`, resp.StatusCode))
+}

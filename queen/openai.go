@@ -1,0 +1,283 @@
+package queen
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// The OpenAI request fields rbee understands; clients send many more, which
+// are ignored.
+type commonRequest struct {
+	Model            string         `json:"model"`
+	MaxTokens        *int           `json:"max_tokens"`
+	Temperature      *float64       `json:"temperature"`
+	TopP             *float64       `json:"top_p"`
+	TopK             *int           `json:"top_k"`
+	MinP             *float64       `json:"min_p"`
+	Seed             *int64         `json:"seed"`
+	Stop             stringOrList   `json:"stop"`
+	PresencePenalty  *float64       `json:"presence_penalty"`
+	FrequencyPenalty *float64       `json:"frequency_penalty"`
+	RepeatPenalty    *float64       `json:"repeat_penalty"`
+	N                *int           `json:"n"`
+	Stream           bool           `json:"stream"`
+	StreamOptions    *streamOptions `json:"stream_options"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+type chatRequest struct {
+	commonRequest
+	Messages            []chatMessageIn `json:"messages"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+}
+
+type chatMessageIn struct {
+	Role    string      `json:"role"`
+	Content chatContent `json:"content"`
+}
+
+type completionRequest struct {
+	commonRequest
+	Prompt stringOrList `json:"prompt"`
+}
+
+// stringOrList is a JSON string or array of strings.
+type stringOrList []string
+
+func (s *stringOrList) UnmarshalJSON(data []byte) error {
+	if bytes.Equal(data, []byte("null")) {
+		*s = nil
+		return nil
+	}
+	if len(data) > 0 && data[0] == '"' {
+		var one string
+		if err := json.Unmarshal(data, &one); err != nil {
+			return err
+		}
+		*s = []string{one}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(data, &list); err != nil {
+		return fmt.Errorf("want a string or an array of strings")
+	}
+	*s = list
+	return nil
+}
+
+// chatContent is a message's content: a string, null, or an array of text
+// parts, which are joined.
+type chatContent string
+
+func (c *chatContent) UnmarshalJSON(data []byte) error {
+	if bytes.Equal(data, []byte("null")) {
+		*c = ""
+		return nil
+	}
+	if len(data) > 0 && data[0] == '"' {
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
+		}
+		*c = chatContent(s)
+		return nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(data, &parts); err != nil {
+		return fmt.Errorf("want a string or an array of content parts")
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" {
+			return fmt.Errorf("content part of type %q: only text is supported", p.Type)
+		}
+		b.WriteString(p.Text)
+	}
+	*c = chatContent(b.String())
+	return nil
+}
+
+// inferRequest maps the fields every endpoint shares. maxTokens is the
+// request's own limit, if any.
+func (r *commonRequest) inferRequest(maxTokens *int) (schemas.InferRequest, error) {
+	if r.N != nil && *r.N != 1 {
+		return schemas.InferRequest{}, schemas.Errorf(schemas.CodeInvalidRequest, "n %d: only one choice per request is supported", *r.N)
+	}
+	ir := schemas.InferRequest{Model: r.Model, Stop: r.Stop}
+	if maxTokens != nil {
+		ir.MaxTokens = *maxTokens
+	}
+	s := &ir.Sampling
+	s.Temperature = r.Temperature
+	s.Seed = r.Seed
+	if r.TopK != nil {
+		s.TopK = *r.TopK
+	}
+	for _, f := range []struct {
+		dst *float64
+		src *float64
+	}{
+		{&s.TopP, r.TopP}, {&s.MinP, r.MinP}, {&s.PresencePenalty, r.PresencePenalty},
+		{&s.FrequencyPenalty, r.FrequencyPenalty}, {&s.RepeatPenalty, r.RepeatPenalty},
+	} {
+		if f.src != nil {
+			*f.dst = *f.src
+		}
+	}
+	return ir, nil
+}
+
+func (r *chatRequest) inferRequest() (schemas.InferRequest, error) {
+	limit := r.MaxCompletionTokens
+	if limit == nil {
+		limit = r.MaxTokens
+	}
+	ir, err := r.commonRequest.inferRequest(limit)
+	if err != nil {
+		return ir, err
+	}
+	if len(r.Messages) == 0 {
+		return ir, schemas.Errorf(schemas.CodeInvalidRequest, "messages is empty")
+	}
+	ir.Messages = make([]schemas.Message, len(r.Messages))
+	for i, m := range r.Messages {
+		ir.Messages[i] = schemas.Message{Role: m.Role, Content: string(m.Content)}
+	}
+	return ir, nil
+}
+
+func (r *completionRequest) inferRequest() (schemas.InferRequest, error) {
+	ir, err := r.commonRequest.inferRequest(r.MaxTokens)
+	if err != nil {
+		return ir, err
+	}
+	switch {
+	case len(r.Prompt) != 1:
+		return ir, schemas.Errorf(schemas.CodeInvalidRequest, "prompt: want a string or an array of one string, got %d strings", len(r.Prompt))
+	case r.Prompt[0] == "":
+		return ir, schemas.Errorf(schemas.CodeInvalidRequest, "prompt is empty")
+	}
+	ir.Prompt = r.Prompt[0]
+	return ir, nil
+}
+
+// Responses, as OpenAI shapes them.
+
+type completion[C any] struct {
+	ID      string         `json:"id"`
+	Object  string         `json:"object"`
+	Created int64          `json:"created"`
+	Model   string         `json:"model"`
+	Choices []C            `json:"choices"`
+	Usage   *schemas.Usage `json:"usage,omitempty"`
+}
+
+type chatChoice struct {
+	Index        int       `json:"index"`
+	Message      *chatOut  `json:"message,omitempty"`
+	Delta        *chatOut  `json:"delta,omitempty"`
+	FinishReason *string   `json:"finish_reason"`
+	Logprobs     *struct{} `json:"logprobs"`
+}
+
+type chatOut struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+type textChoice struct {
+	Index        int       `json:"index"`
+	Text         string    `json:"text"`
+	FinishReason *string   `json:"finish_reason"`
+	Logprobs     *struct{} `json:"logprobs"`
+}
+
+type modelList struct {
+	Object string      `json:"object"`
+	Data   []modelInfo `json:"data"`
+}
+
+type modelInfo struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+// api is one of the two generation endpoints; it shapes their responses.
+type api struct {
+	chat bool
+	// Fixed per job:
+	id      string
+	model   string
+	created int64
+}
+
+func newAPI(chat bool, job *schemas.Job) api {
+	a := api{chat: chat, model: job.Model, created: job.CreatedAt.Unix()}
+	if chat {
+		a.id = "chatcmpl-" + job.ID
+	} else {
+		a.id = "cmpl-" + job.ID
+	}
+	return a
+}
+
+func (a api) response(text, finish string, usage schemas.Usage) any {
+	if a.chat {
+		return completion[chatChoice]{
+			ID: a.id, Object: "chat.completion", Created: a.created, Model: a.model,
+			Choices: []chatChoice{{Message: &chatOut{Role: "assistant", Content: &text}, FinishReason: &finish}},
+			Usage:   &usage,
+		}
+	}
+	return completion[textChoice]{
+		ID: a.id, Object: "text_completion", Created: a.created, Model: a.model,
+		Choices: []textChoice{{Text: text, FinishReason: &finish}},
+		Usage:   &usage,
+	}
+}
+
+// chunk is one streamed piece of text; first marks the chat chunk that
+// carries the assistant role. finish is set on the last chunk only.
+func (a api) chunk(text string, first bool, finish *string) any {
+	if a.chat {
+		delta := &chatOut{}
+		if first {
+			delta.Role = "assistant"
+		}
+		if text != "" || first {
+			delta.Content = &text
+		}
+		return completion[chatChoice]{
+			ID: a.id, Object: "chat.completion.chunk", Created: a.created, Model: a.model,
+			Choices: []chatChoice{{Delta: delta, FinishReason: finish}},
+		}
+	}
+	return completion[textChoice]{
+		ID: a.id, Object: "text_completion", Created: a.created, Model: a.model,
+		Choices: []textChoice{{Text: text, FinishReason: finish}},
+	}
+}
+
+// usageChunk ends a stream whose client asked for stream_options.include_usage.
+func (a api) usageChunk(usage schemas.Usage) any {
+	object := "text_completion"
+	if a.chat {
+		object = "chat.completion.chunk"
+	}
+	return completion[struct{}]{
+		ID: a.id, Object: object, Created: a.created, Model: a.model,
+		Choices: []struct{}{}, Usage: &usage,
+	}
+}

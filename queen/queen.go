@@ -1,0 +1,281 @@
+// Package queen is rbee's orchestrator: an OpenAI-compatible HTTP ingress and
+// a NATS micro service. It admits jobs, queues them on the JetStream work
+// queue and relays the token stream a worker publishes on the job's reply
+// subject.
+package queen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultHTTPAddr          = "127.0.0.1:8080"
+	DefaultFirstTokenTimeout = 5 * time.Minute
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultMaxTokens         = 256
+	DefaultShutdownGrace     = 10 * time.Second
+)
+
+// ServiceName and ServiceVersion identify the micro service (nats micro ls).
+const (
+	ServiceName    = "rbee-queen"
+	ServiceVersion = "0.1.0"
+)
+
+// Config configures a Queen. Zero values take the defaults above.
+type Config struct {
+	HTTPAddr string // e.g. "127.0.0.1:8080"; port 0 picks a free one (see Addr)
+	Subjects schemas.Subjects
+	// FirstTokenTimeout bounds the wait for a job's first event, queueing
+	// included.
+	FirstTokenTimeout time.Duration
+	// IdleTimeout bounds the gap between two events once streaming.
+	IdleTimeout time.Duration
+	// DefaultMaxTokens applies when a request sets no max_tokens.
+	DefaultMaxTokens int
+	// ShutdownGrace is how long Run lets in-flight HTTP streams finish
+	// after its context is done; then they are cancelled.
+	ShutdownGrace time.Duration
+}
+
+func (c *Config) setDefaults() error {
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultHTTPAddr
+	}
+	if _, err := schemas.NewSubjects(c.Subjects.Prefix); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"first token timeout", &c.FirstTokenTimeout, DefaultFirstTokenTimeout},
+		{"idle timeout", &c.IdleTimeout, DefaultIdleTimeout},
+		{"shutdown grace", &c.ShutdownGrace, DefaultShutdownGrace},
+	} {
+		switch {
+		case *d.v < 0:
+			return fmt.Errorf("%s %v is negative", d.name, *d.v)
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	switch {
+	case c.DefaultMaxTokens < 0 || c.DefaultMaxTokens > schemas.MaxTokensLimit:
+		return fmt.Errorf("default max tokens %d: want 0 to %d", c.DefaultMaxTokens, schemas.MaxTokensLimit)
+	case c.DefaultMaxTokens == 0:
+		c.DefaultMaxTokens = DefaultMaxTokens
+	}
+	return nil
+}
+
+// Queen admits inference requests from HTTP and NATS and relays their
+// token streams. Create it with New; serve it with Run, or mount Handler on
+// a server of your own.
+type Queen struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	handler http.Handler
+	started time.Time
+
+	now func() time.Time // the clock, replaced in tests
+
+	workersMu  sync.Mutex
+	workers    jetstream.KeyValue   // bound on first use: the bucket may be created after New
+	liveModels map[string]time.Time // model -> when a worker taking its jobs was last seen
+
+	inflight tracker
+
+	running atomic.Bool
+	addr    atomic.Value // string
+	ready   chan struct{}
+}
+
+// New makes a Queen that uses nc. reg receives the queen's metrics and must
+// also be a prometheus.Gatherer (a *prometheus.Registry is both) because
+// /metrics serves what it gathers; nil means a registry of the queen's own.
+// A nil logger discards logs.
+func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Queen, error) {
+	if nc == nil {
+		return nil, errors.New("queen: nil NATS connection")
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("queen config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	gatherer, ok := reg.(prometheus.Gatherer)
+	if !ok {
+		return nil, fmt.Errorf("queen: registerer %T is not a prometheus.Gatherer, so /metrics could not serve it", reg)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("queen: jetstream: %w", err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("queen: metrics: %w", err)
+	}
+	q := &Queen{
+		nc:         nc,
+		js:         js,
+		cfg:        cfg,
+		log:        logger,
+		metrics:    m,
+		started:    time.Now(),
+		now:        time.Now,
+		liveModels: map[string]time.Time{},
+		ready:      make(chan struct{}),
+	}
+	q.handler = q.routes(gatherer)
+	return q, nil
+}
+
+// Handler is the queen's HTTP API: the OpenAI-compatible endpoints,
+// /healthz, /readyz and /metrics.
+func (q *Queen) Handler() http.Handler { return q.handler }
+
+// Addr is the address Run listens on, or "" before it listens. With port 0
+// in Config.HTTPAddr it tells which port was picked.
+func (q *Queen) Addr() string {
+	s, _ := q.addr.Load().(string)
+	return s
+}
+
+// Ready is closed once Run listens for HTTP and the micro service is up.
+// It stays open when Run fails before that.
+func (q *Queen) Ready() <-chan struct{} { return q.ready }
+
+// Run serves HTTP on Config.HTTPAddr and the micro service on the bus until
+// ctx is done, then shuts both down: no new requests are taken, in-flight
+// HTTP streams get Config.ShutdownGrace to finish and are cancelled after
+// it (their workers are told to stop). Run returns once every request
+// handler has returned. It returns the listener's error when the port is
+// taken, and may be called once.
+func (q *Queen) Run(ctx context.Context) error {
+	if !q.running.CompareAndSwap(false, true) {
+		return errors.New("queen: Run called twice")
+	}
+	ln, err := net.Listen("tcp", q.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("queen: listen on %s: %w", q.cfg.HTTPAddr, err)
+	}
+	// Requests outlive ctx by the grace period: their context is cancelled
+	// by hardStop, not by ctx.
+	hardCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardStop()
+
+	svc, err := q.startService(hardCtx)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           q.handler,
+		BaseContext:       func(net.Listener) context.Context { return hardCtx },
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(q.log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	q.addr.Store(ln.Addr().String())
+	close(q.ready)
+	q.log.Info("queen listening", "http", ln.Addr().String(), "infer_subject", q.cfg.Subjects.Infer())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+		served <- serveErr
+	}
+
+	if err := svc.Stop(); err != nil {
+		q.log.Warn("stop micro service", "err", err)
+	}
+	graceCtx, cancel := context.WithTimeout(context.Background(), q.cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(graceCtx); err != nil {
+		q.log.Warn("shutdown grace expired: cancelling in-flight requests", "grace", q.cfg.ShutdownGrace)
+		hardStop()
+		srv.Close()
+	}
+	<-served
+	q.inflight.closeAndWait()
+	q.log.Info("queen stopped")
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("queen: serve http: %w", serveErr)
+	}
+	return nil
+}
+
+// startService adds the micro service with its infer endpoint.
+func (q *Queen) startService(ctx context.Context) (micro.Service, error) {
+	svc, err := micro.AddService(q.nc, micro.Config{
+		Name:        ServiceName,
+		Version:     ServiceVersion,
+		Description: "rbee orchestrator: queues inference jobs",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queen: add micro service: %w", err)
+	}
+	err = svc.AddEndpoint("infer", micro.ContextHandler(ctx, q.handleInfer),
+		micro.WithEndpointSubject(q.cfg.Subjects.Infer()))
+	if err != nil {
+		if stopErr := svc.Stop(); stopErr != nil {
+			q.log.Warn("stop micro service", "err", stopErr)
+		}
+		return nil, fmt.Errorf("queen: add infer endpoint on %s: %w", q.cfg.Subjects.Infer(), err)
+	}
+	return svc, nil
+}
+
+// tracker counts running request handlers so that Run can wait for them,
+// and refuses new ones once shutdown has begun.
+type tracker struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func (t *tracker) add() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.wg.Add(1)
+	return true
+}
+
+func (t *tracker) done() { t.wg.Done() }
+
+func (t *tracker) closeAndWait() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.wg.Wait()
+}

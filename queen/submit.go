@@ -1,0 +1,211 @@
+package queen
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// jobSchema is the Rbee-Schema header of a queued job.
+const jobSchema = "job/v1"
+
+// admit fills in the default max_tokens, validates req, checks that a live
+// worker serves its model and makes a job with a fresh ID. The caller sets
+// Reply and then calls enqueue.
+func (q *Queen) admit(ctx context.Context, req *schemas.InferRequest) (schemas.Job, error) {
+	if req.MaxTokens == 0 {
+		req.MaxTokens = q.cfg.DefaultMaxTokens
+	}
+	if err := req.Validate(); err != nil {
+		return schemas.Job{}, err
+	}
+	if err := q.checkModel(ctx, req.Model); err != nil {
+		return schemas.Job{}, err
+	}
+	job := req.Job(newJobID(), "")
+	job.CreatedAt = time.Now().UTC()
+	return job, nil
+}
+
+// newJobID returns 26 random base32 characters: URL-safe, one subject token
+// and a valid schemas ID.
+func newJobID() string { return strings.ToLower(crand.Text()) }
+
+// lookupTimeout bounds reading the workers bucket, which takes
+// milliseconds while JetStream is up.
+const lookupTimeout = 5 * time.Second
+
+// liveFor is how long a model that had a worker taking jobs counts as
+// served without reading the bucket again. It spares JetStream a watch per
+// request and is far below the bucket's TTL, the staleness already accepted.
+const liveFor = time.Second
+
+// checkModel fails with model_not_found when no live worker serves model,
+// and with no_capacity when every one of them is draining.
+func (q *Queen) checkModel(ctx context.Context, model string) error {
+	q.workersMu.Lock()
+	seenAt, ok := q.liveModels[model]
+	q.workersMu.Unlock()
+	if ok && q.now().Sub(seenAt) < liveFor {
+		return nil
+	}
+	workers, err := q.liveWorkers(ctx)
+	if err != nil {
+		return err
+	}
+	now := q.now()
+	live, seen := false, false
+	q.workersMu.Lock()
+	for _, w := range workers {
+		if w.State != schemas.WorkerDraining {
+			q.liveModels[w.Model] = now
+		}
+		if w.Model == model {
+			seen = true
+			live = live || w.State != schemas.WorkerDraining
+		}
+	}
+	q.workersMu.Unlock()
+	if live {
+		return nil
+	}
+	if seen {
+		return schemas.Errorf(schemas.CodeNoCapacity, "every worker of model %q is draining", model)
+	}
+	return schemas.Errorf(schemas.CodeModelNotFound, "no live worker serves model %q", model)
+}
+
+// liveWorkers reads the heartbeats in the workers bucket. The bucket's TTL
+// removes the keys of dead workers, so what is there is alive.
+func (q *Queen) liveWorkers(ctx context.Context) ([]schemas.WorkerHeartbeat, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	kv, err := q.workersBucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, busError(ctx, fmt.Errorf("watch workers bucket: %w", err))
+	}
+	defer func() {
+		if err := w.Stop(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			q.log.Debug("stop workers watch", "err", err)
+		}
+		// The watcher's delivery goroutine blocks while its channel is
+		// full; draining lets it see the stop and exit (it closes the
+		// channel on its way out).
+		for range w.Updates() {
+		}
+	}()
+	var out []schemas.WorkerHeartbeat
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, schemas.Errorf(schemas.CodeBusUnavailable, "workers bucket watch closed")
+			}
+			if e == nil { // every current value delivered
+				return out, nil
+			}
+			var hb schemas.WorkerHeartbeat
+			if err := json.Unmarshal(e.Value(), &hb); err != nil {
+				q.log.Debug("skip undecodable worker heartbeat", "key", e.Key(), "err", err)
+				continue
+			}
+			if err := hb.Validate(); err != nil {
+				q.log.Debug("skip invalid worker heartbeat", "key", e.Key(), "err", err)
+				continue
+			}
+			out = append(out, hb)
+		case <-ctx.Done():
+			return nil, busError(ctx, fmt.Errorf("read workers bucket: %w", ctx.Err()))
+		}
+	}
+}
+
+func (q *Queen) workersBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	q.workersMu.Lock()
+	kv := q.workers
+	q.workersMu.Unlock()
+	if kv != nil {
+		return kv, nil
+	}
+	name := q.cfg.Subjects.WorkersBucket()
+	kv, err := q.js.KeyValue(ctx, name)
+	if err != nil {
+		return nil, busError(ctx, fmt.Errorf("workers bucket %s: %w", name, err))
+	}
+	q.workersMu.Lock()
+	q.workers = kv
+	q.workersMu.Unlock()
+	return kv, nil
+}
+
+// enqueue publishes job on its model's work queue. While JetStream does not
+// answer (a leader election, a restart) it retries with backoff until ctx is
+// done; the job ID in Nats-Msg-Id makes a retry after a lost ack harmless.
+// A full queue is no_capacity.
+func (q *Queen) enqueue(ctx context.Context, job *schemas.Job) error {
+	if err := job.Validate(); err != nil {
+		return err
+	}
+	data, err := json.Marshal(job)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", job, err)
+	}
+	msg := &nats.Msg{Subject: q.cfg.Subjects.Jobs(job.Model), Data: data, Header: nats.Header{}}
+	msg.Header.Set(schemas.HeaderMsgID, job.ID)
+	msg.Header.Set(schemas.HeaderSchema, jobSchema)
+
+	_, err = bus.PublishRetry(ctx, q.js, msg)
+	switch {
+	case err == nil:
+		return nil
+	case bus.IsQueueFull(err):
+		return schemas.Errorf(schemas.CodeNoCapacity, "the %s queue is full", job.Model)
+	default:
+		return busError(ctx, fmt.Errorf("queue %s: %w", job, err))
+	}
+}
+
+// busError turns a failure to reach the bus into a coded error: cancelled
+// when the caller went away, bus_unavailable otherwise.
+func busError(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return &codedError{code: schemas.CodeCancelled, err: err}
+	}
+	return &codedError{code: schemas.CodeBusUnavailable, err: err}
+}
+
+// codedError gives a wrapped error a stable code without losing its chain.
+type codedError struct {
+	code schemas.Code
+	err  error
+}
+
+func (e *codedError) Error() string { return e.err.Error() }
+func (e *codedError) Unwrap() error { return e.err }
+
+// wireError is err as it travels in responses: its code and message.
+func wireError(err error) schemas.Error {
+	var se *schemas.Error
+	if errors.As(err, &se) {
+		return *se
+	}
+	var ce *codedError
+	if errors.As(err, &ce) {
+		return schemas.Error{Code: ce.code, Message: ce.err.Error()}
+	}
+	return schemas.Error{Code: schemas.CodeInternal, Message: err.Error()}
+}
