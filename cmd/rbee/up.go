@@ -49,7 +49,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{
 		Host: *natsHost, Port: *natsPort, DataDir: *dataDir, ServerName: "rbee-" + hiveID(host),
-		Logger: log.With("component", "nats"),
+		Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("start nats: %w", err)
