@@ -210,6 +210,8 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 		return
 	}
 	defer rl.close()
+	// Operators trace a response to its job and worker on the bus.
+	w.Header().Set("X-Rbee-Job-Id", job.ID)
 	a := newAPI(chat, &job)
 	if req.Stream {
 		q.stream(ctx, w, rl, a, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
@@ -223,10 +225,17 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 			return
 		}
 		if ev.Type == schemas.EventEnd {
+			setWorker(w, ev)
 			writeJSON(w, http.StatusOK, a.response(text.String(), ev.StopReason, *ev.Usage))
 			return
 		}
 		text.WriteString(ev.Text)
+	}
+}
+
+func setWorker(w http.ResponseWriter, ev schemas.Event) {
+	if ev.WorkerID != "" {
+		w.Header().Set("X-Rbee-Worker-Id", ev.WorkerID)
 	}
 }
 
@@ -238,6 +247,7 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 		writeError(w, err)
 		return
 	}
+	setWorker(w, ev)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")

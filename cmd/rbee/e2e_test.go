@@ -393,14 +393,16 @@ func TestWholePathOverTheBus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := greedy(t, infer.Request{Messages: []chat.Message{{Role: "user", Content: "Once upon a time"}}, MaxTokens: 200})
+		want := greedy(t, infer.Request{Messages: []chat.Message{{Role: "user", Content: "Once upon a time"}}, MaxTokens: 400})
 		var wg sync.WaitGroup
 		got := make([]string, 2)
+		servedBy := make([]string, 2)
 		for i := range got {
 			wg.Go(func() {
 				resp := postJSON(t, base+"/v1/chat/completions", map[string]any{
-					"model": "stories260K", "messages": messages, "max_tokens": 200, "temperature": 0, "stream": true,
+					"model": "stories260K", "messages": messages, "max_tokens": 400, "temperature": 0, "stream": true,
 				})
+				servedBy[i] = resp.Header.Get("X-Rbee-Worker-Id")
 				got[i] = readSSE(t, resp)
 			})
 		}
@@ -409,6 +411,11 @@ func TestWholePathOverTheBus(t *testing.T) {
 			if g != want {
 				t.Errorf("stream %d gave %q, want %q", i, g, want)
 			}
+		}
+		// Each worker has one slot, so while one streams the other must take
+		// the second job.
+		if servedBy[0] == "" || servedBy[0] == servedBy[1] {
+			t.Errorf("streams served by workers %q and %q, want two different workers", servedBy[0], servedBy[1])
 		}
 		poll(t, 10*time.Second, func() error {
 			info, err := cons.Info(ctx)
