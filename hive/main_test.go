@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
+
+	"github.com/rbee-dev/rbee/bus/bustest"
 )
 
 // The test binary doubles as a fake worker: started with HIVE_TEST_CHILD set,
@@ -117,22 +119,8 @@ func ready() {
 	}
 }
 
-// checkFor polls f until it returns nil, failing the test with f's last
-// error once timeout has passed.
-func checkFor(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
-	}
-}
+// checkFor polls f until it returns nil or timeout has passed.
+var checkFor = bustest.CheckFor
 
 // recorder is a slog handler that keeps every record, so that tests can
 // read what was logged, when, and with which attributes.

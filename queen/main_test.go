@@ -293,17 +293,7 @@ func jsonEqual(t *testing.T, got, want any) {
 // checkFor polls f until it returns nil or waitFor has passed.
 func checkFor(t *testing.T, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", waitFor, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	bustest.CheckFor(t, waitFor, f)
 }
 
 // scrape returns the /metrics text.

@@ -55,22 +55,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// checkFor polls f until it returns nil, failing the test with f's last
-// error once timeout has passed.
-func checkFor(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
-	}
-}
+// checkFor polls f until it returns nil or timeout has passed.
+var checkFor = bustest.CheckFor
 
 func testContext(t *testing.T) context.Context {
 	t.Helper()

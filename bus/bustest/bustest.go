@@ -71,3 +71,21 @@ func Provisioned(t testing.TB) (*server.Server, *nats.Conn, jetstream.JetStream,
 	}
 	return s, nc, js, subj
 }
+
+// CheckFor polls f until it returns nil, failing the test with f's last
+// error once timeout has passed. Tests wait for conditions with it instead
+// of sleeping.
+func CheckFor(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
+	}
+}

@@ -51,20 +51,7 @@ func TestMain(m *testing.M) {
 }
 
 // poll retries f until it succeeds or the deadline passes.
-func poll(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var poll = bustest.CheckFor
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
