@@ -50,8 +50,13 @@ func runCluster(t *testing.T, n int) []*server.Server {
 		servers = append(servers, s)
 	}
 	checkFor(t, 30*time.Second, func() error {
+		// The leader must also have heard from every peer, or placing a
+		// three-replica stream fails with "peer offline".
 		for _, s := range servers {
 			if s.JetStreamIsLeader() {
+				if peers := s.JetStreamClusterPeers(); len(peers) != len(servers) {
+					return fmt.Errorf("meta leader sees %d of %d peers", len(peers), len(servers))
+				}
 				return nil
 			}
 		}
