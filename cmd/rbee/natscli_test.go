@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The README's nats CLI examples, run as written against rbee up. CI
+// installs the CLI (.ci/run); elsewhere the test runs when nats is on PATH.
+func TestReadmeNatsExamples(t *testing.T) {
+	natsBin, err := exec.LookPath("nats")
+	if err != nil {
+		t.Skip("nats CLI not on PATH: go install github.com/nats-io/natscli/nats@v0.5.0")
+	}
+	dir := t.TempDir()
+	up := exec.Command(rbeeBin, "up", "--http", freeAddr(t), "--nats-port", "-1", "--data-dir", dir+"/nats", "--cache-dir", dir+"/cache")
+	up.Stderr = os.Stderr
+	up.Env = append(os.Environ(), "RBEE_LOG_LEVEL=warn")
+	stdout, err := up.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stop(t, up)
+	sc := bufio.NewScanner(stdout)
+	natsURL := ""
+	for natsURL == "" && sc.Scan() {
+		natsURL = regexp.MustCompile(`nats://[0-9.]+:[0-9]+`).FindString(sc.Text())
+	}
+	for sc.Scan() && !strings.Contains(sc.Text(), "Ctrl-C") {
+	}
+	if natsURL == "" {
+		t.Fatal("rbee up printed no NATS URL")
+	}
+	nats := func(ctx context.Context, args ...string) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, natsBin, args...)
+		cmd.Env = append(os.Environ(), "NATS_URL="+natsURL, "NATS_CONTEXT=")
+		return cmd
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	out, err := nats(ctx, "req", "rbee.v1.infer", `{"model":"stories260K","prompt":"Once upon a time","max_tokens":32}`, "--wait-for-empty").CombinedOutput()
+	if err != nil || strings.Count(string(out), `"type":"token"`) < 32 || !strings.Contains(string(out), `"type":"end"`) {
+		t.Errorf("nats req: %v\n%s", err, out)
+	}
+
+	sub := nats(ctx, "sub", "demo.tokens")
+	subOut, err := sub.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.Stderr = sub.Stdout
+	if err := sub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(subOut)
+	for lines.Scan() && !strings.Contains(lines.Text(), "Subscribing on demo.tokens") {
+	}
+	pub := `{"id":"job-1","model":"stories260K","reply":"demo.tokens","prompt":"Once upon a time","max_tokens":32}`
+	if out, err := nats(ctx, "pub", "rbee.v1.jobs.stories260K", pub).CombinedOutput(); err != nil {
+		t.Fatalf("nats pub: %v\n%s", err, out)
+	}
+	ended := false
+	for !ended && lines.Scan() {
+		ended = strings.Contains(lines.Text(), `"type":"end"`) && strings.Contains(lines.Text(), `"job_id":"job-1"`)
+	}
+	_ = sub.Process.Kill()
+	_ = sub.Wait()
+	if !ended {
+		t.Error("nats sub saw no end event for job-1")
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"micro", "ls"}, "rbee-queen"},
+		{[]string{"stream", "info", "RBEE_JOBS"}, "Messages: 0"},
+		{[]string{"kv", "ls", "RBEE_WORKERS"}, "stories260K-0"},
+	} {
+		out, err := nats(ctx, c.args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("nats %v: %v, want %q in\n%s", c.args, err, c.want, out)
+		}
+	}
+}
