@@ -276,3 +276,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Version 2 has the same layout as 3 (3 added big-endian files, which are
+// refused by their magic); both are read.
+func TestReadsVersion2(t *testing.T) {
+	w := NewWriter()
+	_ = w.Set("general.architecture", "llama")
+	_ = w.AddTensor("t", quant.F32, []uint64{2}, f32bytes(1, 2))
+	data := write(t, w)
+	binary.LittleEndian.PutUint32(data[4:], 2)
+	f, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if arch, _ := f.String("general.architecture"); f.Version != 2 || arch != "llama" {
+		t.Errorf("version %d, architecture %q", f.Version, arch)
+	}
+}
