@@ -277,8 +277,8 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// Version 2 has the same layout as 3 (3 added big-endian files, which are
-// refused by their magic); both are read.
+// Version 2 has the same little-endian layout as 3, so both are read. (A
+// big-endian file's version reads as a huge number and is refused.)
 func TestReadsVersion2(t *testing.T) {
 	w := NewWriter()
 	_ = w.Set("general.architecture", "llama")
