@@ -85,8 +85,7 @@ func (q *Queen) checkModel(ctx context.Context, model string) error {
 	return schemas.Errorf(schemas.CodeModelNotFound, "no live worker serves model %q", model)
 }
 
-// liveWorkers reads the heartbeats in the workers bucket. The bucket's TTL
-// removes the keys of dead workers, so what is there is alive.
+// liveWorkers reads the heartbeats in the workers bucket.
 func (q *Queen) liveWorkers(ctx context.Context) ([]schemas.WorkerHeartbeat, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
@@ -94,44 +93,11 @@ func (q *Queen) liveWorkers(ctx context.Context) ([]schemas.WorkerHeartbeat, err
 	if err != nil {
 		return nil, err
 	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	workers, err := bus.LiveWorkers(ctx, kv, q.log)
 	if err != nil {
-		return nil, busError(ctx, fmt.Errorf("watch workers bucket: %w", err))
+		return nil, busError(ctx, err)
 	}
-	defer func() {
-		if err := w.Stop(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			q.log.Debug("stop workers watch", "err", err)
-		}
-		// The watcher's delivery goroutine blocks while its channel is
-		// full; draining lets it see the stop and exit (it closes the
-		// channel on its way out).
-		for range w.Updates() {
-		}
-	}()
-	var out []schemas.WorkerHeartbeat
-	for {
-		select {
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, schemas.Errorf(schemas.CodeBusUnavailable, "workers bucket watch closed")
-			}
-			if e == nil { // every current value delivered
-				return out, nil
-			}
-			var hb schemas.WorkerHeartbeat
-			if err := json.Unmarshal(e.Value(), &hb); err != nil {
-				q.log.Debug("skip undecodable worker heartbeat", "key", e.Key(), "err", err)
-				continue
-			}
-			if err := hb.Validate(); err != nil {
-				q.log.Debug("skip invalid worker heartbeat", "key", e.Key(), "err", err)
-				continue
-			}
-			out = append(out, hb)
-		case <-ctx.Done():
-			return nil, busError(ctx, fmt.Errorf("read workers bucket: %w", ctx.Err()))
-		}
-	}
+	return workers, nil
 }
 
 func (q *Queen) workersBucket(ctx context.Context) (jetstream.KeyValue, error) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -12,8 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/hive/bundled"
 	"github.com/rbee-dev/rbee/schemas"
 )
@@ -131,20 +130,9 @@ func runModels(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("models: workers bucket: %w", err)
 	}
-	keys, err := kv.Keys(ctx)
-	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+	rows, err := bus.LiveWorkers(ctx, kv, nil)
+	if err != nil {
 		return fmt.Errorf("models: %w", err)
-	}
-	var rows []schemas.WorkerHeartbeat
-	for _, k := range keys {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue // expired between listing and reading
-		}
-		var hb schemas.WorkerHeartbeat
-		if json.Unmarshal(e.Value(), &hb) == nil {
-			rows = append(rows, hb)
-		}
 	}
 	sort.Slice(rows, func(i, j int) bool {
 		if rows[i].Model != rows[j].Model {

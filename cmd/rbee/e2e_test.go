@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/bus/bustest"
 	"github.com/rbee-dev/rbee/infer"
 	"github.com/rbee-dev/rbee/infer/chat"
@@ -119,30 +120,20 @@ func greedy(t *testing.T, req infer.Request) string {
 	return res.Text
 }
 
+// liveWorkers lists the workers that are ready to take jobs.
 func liveWorkers(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects) ([]schemas.WorkerHeartbeat, error) {
 	kv, err := js.KeyValue(ctx, subj.WorkersBucket())
 	if err != nil {
 		return nil, err
 	}
-	keys, err := kv.Keys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []schemas.WorkerHeartbeat
-	for _, k := range keys {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var hb schemas.WorkerHeartbeat
-		if err := json.Unmarshal(e.Value(), &hb); err != nil {
-			return nil, err
-		}
-		if hb.State == schemas.WorkerReady {
-			out = append(out, hb)
+	all, err := bus.LiveWorkers(ctx, kv, nil)
+	var ready []schemas.WorkerHeartbeat
+	for _, w := range all {
+		if w.State == schemas.WorkerReady {
+			ready = append(ready, w)
 		}
 	}
-	return out, nil
+	return ready, err
 }
 
 func postJSON(t *testing.T, url string, body any) *http.Response {
