@@ -30,7 +30,8 @@ FUZZ_TARGETS = \
 	./infer/quant:FuzzDequantize \
 	./infer/tokenizer:FuzzEncode \
 	./infer/chat:FuzzParseRender \
-	./schemas:FuzzValidate
+	./schemas:FuzzValidate \
+	./queen:FuzzOpenAIRequest
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
