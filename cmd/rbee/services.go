@@ -87,7 +87,7 @@ func addHiveFlags(fs *flag.FlagSet, host string) *hiveOptions {
 	fs.Var(&o.serve, "serve", "serve a model: NAME=PATH to a GGUF file (repeatable; default: the bundled "+bundled.Name+")")
 	o.replicas = fs.Int("replicas", 1, "worker processes per model")
 	o.slots = fs.Int("slots", 1, "concurrent jobs per worker")
-	o.ctx = fs.Int("ctx", 512, "context length per job (0: the model's own)")
+	o.ctx = fs.Int("ctx", 4096, "context length per job (0: what the model file says)")
 	o.threads = fs.Int("threads", 0, "threads per worker (0: CPUs divided among the workers)")
 	o.cacheDir = fs.String("cache-dir", defaultCacheDir(), "where model files are kept")
 	return o
