@@ -134,7 +134,7 @@ func runHive(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, nf.logLevel).With("component", "hive", "hive_id", *opts.id)
+	log := newLogger(stderr, nf.logLevel).With("component", "hive") // the hive adds its ID
 	models, err := opts.models()
 	if err != nil {
 		return err
@@ -194,13 +194,13 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, nf.logLevel).With("component", "worker", "worker_id", *id, "model", *name)
-	m, err := infer.Load(*path, infer.Options{Threads: *threads, Logger: log})
+	log := newLogger(stderr, nf.logLevel).With("component", "worker") // the worker adds its IDs
+	m, err := infer.Load(*path, infer.Options{Threads: *threads, Logger: log.With("worker_id", *id, "model", *name)})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	nc, err := nf.connectProvisioned(ctx, log, subj)
+	nc, err := nf.connectProvisioned(ctx, log.With("worker_id", *id), subj)
 	if err != nil {
 		return err
 	}

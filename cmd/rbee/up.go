@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -49,7 +50,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{
 		Host: *natsHost, Port: *natsPort, DataDir: *dataDir, ServerName: "rbee-" + hiveID(host),
-		Logger: log,
+		Logger: natsServerLogger(stderr, *level),
 	})
 	if err != nil {
 		return fmt.Errorf("start nats: %w", err)
@@ -76,7 +77,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	h, err := hive.New(nc, hive.Config{
 		ID: *opts.id, Models: models, ServerURL: url, Prefix: subj.Prefix, Subjects: subj,
 		ExtraEnv: natsEnv(),
-	}, log.With("component", "hive", "hive_id", *opts.id), newRegistry())
+	}, log.With("component", "hive"), newRegistry())
 	if err != nil {
 		return err
 	}
@@ -112,6 +113,15 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = nil
 	}
 	return err
+}
+
+// natsServerLogger keeps the embedded server's start-up banner out of an
+// info-level log: its warnings still show, and everything at debug.
+func natsServerLogger(w io.Writer, level string) *slog.Logger {
+	if level == "info" {
+		level = "warn"
+	}
+	return newLogger(w, level)
 }
 
 // waitForWorkers returns once every model has a live worker in the bucket.
