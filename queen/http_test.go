@@ -55,6 +55,7 @@ func TestChatCompletion(t *testing.T) {
 	temp, seed := 0.5, int64(7)
 	jsonEqual(t, j.Job, schemas.Job{
 		ID: j.Job.ID, Model: model, Reply: j.Job.Reply, CreatedAt: j.Job.CreatedAt,
+		ExpiresAt: j.Job.CreatedAt.Add(DefaultFirstTokenTimeout),
 		Messages:  []schemas.Message{{Role: "system", Content: "Tell stories."}, {Role: "user", Content: "Once more"}},
 		MaxTokens: 32, Stop: []string{"The end"},
 		Sampling: schemas.Sampling{Temperature: &temp, TopP: 0.9, TopK: 40, MinP: 0.05, Seed: &seed,

@@ -34,6 +34,7 @@ func (q *Queen) admit(ctx context.Context, req *schemas.InferRequest) (schemas.J
 	}
 	job := req.Job(newJobID(), "")
 	job.CreatedAt = time.Now().UTC()
+	job.ExpiresAt = job.CreatedAt.Add(q.cfg.FirstTokenTimeout)
 	return job, nil
 }
 

@@ -48,6 +48,14 @@ type Job struct {
 	Stop      []string  `json:"stop,omitempty"`
 	Sampling
 	CreatedAt time.Time `json:"created_at,omitzero"`
+	// ExpiresAt is when the requester stops waiting. A worker that takes
+	// the job later answers timeout instead of generating for nobody.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// Expired reports whether the requester has stopped waiting at now.
+func (j *Job) Expired(now time.Time) bool {
+	return !j.ExpiresAt.IsZero() && now.After(j.ExpiresAt)
 }
 
 // Validate checks a job before it is queued or run.

@@ -142,6 +142,11 @@ func (w *Worker) handle(ctx context.Context, log *slog.Logger, s *infer.Session,
 			"job for model %q reached a worker of %q", job.Model, w.cfg.Model))
 		return
 	}
+	if job.Expired(taken) {
+		w.reject(log, msg, job, schemas.Errorf(schemas.CodeTimeout,
+			"job waited in the queue past its deadline %s", job.ExpiresAt.Format(time.RFC3339)))
+		return
+	}
 	if !job.CreatedAt.IsZero() {
 		queuedAt = job.CreatedAt
 	}

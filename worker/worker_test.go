@@ -213,6 +213,27 @@ func TestInvalidJobsAreTerminated(t *testing.T) {
 	wantEnd(t, drain(t, b.submit(t, quickJob("good-1"))))
 }
 
+// A job whose requester stopped waiting is answered, not run.
+func TestExpiredJobIsNotRun(t *testing.T) {
+	b := newBed(t)
+	r := b.startWorker(t, worker.Config{})
+	job := quickJob("expired-1")
+	job.ExpiresAt = time.Now().Add(-time.Second)
+	events := drain(t, b.submit(t, job))
+	wantError(t, events, schemas.CodeTimeout)
+	if len(events) != 1 {
+		t.Errorf("%d events, want only the error", len(events))
+	}
+	if got := metric(t, r, "rbee_worker_tokens_generated_total"); got != 0 {
+		t.Errorf("%v tokens generated for an expired job", got)
+	}
+	b.waitQueueEmpty(t)
+
+	job = quickJob("fresh-1")
+	job.ExpiresAt = time.Now().Add(time.Hour)
+	wantEnd(t, drain(t, b.submit(t, job)))
+}
+
 func TestCancelStopsJobAndFreesSlot(t *testing.T) {
 	b := newBed(t)
 	r := b.startWorker(t, worker.Config{ContextLength: longContext})
