@@ -241,8 +241,16 @@ func (w *Worker) pull(ctx, jobsCtx context.Context, log *slog.Logger, s *infer.S
 			continue
 		default:
 			// The connection is down or the consumer is gone: wait, so as
-			// not to spin, and ask again.
+			// not to spin, and ask again. A consumer someone deleted (or a
+			// server that lost its state) is made anew.
 			log.Warn("pull a job", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				if c, err := bus.EnsureJobsConsumer(ctx, w.js, w.cfg.Subjects, w.cfg.Model, w.cfg.AckWait, w.cfg.MaxDeliver); err == nil {
+					log.Info("jobs consumer recreated")
+					cons = c
+					continue
+				}
+			}
 			t := time.NewTimer(pullWait)
 			select {
 			case <-ctx.Done():

@@ -234,6 +234,22 @@ func TestExpiredJobIsNotRun(t *testing.T) {
 	wantEnd(t, drain(t, b.submit(t, job)))
 }
 
+// A deleted jobs consumer is made anew, and jobs flow again.
+func TestWorkerRecreatesDeletedConsumer(t *testing.T) {
+	b := newBed(t)
+	b.startWorker(t, worker.Config{})
+	ctx := testContext(t)
+	name := b.subj.JobsConsumer(modelName)
+	if err := b.js.DeleteConsumer(ctx, b.subj.JobsStream(), name); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, waitLong, func() error {
+		_, err := b.js.Consumer(ctx, b.subj.JobsStream(), name)
+		return err
+	})
+	wantEnd(t, drain(t, b.submit(t, quickJob("after-delete"))))
+}
+
 func TestCancelStopsJobAndFreesSlot(t *testing.T) {
 	b := newBed(t)
 	r := b.startWorker(t, worker.Config{ContextLength: longContext})
