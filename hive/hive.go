@@ -90,11 +90,25 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 				log:      logger.With("worker_id", id, "model", model.Name),
 				restarts: restarts,
 				running:  running,
+				audit:    h.audit,
 				status:   WorkerStatus{ID: id, Model: model.Name, State: StatePending},
 			})
 		}
 	}
 	return h, nil
+}
+
+// audit publishes an event about one of the hive's workers; the events
+// stream keeps it. Core NATS: a lost record must not hold up supervision.
+func (h *Hive) audit(ev schemas.AuditEvent) {
+	ev.Time, ev.HiveID = time.Now().UTC(), h.cfg.ID
+	data, err := json.Marshal(ev)
+	if err == nil {
+		err = h.nc.Publish(h.cfg.Subjects.Events(ev.Type), data)
+	}
+	if err != nil {
+		h.log.Warn("publish audit event", "type", ev.Type, "worker_id", ev.WorkerID, "err", err)
+	}
 }
 
 // ID is the hive's ID, as given or derived from the hostname.

@@ -394,3 +394,64 @@ func controlRequest(t *testing.T, nc *nats.Conn, subject string, data []byte) sc
 	}
 	return reply
 }
+
+// The hive records its workers' lives as audit events.
+func TestWorkerLifecycleAuditEvents(t *testing.T) {
+	f := newRealHive(t, "sleep", nil)
+	events := make(chan *nats.Msg, 64)
+	sub, err := f.nc.ChanSubscribe(f.subj.AllEvents(), events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	f.run()
+	pids := f.waitReady(1)
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	var got []schemas.AuditEvent
+	timeout := time.After(waitFor)
+	for len(got) < 2 {
+		select {
+		case m := <-events:
+			var ev schemas.AuditEvent
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				t.Fatal(err)
+			}
+			if err := ev.Validate(); err != nil || m.Subject != f.subj.Events(ev.Type) {
+				t.Fatalf("event %+v on %s: %v", ev, m.Subject, err)
+			}
+			got = append(got, ev)
+		case <-timeout:
+			t.Fatalf("audit events so far %+v, want started and stopped", got)
+		}
+	}
+	started, stopped := got[0], got[1]
+	if started.Type != schemas.AuditWorkerStarted || started.PID != pids[0] || started.HiveID != "test-hive" || started.Model != "tiny:1b" {
+		t.Errorf("first event %+v, want worker.started for pid %d", started, pids[0])
+	}
+	if stopped.Type != schemas.AuditWorkerStopped || stopped.WorkerID != started.WorkerID || stopped.Exit != "exit status 0" {
+		t.Errorf("second event %+v, want worker.stopped with exit status 0", stopped)
+	}
+}
+
+func TestCrashIsAuditedAsExited(t *testing.T) {
+	f := newRealHive(t, "crash", nil)
+	sub, err := f.nc.SubscribeSync(f.subj.Events(schemas.AuditWorkerExited))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	f.run()
+	m, err := sub.NextMsg(waitFor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev schemas.AuditEvent
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Exit != "exit status 1" || ev.PID == 0 || ev.WorkerID != "test-hive-tiny_1b-0" {
+		t.Errorf("exited event %+v", ev)
+	}
+}

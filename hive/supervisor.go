@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rbee-dev/rbee/schemas"
 )
 
 // WorkerState is where a worker is in its life.
@@ -46,6 +48,7 @@ type worker struct {
 	log      *slog.Logger
 	restarts prometheus.Counter
 	running  prometheus.Gauge
+	audit    func(schemas.AuditEvent) // records what happened to the process; nil: nowhere
 
 	mu     sync.Mutex
 	status WorkerStatus
@@ -64,6 +67,18 @@ func (w *worker) update(f func(*WorkerStatus)) {
 }
 
 func (w *worker) setState(s WorkerState) { w.update(func(st *WorkerStatus) { st.State = s }) }
+
+// record sends an audit event about this worker's process.
+func (w *worker) record(typ string, pid int, exit error) {
+	if w.audit == nil {
+		return
+	}
+	ev := schemas.AuditEvent{Type: typ, WorkerID: w.spec.ID, Model: w.spec.Model, PID: pid, Restarts: w.snapshot().Restarts}
+	if exit != nil || typ == schemas.AuditWorkerExited || typ == schemas.AuditWorkerStopped {
+		ev.Exit = describeExit(exit)
+	}
+	w.audit(ev)
+}
 
 // run supervises until ctx ends and the process is gone, or until the worker
 // has used up its restarts.
@@ -85,6 +100,7 @@ func (w *worker) run(ctx context.Context) {
 		delay, ok := tracker.next(time.Now(), time.Since(began))
 		if !ok {
 			w.setState(StateFailed)
+			w.record(schemas.AuditWorkerFailed, 0, nil)
 			w.log.Error("worker restarted too often; leaving it down",
 				"max_restarts", w.policy.MaxRestarts, "interval", w.policy.Interval)
 			return
@@ -115,6 +131,7 @@ func (w *worker) supervise(ctx context.Context, p process) bool {
 	})
 	w.running.Inc()
 	log.Info("worker started")
+	w.record(schemas.AuditWorkerStarted, pid, nil)
 	exited := make(chan error, 1)
 	go func() { exited <- p.Wait() }()
 
@@ -122,6 +139,7 @@ func (w *worker) supervise(ctx context.Context, p process) bool {
 	case err := <-exited:
 		w.gone(p, log, StateBackoff, err)
 		log.Warn("worker exited", "exit", describeExit(err), "ran", time.Since(began).Round(time.Millisecond))
+		w.record(schemas.AuditWorkerExited, pid, err)
 		return false
 	case <-ctx.Done():
 		w.stop(p, log, exited)
@@ -155,6 +173,7 @@ func (w *worker) stop(p process, log *slog.Logger, exited <-chan error) {
 	}
 	w.gone(p, log, StateStopped, err)
 	log.Info("worker stopped", "exit", describeExit(err))
+	w.record(schemas.AuditWorkerStopped, p.PID(), err)
 }
 
 // gone records that the process has exited and kills whatever it left

@@ -58,3 +58,11 @@ func validHiveHeartbeat() HiveHeartbeat {
 		Workers: []string{"w1", "w2"}, Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
 }
+
+func validAuditEvent() AuditEvent {
+	return AuditEvent{
+		Type: AuditJobFinished, Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		WorkerID: "w-1", Model: "stories260K", JobID: "job-1", Outcome: OutcomeCompleted, Delivery: 1,
+		Usage: &Usage{PromptTokens: 5, CompletionTokens: 3, TotalTokens: 8},
+	}
+}

@@ -26,7 +26,7 @@ func FuzzValidate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, v := range []interface {
 			Validate() error
-		}{&Job{}, &InferRequest{}, &Event{}, &WorkerHeartbeat{}, &HiveHeartbeat{}, &Control{}} {
+		}{&Job{}, &InferRequest{}, &Event{}, &WorkerHeartbeat{}, &HiveHeartbeat{}, &Control{}, &AuditEvent{}} {
 			if json.Unmarshal(data, v) != nil {
 				continue
 			}

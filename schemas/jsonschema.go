@@ -28,6 +28,7 @@ var wireTypes = []struct {
 	{"control.json", Control{}, "A command on <prefix>.v1.control.<kind>.<id>."},
 	{"control_reply.json", ControlReply{}, "The answer to a control command."},
 	{"error_response.json", ErrorResponse{}, "The body of every error answer, HTTP or NATS."},
+	{"audit_event.json", AuditEvent{}, "An audit event on <prefix>.v1.events.<type>, kept by the events stream."},
 }
 
 // enumValues lists the values of string types whose values are fixed.

@@ -220,6 +220,7 @@ func TestGoOutputConformsToSchema(t *testing.T) {
 		Control{Command: ControlShutdown, Reason: "upgrade"}, Control{},
 		ControlReply{OK: true}, ControlReply{Error: Errorf(CodeInternal, "x")},
 		ErrorResponse{Error: *Errorf(CodeNoCapacity, "queue full")},
+		validAuditEvent(), AuditEvent{},
 	}
 	covered := map[reflect.Type]bool{}
 	for _, v := range samples {

@@ -173,6 +173,9 @@ func (w *Worker) reject(log *slog.Logger, msg jetstream.Msg, job schemas.Job, er
 		log.Warn("terminate rejected job", "err", terr)
 	}
 	w.metrics.jobs.WithLabelValues(string(code)).Inc()
+	if id != "" && schemas.ValidID(id) {
+		w.audit(log, msg, schemas.AuditEvent{JobID: id, Outcome: string(code)})
+	}
 }
 
 // run generates a valid job's answer on s and settles its message.
@@ -204,15 +207,17 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, s *infer.Session, ms
 
 	code, act := settle(err, context.Cause(jobCtx), out.tokens > 0)
 	var perr error
+	var usage *schemas.Usage
+	var jobTimings *schemas.Timings
 	switch {
 	case act == actNak:
 		// The client has seen nothing and will see the job's next run.
 	case code == "":
-		usage := &schemas.Usage{PromptTokens: len(res.PromptIDs), CompletionTokens: len(res.GeneratedIDs)}
+		usage = &schemas.Usage{PromptTokens: len(res.PromptIDs), CompletionTokens: len(res.GeneratedIDs)}
 		usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
+		jobTimings = timings(res.Timings, taken, queuedAt)
 		perr = out.finish(schemas.Event{
-			Type: schemas.EventEnd, StopReason: res.StopReason, Usage: usage,
-			Timings: timings(res.Timings, taken, queuedAt),
+			Type: schemas.EventEnd, StopReason: res.StopReason, Usage: usage, Timings: jobTimings,
 		})
 		log.Info("job done", "stop_reason", res.StopReason, "prompt_tokens", usage.PromptTokens,
 			"completion_tokens", usage.CompletionTokens, "decode_tokens_per_second", res.Timings.DecodeTokensPerSecond())
@@ -252,6 +257,25 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, s *infer.Session, ms
 		}
 	}
 	w.metrics.jobs.WithLabelValues(outcome).Inc()
+	w.audit(log, msg, schemas.AuditEvent{JobID: job.ID, Outcome: outcome, Usage: usage, Timings: jobTimings})
+}
+
+// audit publishes a job.finished event; the events stream keeps it. Core
+// NATS is enough: losing an audit record while the server is unreachable
+// must not hold up jobs.
+func (w *Worker) audit(log *slog.Logger, msg jetstream.Msg, ev schemas.AuditEvent) {
+	ev.Type, ev.Time = schemas.AuditJobFinished, time.Now().UTC()
+	ev.WorkerID, ev.HiveID, ev.Model = w.cfg.ID, w.cfg.HiveID, w.cfg.Model
+	if meta, err := msg.Metadata(); err == nil {
+		ev.Delivery = int(meta.NumDelivered)
+	}
+	data, err := json.Marshal(ev)
+	if err == nil {
+		err = w.nc.Publish(w.cfg.Subjects.Events(ev.Type), data)
+	}
+	if err != nil {
+		log.Warn("publish audit event", "type", ev.Type, "err", err)
+	}
 }
 
 // keepLease renews msg's lease every AckWait/3 until ctx is done. The

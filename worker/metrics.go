@@ -2,6 +2,7 @@ package worker
 
 import (
 	"fmt"
+	"github.com/rbee-dev/rbee/schemas"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -10,8 +11,8 @@ import (
 
 // Job outcomes besides the error codes.
 const (
-	outcomeCompleted = "completed"
-	outcomeRequeued  = "requeued"
+	outcomeCompleted = schemas.OutcomeCompleted
+	outcomeRequeued  = schemas.OutcomeRequeued
 )
 
 type metrics struct {

@@ -265,6 +265,9 @@ func (w *Worker) pull(ctx, jobsCtx context.Context, log *slog.Logger, s *infer.S
 				log.Warn("hand back a job pulled during shutdown", "job_id", msg.Headers().Get(schemas.HeaderMsgID), "err", err)
 			}
 			w.metrics.jobs.WithLabelValues(outcomeRequeued).Inc()
+			if id := msg.Headers().Get(schemas.HeaderMsgID); schemas.ValidID(id) {
+				w.audit(log, msg, schemas.AuditEvent{JobID: id, Outcome: outcomeRequeued})
+			}
 			return
 		}
 		w.handle(jobsCtx, log, s, msg)

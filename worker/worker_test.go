@@ -234,6 +234,49 @@ func TestExpiredJobIsNotRun(t *testing.T) {
 	wantEnd(t, drain(t, b.submit(t, job)))
 }
 
+// Every settled job leaves an audit event in the events stream.
+func TestJobsLeaveAuditEvents(t *testing.T) {
+	b := newBed(t)
+	b.startWorker(t, worker.Config{HiveID: "h1"})
+	wantEnd(t, drain(t, b.submit(t, quickJob("audited-1"))))
+	wantError(t, drain(t, b.submit(t, schemas.Job{ID: "audited-2", Prompt: "x", MaxTokens: -1})), schemas.CodeInvalidRequest)
+
+	ctx := testContext(t)
+	stream, err := b.js.Stream(ctx, b.subj.EventsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]schemas.AuditEvent{}
+	checkFor(t, waitLong, func() error {
+		for seq := uint64(1); seq <= 2; seq++ {
+			m, err := stream.GetMsg(ctx, seq)
+			if err != nil {
+				return err
+			}
+			var ev schemas.AuditEvent
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				return err
+			}
+			if err := ev.Validate(); err != nil {
+				return err
+			}
+			if m.Subject != b.subj.Events(schemas.AuditJobFinished) {
+				return fmt.Errorf("audit event on %q", m.Subject)
+			}
+			got[ev.JobID] = ev
+		}
+		return nil
+	})
+	done := got["audited-1"]
+	if done.Outcome != schemas.OutcomeCompleted || done.HiveID != "h1" || done.Delivery != 1 ||
+		done.Usage == nil || done.Usage.CompletionTokens != 8 || done.Timings == nil {
+		t.Errorf("completed job's event %+v", done)
+	}
+	if bad := got["audited-2"]; bad.Outcome != string(schemas.CodeInvalidRequest) {
+		t.Errorf("rejected job's event %+v", bad)
+	}
+}
+
 // A deleted jobs consumer is made anew, and jobs flow again.
 func TestWorkerRecreatesDeletedConsumer(t *testing.T) {
 	b := newBed(t)

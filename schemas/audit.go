@@ -1,0 +1,61 @@
+package schemas
+
+import "time"
+
+// Audit event types. Each is published on Events(type), e.g.
+// rbee.v1.events.job.finished, and kept by the events stream, so that
+// `nats stream view RBEE_EVENTS` is the system's history.
+const (
+	AuditJobFinished   = "job.finished"   // a worker settled a job: completed, requeued or an error code
+	AuditWorkerStarted = "worker.started" // a hive started a worker process
+	AuditWorkerExited  = "worker.exited"  // a worker process ended without being asked to
+	AuditWorkerStopped = "worker.stopped" // a hive stopped a worker on shutdown
+	AuditWorkerFailed  = "worker.failed"  // a hive gave up restarting a worker
+)
+
+// Outcomes of a job.finished event other than an error code.
+const (
+	OutcomeCompleted = "completed"
+	OutcomeRequeued  = "requeued"
+)
+
+// AuditEvent records one thing that happened, for operators and tools.
+type AuditEvent struct {
+	Type     string    `json:"type"`
+	Time     time.Time `json:"time"`
+	HiveID   string    `json:"hive_id,omitempty"`
+	WorkerID string    `json:"worker_id,omitempty"`
+	Model    string    `json:"model,omitempty"`
+
+	// job.finished
+	JobID    string   `json:"job_id,omitempty"`
+	Outcome  string   `json:"outcome,omitempty"`
+	Delivery int      `json:"delivery,omitempty"` // 1 for the first run, more for redeliveries
+	Usage    *Usage   `json:"usage,omitempty"`
+	Timings  *Timings `json:"timings,omitempty"`
+
+	// worker.*
+	PID      int    `json:"pid,omitempty"`
+	Exit     string `json:"exit,omitempty"` // how the process ended, e.g. "exit status 1"
+	Restarts int    `json:"restarts,omitempty"`
+}
+
+// Validate checks an audit event read from the wire.
+func (e *AuditEvent) Validate() error {
+	switch e.Type {
+	case AuditJobFinished:
+		if !ValidID(e.JobID) || e.Outcome == "" {
+			return Errorf(CodeInvalidRequest, "job.finished needs a job_id and an outcome")
+		}
+	case AuditWorkerStarted, AuditWorkerExited, AuditWorkerStopped, AuditWorkerFailed:
+		if !ValidID(e.WorkerID) {
+			return Errorf(CodeInvalidRequest, "%s needs a worker_id", e.Type)
+		}
+	default:
+		return Errorf(CodeInvalidRequest, "audit event type %q is not known", e.Type)
+	}
+	if e.Time.IsZero() {
+		return Errorf(CodeInvalidRequest, "audit event without time")
+	}
+	return nil
+}
