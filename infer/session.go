@@ -93,9 +93,14 @@ type matvecOp struct {
 
 func (o *matvecOp) runRows(lo, hi int) { quant.MatVecRows(o.dst, o.w, o.act, lo, hi) }
 
-func (s *Session) matmul(dst []float32, w quant.Matrix, x []float32) {
-	// Shapes were checked at load, so Prepare cannot fail here.
-	_ = s.act.Prepare(w.Type, x)
+// matmul computes dst = w·x. sameInput says x is the vector of the previous
+// matmul, unchanged: q, k and v read one input, and so do gate and up, so
+// the activation is prepared once when their weight types share a format.
+func (s *Session) matmul(dst []float32, w quant.Matrix, x []float32, sameInput bool) {
+	if !sameInput || !s.act.Serves(w.Type) {
+		// Shapes were checked at load, so Prepare cannot fail here.
+		_ = s.act.Prepare(w.Type, x)
+	}
 	s.mv = matvecOp{dst: dst, w: w, act: &s.act}
 	s.m.pool.run(&s.mv, w.Rows, &s.done)
 }
@@ -119,9 +124,9 @@ func (s *Session) forward(token int32) error {
 	for li := range m.layers {
 		l := &m.layers[li]
 		rmsNorm(s.xb, s.x, l.attnNorm, hp.NormEps)
-		s.matmul(s.q, l.wq, s.xb)
-		s.matmul(s.k, l.wk, s.xb)
-		s.matmul(s.v, l.wv, s.xb)
+		s.matmul(s.q, l.wq, s.xb, false)
+		s.matmul(s.k, l.wk, s.xb, true)
+		s.matmul(s.v, l.wv, s.xb, true)
 		if l.bq != nil {
 			addTo(s.q, l.bq)
 			addTo(s.k, l.bk)
@@ -134,18 +139,18 @@ func (s *Session) forward(token int32) error {
 
 		s.attn.layer, s.attn.pos = li, pos
 		s.m.pool.run(&s.attn, hp.Heads, &s.done)
-		s.matmul(s.xb, l.wo, s.xb2)
+		s.matmul(s.xb, l.wo, s.xb2, false)
 		addTo(s.x, s.xb)
 
 		rmsNorm(s.xb, s.x, l.ffnNorm, hp.NormEps)
-		s.matmul(s.hb, l.gate, s.xb)
-		s.matmul(s.hb2, l.up, s.xb)
+		s.matmul(s.hb, l.gate, s.xb, false)
+		s.matmul(s.hb2, l.up, s.xb, true)
 		swiGLU(s.hb, s.hb2)
-		s.matmul(s.xb, l.down, s.hb)
+		s.matmul(s.xb, l.down, s.hb, false)
 		addTo(s.x, s.xb)
 	}
 	rmsNorm(s.x, s.x, m.outNorm, hp.NormEps)
-	s.matmul(s.logits, m.output, s.x)
+	s.matmul(s.logits, m.output, s.x, false)
 	s.cached = append(s.cached, token)
 	return nil
 }

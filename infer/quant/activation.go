@@ -61,6 +61,14 @@ func (a *Activation) Prepare(weight Type, x []float32) error {
 	return nil
 }
 
+// Serves reports whether the activation holds a prepared vector in the
+// format that weights of type weight dot against, so one Prepare can serve
+// several matrices that read the same input.
+func (a *Activation) Serves(weight Type) bool {
+	format, ok := vecDotType(weight)
+	return ok && a.n > 0 && a.format == format
+}
+
 // grow returns s resized to n, reusing its array when it is large enough.
 func grow[T any](s []T, n int) []T {
 	if cap(s) < n {

@@ -413,6 +413,25 @@ func TestActivationShared(t *testing.T) {
 	}
 }
 
+func TestActivationServes(t *testing.T) {
+	var a Activation
+	if a.Serves(F32) {
+		t.Error("an unprepared activation serves F32")
+	}
+	x := make([]float32, 256)
+	if err := a.Prepare(Q4_K, x); err != nil {
+		t.Fatal(err)
+	}
+	for typ, want := range map[Type]bool{Q4_K: true, Q6_K: true, Q8_0: false, Q4_0: false, F32: false, F16: false} {
+		if got := a.Serves(typ); got != want {
+			t.Errorf("Q4_K-prepared activation serves %s: %v, want %v", typ, got, want)
+		}
+	}
+	if err := a.Prepare(Q4_K, x[:100]); err == nil || a.Serves(Q4_K) {
+		t.Errorf("after a failed Prepare (%v) the activation still serves Q4_K", err)
+	}
+}
+
 func TestNoAllocation(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
 	for _, typ := range weightTypes {
