@@ -9,12 +9,7 @@ import (
 // BenchmarkStoriesDecode reports decode speed on the bundled model; the
 // next engine issue measures its kernels against this.
 func BenchmarkStoriesDecode(b *testing.B) {
-	m, err := Load(storiesPath, Options{Threads: benchThreads})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	s, err := m.NewSession(512)
+	s, err := loadStoriesWith(b, Options{Threads: benchThreads}).NewSession(512)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -33,12 +28,7 @@ func BenchmarkStoriesDecode(b *testing.B) {
 // BenchmarkStoriesForward is one token through the model at a short
 // context: the decode step itself, without sampling or detokenising.
 func BenchmarkStoriesForward(b *testing.B) {
-	m, err := Load(storiesPath, Options{Threads: benchThreads})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	s, err := m.NewSession(512)
+	s, err := loadStoriesWith(b, Options{Threads: benchThreads}).NewSession(512)
 	if err != nil {
 		b.Fatal(err)
 	}

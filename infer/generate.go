@@ -117,6 +117,11 @@ func (s *Session) Generate(ctx context.Context, req Request, emit func(Token) er
 	}
 	stops := sample.NewStopMatcher(req.Stop)
 	var text strings.Builder
+	// Partial results keep the text generated so far.
+	finish := func(err error) (Result, error) {
+		res.Text = text.String()
+		return res, err
+	}
 	maxTokens := req.MaxTokens
 	if maxTokens <= 0 {
 		maxTokens = s.ctxLen
@@ -139,8 +144,7 @@ func (s *Session) Generate(ctx context.Context, req Request, emit func(Token) er
 		piece, stopped := stops.Push(decoder.Add(id))
 		text.WriteString(piece)
 		if err := emit(Token{ID: id, Text: piece}); err != nil {
-			res.Text = text.String()
-			return res, err
+			return finish(err)
 		}
 		if stopped {
 			res.StopReason, stoppedByString = StopEOG, true
@@ -150,12 +154,10 @@ func (s *Session) Generate(ctx context.Context, req Request, emit func(Token) er
 			break
 		}
 		if err := ctx.Err(); err != nil {
-			res.Text = text.String()
-			return res, err
+			return finish(err)
 		}
 		if err := s.forward(id); err != nil {
-			res.Text = text.String()
-			return res, err
+			return finish(err)
 		}
 	}
 	res.Timings.GeneratedTokens = len(res.GeneratedIDs)
@@ -168,13 +170,11 @@ func (s *Session) Generate(ctx context.Context, req Request, emit func(Token) er
 		if tail := held + stops.Flush(); tail != "" {
 			text.WriteString(tail)
 			if err := emit(Token{ID: -1, Text: tail}); err != nil {
-				res.Text = text.String()
-				return res, err
+				return finish(err)
 			}
 		}
 	}
-	res.Text = text.String()
-	return res, nil
+	return finish(nil)
 }
 
 // tokenize encodes a prompt. A rendered chat may name special tokens (and

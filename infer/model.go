@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 
 	"github.com/rbee-dev/rbee/infer/chat"
 	"github.com/rbee-dev/rbee/infer/gguf"
@@ -146,15 +147,9 @@ func (w *weightLoader) tensor(name string, dims ...int) *gguf.TensorInfo {
 		w.err = fmt.Errorf("tensor %s is missing", name)
 		return nil
 	}
-	if len(t.Dims) != len(dims) && !(len(dims) == 2 && len(t.Dims) == 1 && dims[1] == 1) {
+	if !slices.Equal(t.Dims, shape(dims)) {
 		w.err = fmt.Errorf("tensor %s has shape %v, want %v", name, t.Dims, dims)
 		return nil
-	}
-	for i, d := range dims {
-		if i < len(t.Dims) && t.Dims[i] != uint64(d) {
-			w.err = fmt.Errorf("tensor %s has shape %v, want %v", name, t.Dims, dims)
-			return nil
-		}
 	}
 	if !t.Type.Supported() {
 		w.err = fmt.Errorf("tensor %s has type %s, which is not supported", name, t.Type)
@@ -183,6 +178,14 @@ func (w *weightLoader) vector(name string, n int) []float32 {
 	out := make([]float32, n)
 	if err := quant.Dequantize(t.Type, out, t.Data); err != nil {
 		w.err = fmt.Errorf("tensor %s: %w", name, err)
+	}
+	return out
+}
+
+func shape(dims []int) []uint64 {
+	out := make([]uint64, len(dims))
+	for i, d := range dims {
+		out[i] = uint64(d)
 	}
 	return out
 }

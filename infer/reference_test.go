@@ -38,7 +38,12 @@ func loadReference(t *testing.T, name string) reference {
 
 func loadStories(t testing.TB) *Model {
 	t.Helper()
-	m, err := Load(storiesPath, Options{Threads: 2})
+	return loadStoriesWith(t, Options{Threads: 2})
+}
+
+func loadStoriesWith(t testing.TB, opts Options) *Model {
+	t.Helper()
+	m, err := Load(storiesPath, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -167,21 +167,20 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 
 func (q *Queen) handleChat(w http.ResponseWriter, r *http.Request) {
 	var req chatRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	ir, err := req.inferRequest()
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	q.generate(w, r, &ir, true, &req.commonRequest)
+	q.handleOpenAI(w, r, &req, &req.commonRequest, true)
 }
 
 func (q *Queen) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	var req completionRequest
-	if err := decodeBody(w, r, &req); err != nil {
+	q.handleOpenAI(w, r, &req, &req.commonRequest, false)
+}
+
+// handleOpenAI decodes one of the OpenAI request types into req, whose
+// shared fields are common, and generates its answer.
+func (q *Queen) handleOpenAI(w http.ResponseWriter, r *http.Request, req interface {
+	inferRequest() (schemas.InferRequest, error)
+}, common *commonRequest, chat bool) {
+	if err := decodeBody(w, r, req); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -190,7 +189,7 @@ func (q *Queen) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	q.generate(w, r, &ir, false, &req.commonRequest)
+	q.generate(w, r, &ir, chat, common)
 }
 
 // generate queues the job and answers with the whole completion or, when

@@ -109,15 +109,7 @@ func TestChatStream(t *testing.T) {
 	f := newFixture(t, nil)
 	taken := f.startWorker(model, say("Once", " upon"))
 
-	req, err := http.NewRequestWithContext(f.ctx(), http.MethodPost, f.http.URL+"/v1/chat/completions", strings.NewReader(
-		`{"model":"stories260K","messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":{"include_usage":true}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := f.open(f.ctx(), f.http.URL+"/v1/chat/completions", `{"model":"stories260K","messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":{"include_usage":true}}`)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp.StatusCode)
@@ -158,15 +150,7 @@ func TestCompletionStreamWithoutUsage(t *testing.T) {
 	f := newFixture(t, nil)
 	f.startWorker(model, say("A", "B"))
 
-	req, err := http.NewRequestWithContext(f.ctx(), http.MethodPost, f.http.URL+"/v1/completions",
-		strings.NewReader(`{"model":"stories260K","prompt":"x","stream":true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := f.open(f.ctx(), f.http.URL+"/v1/completions", `{"model":"stories260K","prompt":"x","stream":true}`)
 	defer resp.Body.Close()
 	events := readSSE(t, resp.Body)
 	var texts []string
@@ -266,14 +250,7 @@ func TestErrorBeforeFirstTokenOfAStream(t *testing.T) {
 // stream posts a streaming chat request and returns its SSE events.
 func (f *fixture) stream(body string) []string {
 	f.t.Helper()
-	req, err := http.NewRequestWithContext(f.ctx(), http.MethodPost, f.http.URL+"/v1/chat/completions", strings.NewReader(body))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	resp := f.open(f.ctx(), f.http.URL+"/v1/chat/completions", body)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		f.t.Fatalf("status %d", resp.StatusCode)
@@ -360,15 +337,7 @@ func TestClientDisconnectCancelsJob(t *testing.T) {
 
 	ctx, hangUp := context.WithCancel(f.ctx())
 	defer hangUp()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.http.URL+"/v1/chat/completions",
-		strings.NewReader(`{"model":"stories260K","messages":[{"role":"user","content":"x"}],"stream":true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := f.open(ctx, f.http.URL+"/v1/chat/completions", `{"model":"stories260K","messages":[{"role":"user","content":"x"}],"stream":true}`)
 	buf := make([]byte, 64)
 	if _, err := resp.Body.Read(buf); err != nil {
 		t.Fatalf("read first chunk: %v", err)

@@ -205,6 +205,20 @@ func recvJob(t *testing.T, taken <-chan *fakeJob) *fakeJob {
 	}
 }
 
+// open posts body to url and returns the response, its body unread.
+func (f *fixture) open(ctx context.Context, url, body string) *http.Response {
+	f.t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatalf("POST %s: %v", url, err)
+	}
+	return resp
+}
+
 // post sends a JSON body and returns the status and the decoded body.
 func (f *fixture) post(path, body string) (*http.Response, map[string]any) {
 	f.t.Helper()

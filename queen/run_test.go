@@ -236,15 +236,7 @@ func TestShutdownCancelsStreamsAfterGrace(t *testing.T) {
 		}
 	})
 
-	req, err := http.NewRequestWithContext(f.ctx(), http.MethodPost, "http://"+f.q.Addr()+"/v1/chat/completions",
-		strings.NewReader(`{"model":"stories260K","messages":[{"role":"user","content":"x"}],"stream":true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := f.open(f.ctx(), "http://"+f.q.Addr()+"/v1/chat/completions", `{"model":"stories260K","messages":[{"role":"user","content":"x"}],"stream":true}`)
 	defer resp.Body.Close()
 	select {
 	case <-started:

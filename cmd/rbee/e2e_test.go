@@ -83,9 +83,10 @@ func start(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func stop(t *testing.T, cmd *exec.Cmd) {
+// stop signals cmd and checks that it exits cleanly within a minute.
+func stop(t *testing.T, cmd *exec.Cmd, sig os.Signal) {
 	t.Helper()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -96,7 +97,7 @@ func stop(t *testing.T, cmd *exec.Cmd) {
 			t.Errorf("%s exited with %v", cmd.Args[1], err)
 		}
 	case <-time.After(60 * time.Second):
-		t.Errorf("%s did not stop within 60s of SIGTERM", cmd.Args[1])
+		t.Errorf("%s did not stop within 60s of %v", cmd.Args[1], sig)
 		_ = cmd.Process.Kill()
 	}
 }
@@ -433,8 +434,8 @@ func TestWholePathOverTheBus(t *testing.T) {
 		}
 	})
 
-	stop(t, hiveCmd)
-	stop(t, queenCmd)
+	stop(t, hiveCmd, syscall.SIGTERM)
+	stop(t, queenCmd, syscall.SIGTERM)
 	for _, w := range workers {
 		poll(t, 10*time.Second, func() error {
 			if err := syscall.Kill(w.PID, 0); !errors.Is(err, syscall.ESRCH) {

@@ -5,8 +5,8 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -18,28 +18,9 @@ func TestReadmeNatsExamples(t *testing.T) {
 	if err != nil {
 		t.Skip("nats CLI not on PATH: go install github.com/nats-io/natscli/nats@v0.5.0")
 	}
-	dir := t.TempDir()
-	up := exec.Command(rbeeBin, "up", "--http", freeAddr(t), "--nats-port", "-1", "--data-dir", dir+"/nats", "--cache-dir", dir+"/cache")
-	up.Stderr = os.Stderr
-	up.Env = append(os.Environ(), "RBEE_LOG_LEVEL=warn")
-	stdout, err := up.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := up.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer stop(t, up)
-	sc := bufio.NewScanner(stdout)
-	natsURL := ""
-	for natsURL == "" && sc.Scan() {
-		natsURL = regexp.MustCompile(`nats://[0-9.]+:[0-9]+`).FindString(sc.Text())
-	}
-	for sc.Scan() && !strings.Contains(sc.Text(), "Ctrl-C") {
-	}
-	if natsURL == "" {
-		t.Fatal("rbee up printed no NATS URL")
-	}
+	up := startUp(t)
+	defer stop(t, up.cmd, syscall.SIGTERM)
+	natsURL := up.natsURL
 	nats := func(ctx context.Context, args ...string) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, natsBin, args...)
 		cmd.Env = append(os.Environ(), "NATS_URL="+natsURL, "NATS_CONTEXT=")

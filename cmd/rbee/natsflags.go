@@ -56,9 +56,18 @@ func (n *natsFlags) subjects() (schemas.Subjects, error) {
 	return s, nil
 }
 
-// connect dials NATS and makes sure the streams and buckets exist.
+// connect dials NATS with the flags' settings.
 func (n *natsFlags) connect(ctx context.Context, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := bus.Connect(ctx, n.cfg, log)
+	return dial(ctx, n.cfg, log)
+}
+
+// connectProvisioned dials NATS and makes sure the streams and buckets exist.
+func (n *natsFlags) connectProvisioned(ctx context.Context, log *slog.Logger, subj schemas.Subjects) (*nats.Conn, jetstream.JetStream, error) {
+	return dialProvisioned(ctx, n.cfg, log, subj)
+}
+
+func dial(ctx context.Context, cfg bus.Config, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := bus.Connect(ctx, cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -70,14 +79,14 @@ func (n *natsFlags) connect(ctx context.Context, log *slog.Logger) (*nats.Conn, 
 	return nc, js, nil
 }
 
-func (n *natsFlags) connectProvisioned(ctx context.Context, log *slog.Logger, subj schemas.Subjects) (*nats.Conn, error) {
-	nc, js, err := n.connect(ctx, log)
+func dialProvisioned(ctx context.Context, cfg bus.Config, log *slog.Logger, subj schemas.Subjects) (*nats.Conn, jetstream.JetStream, error) {
+	nc, js, err := dial(ctx, cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := bus.Provision(ctx, js, subj, bus.Provisioning{}); err != nil {
 		nc.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return nc, nil
+	return nc, js, nil
 }

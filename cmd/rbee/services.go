@@ -44,7 +44,7 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, nf.logLevel).With("component", "queen")
-	nc, err := nf.connectProvisioned(ctx, log, subj)
+	nc, _, err := nf.connectProvisioned(ctx, log, subj)
 	if err != nil {
 		return err
 	}
@@ -104,17 +104,12 @@ func (o *hiveOptions) models() ([]hive.ModelSpec, error) {
 		}
 		specs = []hive.ModelSpec{{Name: bundled.Name, Path: path}}
 	}
-	workers := 0
-	for i := range specs {
-		specs[i].Replicas, specs[i].Slots, specs[i].ContextLength = *o.replicas, *o.slots, *o.ctx
-		workers += *o.replicas
-	}
 	threads := *o.threads
 	if threads == 0 {
-		threads = max(1, runtime.NumCPU()/max(workers, 1))
+		threads = max(1, runtime.NumCPU()/max(len(specs)**o.replicas, 1))
 	}
 	for i := range specs {
-		specs[i].Threads = threads
+		specs[i].Replicas, specs[i].Slots, specs[i].ContextLength, specs[i].Threads = *o.replicas, *o.slots, *o.ctx, threads
 	}
 	return specs, nil
 }
@@ -139,7 +134,7 @@ func runHive(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nc, err := nf.connectProvisioned(ctx, log, subj)
+	nc, _, err := nf.connectProvisioned(ctx, log, subj)
 	if err != nil {
 		return err
 	}
@@ -200,7 +195,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
-	nc, err := nf.connectProvisioned(ctx, log.With("worker_id", *id), subj)
+	nc, _, err := nf.connectProvisioned(ctx, log.With("worker_id", *id), subj)
 	if err != nil {
 		return err
 	}

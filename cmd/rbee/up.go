@@ -9,9 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rbee-dev/rbee/bus"
@@ -22,7 +22,8 @@ import (
 
 // runUp starts a whole installation in one process tree: an embedded NATS
 // server, the queen and the hive in this process, and the hive's worker
-// processes as children. Ctrl-C stops the workers first, then the rest.
+// processes as children. Ctrl-C stops the queen and the hive, which stops
+// its workers, and then the server.
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("up", stderr)
 	host, _ := os.Hostname()
@@ -57,18 +58,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer srv.Shutdown()
 	url := srv.ClientURL()
-	nc, err := bus.Connect(ctx, bus.Config{URL: url, Name: "rbee-up"}, log.With("component", "bus"))
+	nc, js, err := dialProvisioned(ctx, bus.Config{URL: url, Name: "rbee-up"}, log.With("component", "bus"), subj)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	if err := bus.Provision(ctx, js, subj, bus.Provisioning{}); err != nil {
-		return err
-	}
 
 	q, err := queen.New(nc, queen.Config{HTTPAddr: *httpAddr, Subjects: subj}, log.With("component", "queen"), newRegistry())
 	if err != nil {
@@ -94,7 +88,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case <-runCtx.Done():
 			return
 		}
-		if waitForWorkers(runCtx, nc, subj, models) != nil {
+		if waitForWorkers(runCtx, js, subj, models) != nil {
 			return // shutting down before the workers came up
 		}
 		fmt.Fprintf(stdout, "rbee is up.\n  OpenAI-compatible API: http://%s/v1 (models: %s)\n  NATS:                  %s\n"+
@@ -124,12 +118,8 @@ func natsServerLogger(w io.Writer, level string) *slog.Logger {
 	return newLogger(w, level)
 }
 
-// waitForWorkers returns once every model has a live worker in the bucket.
-func waitForWorkers(ctx context.Context, nc *nats.Conn, subj schemas.Subjects, models []hive.ModelSpec) error {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
+// waitForWorkers returns once every model has a ready worker in the bucket.
+func waitForWorkers(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects, models []hive.ModelSpec) error {
 	kv, err := js.KeyValue(ctx, subj.WorkersBucket())
 	if err != nil {
 		return err
@@ -138,7 +128,11 @@ func waitForWorkers(ctx context.Context, nc *nats.Conn, subj schemas.Subjects, m
 	if err != nil {
 		return err
 	}
-	defer watch.Stop()
+	defer func() {
+		_ = watch.Stop()
+		for range watch.Updates() { // lets the watcher's goroutine see the stop and exit
+		}
+	}()
 	ready := map[string]bool{}
 	for {
 		select {
@@ -164,14 +158,11 @@ func waitForWorkers(ctx context.Context, nc *nats.Conn, subj schemas.Subjects, m
 }
 
 func modelNames(models []hive.ModelSpec) string {
-	s := ""
+	names := make([]string, len(models))
 	for i, m := range models {
-		if i > 0 {
-			s += ", "
-		}
-		s += m.Name
+		names[i] = m.Name
 	}
-	return s
+	return strings.Join(names, ", ")
 }
 
 func defaultDataDir() string {

@@ -22,9 +22,17 @@ import (
 	"github.com/rbee-dev/rbee/schemas"
 )
 
-// rbee up serves the bundled model from one command and Ctrl-C leaves no
-// process behind.
-func TestUpServesAndStopsCleanly(t *testing.T) {
+// upInstance is a running `rbee up` with the addresses its banner named.
+type upInstance struct {
+	cmd      *exec.Cmd
+	httpAddr string
+	natsURL  string
+}
+
+// startUp runs `rbee up` on free ports and temporary directories and
+// returns once its banner says it is ready. The test stops it.
+func startUp(t *testing.T) upInstance {
+	t.Helper()
 	httpAddr := freeAddr(t)
 	dir := t.TempDir()
 	cmd := exec.Command(rbeeBin, "up", "--http", httpAddr, "--nats-port", "-1", "--data-dir", dir+"/nats", "--cache-dir", dir+"/cache")
@@ -44,7 +52,6 @@ func TestUpServesAndStopsCleanly(t *testing.T) {
 		}
 	})
 
-	// The banner names the API and the NATS server.
 	banner := make(chan string, 1)
 	go func() {
 		var b strings.Builder
@@ -71,6 +78,14 @@ func TestUpServesAndStopsCleanly(t *testing.T) {
 	if natsURL == "" {
 		t.Fatalf("banner names no NATS URL:\n%s", text)
 	}
+	return upInstance{cmd: cmd, httpAddr: httpAddr, natsURL: natsURL}
+}
+
+// rbee up serves the bundled model from one command and Ctrl-C leaves no
+// process behind.
+func TestUpServesAndStopsCleanly(t *testing.T) {
+	up := startUp(t)
+	httpAddr, natsURL := up.httpAddr, up.natsURL
 
 	resp := postJSON(t, "http://"+httpAddr+"/v1/completions", map[string]any{
 		"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 64, "temperature": 0,
@@ -102,19 +117,7 @@ func TestUpServesAndStopsCleanly(t *testing.T) {
 		t.Fatalf("live workers %+v (%v), want 1", workers, err)
 	}
 
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("rbee up exited with %v after Ctrl-C", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("rbee up still running 60s after Ctrl-C")
-	}
+	stop(t, up.cmd, os.Interrupt)
 	poll(t, 10*time.Second, func() error {
 		if err := syscall.Kill(workers[0].PID, 0); !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("worker pid %d still exists after rbee up stopped", workers[0].PID)

@@ -378,189 +378,166 @@ func (p piece) flags(i int) cptFlags {
 	return 0
 }
 
-// splitGPT2 is llama.cpp's unicode_regex_split_custom_gpt2, the hand-written
-// equivalent of exprGPT2 (with a final \s+).
-func splitGPT2(cpts []rune, offsets []int) []int {
+// splitPieces runs a hand-written splitter over each piece that earlier
+// passes made. step returns where the token that starts at pos ends; it may
+// also cut inside it with add (add(end) cuts the text up to end).
+func splitPieces(cpts []rune, offsets []int, step func(p piece, pos int, add func(end int)) int) []int {
 	out := make([]int, 0, len(offsets))
 	start := 0
 	for _, off := range offsets {
 		p := piece{cpts, start, start + off}
 		start += off
 		prev := p.ini
-		add := func(end int) int {
-			n := end - prev
-			if n > 0 {
+		add := func(end int) {
+			if n := end - prev; n > 0 {
 				out = append(out, n)
 			}
 			prev = end
-			return n
 		}
 		for pos := p.ini; pos < p.end; {
-			c, f := p.cpt(pos), p.flags(pos)
-			// 's|'t|'re|'ve|'m|'ll|'d
-			if c == '\'' && pos+1 < p.end {
-				n := p.cpt(pos + 1)
-				if n == 's' || n == 't' || n == 'm' || n == 'd' {
-					pos += add(pos + 2)
-					continue
-				}
-				if pos+2 < p.end {
-					nn := p.cpt(pos + 2)
-					if n == 'r' && nn == 'e' || n == 'v' && nn == 'e' || n == 'l' && nn == 'l' {
-						pos += add(pos + 3)
-						continue
-					}
-				}
-			}
-			f2 := f
-			if c == ' ' {
-				f2 = p.flags(pos + 1)
-			}
-			var class func(cptFlags) bool
-			switch {
-			case f2.isLetter(): // ' ?\p{L}+'
-				class = cptFlags.isLetter
-			case f2.isNumber(): // ' ?\p{N}+'
-				class = cptFlags.isNumber
-			case isOther(f2): // ' ?[^\s\p{L}\p{N}]+'
-				class = isOther
-			}
-			if class != nil {
-				if c == ' ' {
-					pos++
-				}
-				for class(p.flags(pos)) {
-					pos++
-				}
-				add(pos)
-				continue
-			}
-			nws := 0
-			for p.flags(pos + nws).isWhitespace() {
-				nws++
-			}
-			// \s+(?!\S)
-			if nws > 1 && p.cpt(pos+nws) != outOfRange {
-				pos += nws - 1
-				add(pos)
-				continue
-			}
-			// \s+
-			if nws > 0 {
-				pos += nws
-				add(pos)
-				continue
-			}
-			pos++
+			pos = step(p, pos, add)
 			add(pos)
 		}
 	}
 	return out
 }
 
+// contraction is the length of 's 't 're 've 'm 'll or 'd at pos, 0 if
+// none; fold makes the match case-insensitive.
+func contraction(p piece, pos int, fold bool) int {
+	if p.cpt(pos) != '\'' || pos+1 >= p.end {
+		return 0
+	}
+	lower := func(r rune) rune {
+		if fold {
+			return unicode.ToLower(r)
+		}
+		return r
+	}
+	n := lower(p.cpt(pos + 1))
+	if n == 's' || n == 't' || n == 'm' || n == 'd' {
+		return 2
+	}
+	if pos+2 < p.end {
+		nn := lower(p.cpt(pos + 2))
+		if n == 'r' && nn == 'e' || n == 'v' && nn == 'e' || n == 'l' && nn == 'l' {
+			return 3
+		}
+	}
+	return 0
+}
+
+// spaceEnd ends a run of nws whitespace characters at pos as both
+// expressions do: \s+(?!\S) leaves the last space to the next word, \s+
+// takes a run at the end, and anything else is one character.
+func spaceEnd(p piece, pos, nws int) int {
+	switch {
+	case nws > 1 && p.cpt(pos+nws) != outOfRange:
+		return pos + nws - 1
+	case nws > 0:
+		return pos + nws
+	}
+	return pos + 1
+}
+
+// splitGPT2 is llama.cpp's unicode_regex_split_custom_gpt2, the hand-written
+// equivalent of exprGPT2 (with a final \s+).
+func splitGPT2(cpts []rune, offsets []int) []int {
+	return splitPieces(cpts, offsets, func(p piece, pos int, _ func(int)) int {
+		// 's|'t|'re|'ve|'m|'ll|'d
+		if n := contraction(p, pos, false); n > 0 {
+			return pos + n
+		}
+		c, f := p.cpt(pos), p.flags(pos)
+		f2 := f
+		if c == ' ' {
+			f2 = p.flags(pos + 1)
+		}
+		var class func(cptFlags) bool
+		switch {
+		case f2.isLetter(): // ' ?\p{L}+'
+			class = cptFlags.isLetter
+		case f2.isNumber(): // ' ?\p{N}+'
+			class = cptFlags.isNumber
+		case isOther(f2): // ' ?[^\s\p{L}\p{N}]+'
+			class = isOther
+		}
+		if class != nil {
+			end := pos
+			if c == ' ' {
+				end++
+			}
+			for class(p.flags(end)) {
+				end++
+			}
+			return end
+		}
+		nws := 0
+		for p.flags(pos + nws).isWhitespace() {
+			nws++
+		}
+		return spaceEnd(p, pos, nws)
+	})
+}
+
 // splitLlama3 is llama.cpp's unicode_regex_split_custom_llama3, the
 // hand-written equivalent of exprLlama3.
 func splitLlama3(cpts []rune, offsets []int) []int {
-	out := make([]int, 0, len(offsets))
-	start := 0
-	for _, off := range offsets {
-		p := piece{cpts, start, start + off}
-		start += off
-		prev := p.ini
-		add := func(end int) int {
-			n := end - prev
-			if n > 0 {
-				out = append(out, n)
-			}
-			prev = end
-			return n
+	return splitPieces(cpts, offsets, func(p piece, pos int, add func(int)) int {
+		// (?i:'s|'t|'re|'ve|'m|'ll|'d)
+		if n := contraction(p, pos, true); n > 0 {
+			return pos + n
 		}
-		for pos := p.ini; pos < p.end; {
-			c, f := p.cpt(pos), p.flags(pos)
-			// (?i:'s|'t|'re|'ve|'m|'ll|'d)
-			if c == '\'' && pos+1 < p.end {
-				n := unicode.ToLower(p.cpt(pos + 1))
-				if n == 's' || n == 't' || n == 'm' || n == 'd' {
-					pos += add(pos + 2)
-					continue
-				}
-				if pos+2 < p.end {
-					nn := unicode.ToLower(p.cpt(pos + 2))
-					if n == 'r' && nn == 'e' || n == 'v' && nn == 'e' || n == 'l' && nn == 'l' {
-						pos += add(pos + 3)
-						continue
-					}
+		c, f := p.cpt(pos), p.flags(pos)
+		// [^\r\n\p{L}\p{N}]?\p{L}+
+		if !(c == '\r' || c == '\n' || f.isNumber()) && (f.isLetter() || p.flags(pos+1).isLetter()) {
+			end := pos + 1
+			for p.flags(end).isLetter() {
+				end++
+			}
+			return end
+		}
+		// \p{N}{1,3}
+		if f.isNumber() {
+			end := pos
+			for p.flags(end).isNumber() {
+				end++
+				if (end-pos)%3 == 0 {
+					add(end)
 				}
 			}
-			// [^\r\n\p{L}\p{N}]?\p{L}+
-			if !(c == '\r' || c == '\n' || f.isNumber()) && (f.isLetter() || p.flags(pos+1).isLetter()) {
-				pos++
-				for p.flags(pos).isLetter() {
-					pos++
-				}
-				add(pos)
-				continue
-			}
-			// \p{N}{1,3}
-			if f.isNumber() {
-				ini := pos
-				for p.flags(pos).isNumber() {
-					pos++
-					if pos-ini >= 3 {
-						add(pos)
-						ini = pos
-					}
-				}
-				add(pos)
-				continue
-			}
-			// ' ?[^\s\p{L}\p{N}]+[\r\n]*'
-			f2 := f
+			return end
+		}
+		// ' ?[^\s\p{L}\p{N}]+[\r\n]*'
+		f2 := f
+		if c == ' ' {
+			f2 = p.flags(pos + 1)
+		}
+		if f2&(flagWhitespace|flagLetter|flagNumber) == 0 && f != 0 {
+			end := pos
 			if c == ' ' {
-				f2 = p.flags(pos + 1)
+				end++
 			}
-			if f2&(flagWhitespace|flagLetter|flagNumber) == 0 && f != 0 {
-				if c == ' ' {
-					pos++
-				}
-				for isOther(f2) {
-					pos++
-					f2 = p.flags(pos)
-				}
-				for c2 := p.cpt(pos); c2 == '\r' || c2 == '\n'; c2 = p.cpt(pos) {
-					pos++
-				}
-				add(pos)
-				continue
+			for isOther(f2) {
+				end++
+				f2 = p.flags(end)
 			}
-			nws, lastRN := 0, 0
-			for p.flags(pos + nws).isWhitespace() {
-				if c2 := p.cpt(pos + nws); c2 == '\r' || c2 == '\n' {
-					lastRN = pos + nws + 1
-				}
-				nws++
+			for c2 := p.cpt(end); c2 == '\r' || c2 == '\n'; c2 = p.cpt(end) {
+				end++
 			}
-			// \s*[\r\n]+
-			if lastRN > 0 {
-				pos = lastRN
-				add(pos)
-				continue
-			}
-			// \s+(?!\S)
-			if nws > 1 && p.cpt(pos+nws) != outOfRange {
-				pos += nws - 1
-				add(pos)
-				continue
-			}
-			// \s+
-			if nws > 0 {
-				pos += nws
-				add(pos)
-				continue
-			}
-			pos++
-			add(pos)
+			return end
 		}
-	}
-	return out
+		nws, lastRN := 0, 0
+		for p.flags(pos + nws).isWhitespace() {
+			if c2 := p.cpt(pos + nws); c2 == '\r' || c2 == '\n' {
+				lastRN = pos + nws + 1
+			}
+			nws++
+		}
+		// \s*[\r\n]+
+		if lastRN > 0 {
+			return lastRN
+		}
+		return spaceEnd(p, pos, nws)
+	})
 }
