@@ -3,6 +3,7 @@ package infer
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +25,8 @@ type Request struct {
 	MaxTokens int // 0: until the context is full
 	Sampling  sample.Params
 	Stop      []string
+	// LogitSteps asks for the full logits of the first LogitSteps sampling steps in Result.Logits.
+	LogitSteps int
 }
 
 // Token is one generated token (ID -1 for a last piece of held-back text
@@ -66,6 +69,7 @@ type Result struct {
 	Text         string
 	StopReason   string
 	Timings      Timings
+	Logits       [][]float32 // the first Request.LogitSteps steps' logits, before sampling
 }
 
 // Generate runs req on the session, calling emit for each sampled token. It
@@ -130,6 +134,9 @@ func (s *Session) Generate(ctx context.Context, req Request, emit func(Token) er
 	stoppedByString := false
 	var firstAt time.Time
 	for len(res.GeneratedIDs) < maxTokens {
+		if len(res.Logits) < req.LogitSteps {
+			res.Logits = append(res.Logits, slices.Clone(s.logits))
+		}
 		id := sampler.Sample(s.logits)
 		if len(res.GeneratedIDs) == 0 {
 			firstAt = time.Now()

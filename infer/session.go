@@ -227,14 +227,18 @@ func rope(x []float32, heads, headDim int, cos, sin []float32, neox bool) {
 	}
 }
 
+// rmsNorm follows ggml's rms_norm then mul: squares rounded to float32 and summed in float64, the
+// mean and the scale in float32. The last bit of the scale matters: it decides which way the next
+// activation quantisation rounds values that sit halfway between two steps.
 func rmsNorm(dst, x, w []float32, eps float32) {
 	var ss float64
 	for _, v := range x {
-		ss += float64(v) * float64(v)
+		ss += float64(float32(v * v))
 	}
-	scale := float32(1 / math.Sqrt(ss/float64(len(x))+float64(eps)))
+	mean := float32(ss / float64(len(x)))
+	scale := 1 / float32(math.Sqrt(float64(mean+eps)))
 	for i, v := range x {
-		dst[i] = v * scale * w[i]
+		dst[i] = float32(v*scale) * w[i]
 	}
 }
 

@@ -27,9 +27,9 @@ func TestQuantisedMatchesDequantisedF32(t *testing.T) {
 	for _, c := range []struct {
 		typ quant.Type
 		// Bounds on max|A-B| / max|B| and on rms(A-B) / rms(B) over all
-		// steps' logits. F16 and BF16 weights dot against float32
-		// activations, so A and B differ only in float32 rounding (measured
-		// 0: the kernels sum in the F32 kernel's order). The 8-bit types dot
+		// steps' logits. F16 and BF16 weights dot against activations
+		// rounded to F16 and BF16, as ggml does (measured 9.5e-4 and 4.4e-3
+		// max; the bounds leave about 2x). The 8-bit types dot
 		// against activations quantised to 8 bits as ggml does (Q8_0 blocks
 		// of 32 for Q8_0 and Q4_0, Q8_K blocks of 256 for the K-quants):
 		// an error the size of Q8_0 weight quantisation in every product.
@@ -44,8 +44,8 @@ func TestQuantisedMatchesDequantisedF32(t *testing.T) {
 		lowBit bool
 		greedy bool // compare greedy generation too
 	}{
-		{quant.F16, 1e-5, 1e-6, false, true},
-		{quant.BF16, 1e-5, 1e-6, false, false},
+		{quant.F16, 2e-3, 1.5e-3, false, true},
+		{quant.BF16, 1e-2, 8e-3, false, false},
 		{quant.Q8_0, 5e-2, 3e-2, false, true},
 		{quant.Q4_0, 5e-2, 3e-2, true, false},
 		{quant.Q4_K, 5e-2, 3e-2, true, false},

@@ -12,13 +12,14 @@ import (
 )
 
 type generateOutput struct {
-	PromptIDs             []int32 `json:"prompt_ids"`
-	GeneratedIDs          []int32 `json:"generated_ids"`
-	Text                  string  `json:"text"`
-	StopReason            string  `json:"stop_reason"`
-	PromptTokensPerSecond float64 `json:"prompt_tokens_per_second"`
-	DecodeTokensPerSecond float64 `json:"decode_tokens_per_second"`
-	TimeToFirstTokenMs    float64 `json:"time_to_first_token_ms"`
+	PromptIDs             []int32     `json:"prompt_ids"`
+	GeneratedIDs          []int32     `json:"generated_ids"`
+	Text                  string      `json:"text"`
+	StopReason            string      `json:"stop_reason"`
+	PromptTokensPerSecond float64     `json:"prompt_tokens_per_second"`
+	DecodeTokensPerSecond float64     `json:"decode_tokens_per_second"`
+	TimeToFirstTokenMs    float64     `json:"time_to_first_token_ms"`
+	Logits                [][]float32 `json:"logits,omitempty"`
 }
 
 func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -36,9 +37,13 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		ctxLen    = fs.Int("ctx", 0, "context length in tokens (0: the model's own)")
 		threads   = fs.Int("threads", 0, "threads (0: one per CPU)")
 		asJSON    = fs.Bool("json", false, "print one JSON object at the end instead of streaming text")
+		logits    = fs.Int("logits", 0, "with --json, include the full logits of the first N steps")
 	)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *logits < 0 || *logits > 0 && !*asJSON {
+		return usageError{errors.New("generate: --logits takes a count of steps >= 0, and needs --json")}
 	}
 	if *modelPath == "" {
 		return usageError{errors.New("generate: --model is required")}
@@ -62,7 +67,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	res, err := s.Generate(ctx, infer.Request{Prompt: *prompt, MaxTokens: *maxTokens, Sampling: params},
+	res, err := s.Generate(ctx, infer.Request{Prompt: *prompt, MaxTokens: *maxTokens, Sampling: params, LogitSteps: *logits},
 		func(t infer.Token) error {
 			if *asJSON {
 				return nil
@@ -84,5 +89,6 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		PromptTokensPerSecond: res.Timings.PromptTokensPerSecond(),
 		DecodeTokensPerSecond: res.Timings.DecodeTokensPerSecond(),
 		TimeToFirstTokenMs:    float64(res.Timings.TimeToFirstToken.Microseconds()) / 1000,
+		Logits:                res.Logits,
 	})
 }

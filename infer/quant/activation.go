@@ -5,24 +5,27 @@ import (
 	"math"
 )
 
-// Activation holds an input vector prepared once per matrix-vector product in the format its weights
-// dot against. Its buffers are kept as separate arrays (quants, scales, sums) so that vector kernels
-// load them directly. Buffers are reused: once warmed up for a length, Prepare does not allocate.
+// Activation holds a batch of input vectors, all of one length, prepared once per matrix product in
+// the format their weights dot against. Its buffers are kept as separate arrays (quants, scales,
+// sums) so that vector kernels load them directly; vector v occupies the v-th stretch of each.
+// Buffers are reused: once warmed up for a size, Prepare does not allocate.
 type Activation struct {
-	format Type // F32, Q8_0 or Q8_K
-	n      int  // elements; -1 after a failed Prepare, so a stale vector is never used
+	format Type // vecDotType of the weights: F32, F16, BF16 (float values rounded so), Q8_0 or Q8_K
+	n      int  // elements per vector; -1 after a failed Prepare, so a stale batch is never used
+	count  int  // vectors
 
-	f32   []float32 // F32: a copy of x
+	f32   []float32 // F32, F16, BF16: the values, rounded to the weight's float type as ggml does
 	qs    []int8    // Q8_0, Q8_K: the quants
 	d     []float32 // Q8_0, Q8_K: one scale per block (Q8_0's rounded to fp16, as ggml stores it)
 	bsums []int16   // Q8_K: the sum of each 16 quants
 }
 
-// vecDotType returns the activation format that weights of type t dot against.
+// vecDotType returns the activation format that weights of type t dot against: ggml converts the
+// activation to F16 for F16 weights and to BF16 for BF16 weights before the dot product.
 func vecDotType(t Type) (Type, bool) {
 	switch t {
 	case F32, F16, BF16:
-		return F32, true
+		return t, true
 	case Q8_0, Q4_0:
 		return Q8_0, true
 	case Q4_K, Q6_K:
@@ -31,42 +34,84 @@ func vecDotType(t Type) (Type, bool) {
 	return 0, false
 }
 
-// Prepare converts x into the format that weights of type weight dot against. One prepared
-// activation serves every matrix whose type shares that format (Q4_K and Q6_K, say).
+// Prepare converts the single vector x into the format that weights of type weight dot against.
 func (a *Activation) Prepare(weight Type, x []float32) error {
+	return a.PrepareBatch(weight, x, len(x))
+}
+
+// PrepareBatch converts the len(x)/n vectors of n elements stored one after another in x into the
+// format that weights of type weight dot against. One prepared batch serves every matrix whose type
+// shares that format (Q4_K and Q6_K, say).
+func (a *Activation) PrepareBatch(weight Type, x []float32, n int) error {
 	a.n = -1
 	format, ok := vecDotType(weight)
 	if !ok {
 		return fmt.Errorf("prepare activation: %s: %w", weight, ErrUnsupported)
 	}
-	n := len(x)
+	if n <= 0 || len(x)%n != 0 {
+		return fmt.Errorf("prepare activation for %s: %d values do not make vectors of %d", weight, len(x), n)
+	}
 	if bs := format.BlockSize(); n%bs != 0 {
 		return fmt.Errorf("prepare activation for %s: length %d is not a multiple of %d", weight, n, bs)
 	}
+	count := len(x) / n
 	switch format {
 	case F32:
-		a.f32 = grow(a.f32, n)
+		a.f32 = grow(a.f32, len(x))
 		copy(a.f32, x)
+	case F16:
+		a.f32 = grow(a.f32, len(x))
+		roundRowsF16(a.f32, x)
+	case BF16:
+		a.f32 = grow(a.f32, len(x))
+		for i, v := range x {
+			a.f32[i] = BF16ToF32(F32ToBF16(v))
+		}
 	case Q8_0:
-		a.qs = grow(a.qs, n)
-		a.d = grow(a.d, n/qk0)
+		a.qs = grow(a.qs, len(x))
+		a.d = grow(a.d, len(x)/qk0)
 		quantizeActQ8_0(a.qs, a.d, x)
 	case Q8_K:
-		a.qs = grow(a.qs, n)
-		a.d = grow(a.d, n/qkK)
-		a.bsums = grow(a.bsums, n/16)
+		a.qs = grow(a.qs, len(x))
+		a.d = grow(a.d, len(x)/qkK)
+		a.bsums = grow(a.bsums, len(x)/16)
 		quantizeActQ8K(a.qs, a.d, a.bsums, x)
 	}
-	a.format, a.n = format, n
+	a.format, a.n, a.count = format, n, count
 	return nil
 }
 
-// Serves reports whether the activation holds a prepared vector in the
-// format that weights of type weight dot against, so one Prepare can serve
-// several matrices that read the same input.
+// Serves reports whether the activation holds a prepared batch in the format that weights of type
+// weight dot against, so one Prepare can serve several matrices that read the same input.
 func (a *Activation) Serves(weight Type) bool {
 	format, ok := vecDotType(weight)
 	return ok && a.n > 0 && a.format == format
+}
+
+// Len is the number of elements per vector; Count is the number of vectors.
+func (a *Activation) Len() int   { return max(a.n, 0) }
+func (a *Activation) Count() int { return a.count }
+
+// vec is one prepared vector of a batch: the slices of the batch's buffers that belong to it.
+// Kernels take it by value, so a dot product through the dispatch table allocates nothing.
+type vec struct {
+	f32   []float32
+	qs    []int8
+	d     []float32
+	bsums []int16
+}
+
+// vector returns vector v of the batch.
+func (a *Activation) vector(v int) vec {
+	n := a.n
+	switch a.format {
+	case F32, F16, BF16:
+		return vec{f32: a.f32[v*n : (v+1)*n]}
+	case Q8_0:
+		return vec{qs: a.qs[v*n : (v+1)*n], d: a.d[v*n/qk0 : (v+1)*n/qk0]}
+	default:
+		return vec{qs: a.qs[v*n : (v+1)*n], d: a.d[v*n/qkK : (v+1)*n/qkK], bsums: a.bsums[v*n/16 : (v+1)*n/16]}
+	}
 }
 
 // grow returns s resized to n, reusing its array when it is large enough.
@@ -77,8 +122,16 @@ func grow[T any](s []T, n int) []T {
 	return s[:n]
 }
 
-// quantizeActQ8_0 is ggml's quantize_row_q8_0_ref with the scale kept as the float32 value of the
-// fp16 ggml stores, so integer dot products match ggml's.
+func roundRowsF16(dst, src []float32) {
+	for i, v := range src {
+		dst[i] = f16Table[F32ToF16(v)]
+	}
+}
+
+// quantizeActQ8_0 is ggml's quantize_row_q8_0 as x86 builds run it: d = amax/127 stored as fp16,
+// and q = round-half-even(x * (127/amax)). The scalar reference multiplies by 1/d instead, which
+// rounds differently often enough to move logits by 1e-2; the scale is kept as the float32 value
+// of the fp16 ggml stores, so integer dot products match ggml's.
 func quantizeActQ8_0(qs []int8, ds []float32, x []float32) {
 	for b := range ds {
 		xb := x[b*qk0 : b*qk0+qk0]
@@ -87,14 +140,13 @@ func quantizeActQ8_0(qs []int8, ds []float32, x []float32) {
 		for _, v := range xb {
 			amax = max(amax, abs32(v))
 		}
-		d := amax / 127
 		var id float32
-		if d != 0 {
-			id = 1 / d
+		if amax != 0 {
+			id = 127 / amax
 		}
-		ds[b] = F16ToF32(F32ToF16(d))
+		ds[b] = F16ToF32(F32ToF16(amax / 127))
 		for j, v := range xb {
-			q[j] = int8(math.Round(float64(v * id)))
+			q[j] = int8(math.RoundToEven(float64(v * id)))
 		}
 	}
 }

@@ -50,7 +50,7 @@ func randomRows(r *rand.Rand, typ Type, rows, cols int) []byte {
 func activationValues(a *Activation) []float64 {
 	v := make([]float64, a.n)
 	switch a.format {
-	case F32:
+	case F32, F16, BF16:
 		for i, x := range a.f32 {
 			v[i] = float64(x)
 		}
@@ -162,7 +162,7 @@ func TestDotProducts(t *testing.T) {
 				if one := DotRow(typ, rowBytes, &a); one != got[row] {
 					t.Errorf("%s %s row %d: DotRow %g, MatVecRows %g", typ, source, row, one, got[row])
 				}
-				if oracle := goKernels[typ](rowBytes, &a); math.Abs(float64(oracle-got[row])) > tol {
+				if oracle := goKernels[typ](rowBytes, a.vector(0)); math.Abs(float64(oracle-got[row])) > tol {
 					t.Errorf("%s %s row %d: installed kernel %g, Go oracle %g", typ, source, row, got[row], oracle)
 				}
 			}

@@ -5,13 +5,24 @@ import (
 	"math"
 )
 
-// dotFunc dots one weight row (whole blocks, as stored in the file) against an activation prepared
-// in the row type's format with the row's length. Callers have checked both.
-type dotFunc func(row []byte, a *Activation) float32
+// dotFunc dots one weight row (whole blocks, as stored in the file) against one vector prepared in
+// the row type's format with the row's length. Callers have checked both.
+type dotFunc func(row []byte, x vec) float32
 
-// dotKernels is the dispatch table behind MatVecRows and DotRow, indexed by weight type. It starts
-// with the plain Go kernels; an architecture-specific file may replace entries at init after checking
-// CPU features. The Go kernels stay as the oracle the tests hold every installed kernel to.
+// matFunc computes dst[v*ldd+r] = dot(row r, vector v) for every row r of rows (rowBytes each, one
+// after another) and every vector v of a. Callers have checked the shapes.
+//
+// Every matFunc must be batch invariant: the bits of dst[v*ldd+r] depend only on row r and vector
+// v, never on how many rows or vectors the call covers or where its range starts. The engine's
+// promise that a request's tokens do not depend on what else is in the batch rests on this.
+type matFunc func(dst []float32, ldd int, rows []byte, rowBytes int, a *Activation)
+
+// dotKernels and matKernels are the dispatch tables behind MatMulRows and DotRow, indexed by weight
+// type. They start with the plain Go kernels; an architecture-specific file may replace entries at
+// init after checking CPU features. The Go kernels stay as the oracle the tests hold every installed
+// kernel to. A nil matKernels entry loops dotKernels over rows and vectors.
+var matKernels [BF16 + 1]matFunc
+
 var dotKernels = [BF16 + 1]dotFunc{
 	F32:  dotF32Go,
 	F16:  dotF16Go,
@@ -22,7 +33,7 @@ var dotKernels = [BF16 + 1]dotFunc{
 	Q6_K: dotQ6KGo,
 }
 
-func dotF32Go(row []byte, a *Activation) float32 {
+func dotF32Go(row []byte, a vec) float32 {
 	x := a.f32
 	var s0, s1, s2, s3 float32
 	for len(x) >= 4 && len(row) >= 16 {
@@ -38,7 +49,7 @@ func dotF32Go(row []byte, a *Activation) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-func dotF16Go(row []byte, a *Activation) float32 {
+func dotF16Go(row []byte, a vec) float32 {
 	x := a.f32
 	var s0, s1, s2, s3 float32
 	for len(x) >= 4 && len(row) >= 8 {
@@ -54,7 +65,7 @@ func dotF16Go(row []byte, a *Activation) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-func dotBF16Go(row []byte, a *Activation) float32 {
+func dotBF16Go(row []byte, a vec) float32 {
 	x := a.f32
 	var s0, s1, s2, s3 float32
 	for len(x) >= 4 && len(row) >= 8 {
@@ -72,7 +83,7 @@ func dotBF16Go(row []byte, a *Activation) float32 {
 
 // dotQ8_0Go is ggml's ggml_vec_dot_q8_0_q8_0: an exact integer dot per block, scaled by both scales.
 // Array pointers give the compiler constant bounds, so the unrolled body has no checks.
-func dotQ8_0Go(row []byte, a *Activation) float32 {
+func dotQ8_0Go(row []byte, a vec) float32 {
 	var sum float32
 	for b, dy := range a.d {
 		blk := (*[q8_0Bytes]byte)(row[b*q8_0Bytes:])
@@ -91,7 +102,7 @@ func dotQ8_0Go(row []byte, a *Activation) float32 {
 }
 
 // dotQ4_0Go is ggml's ggml_vec_dot_q4_0_q8_0.
-func dotQ4_0Go(row []byte, a *Activation) float32 {
+func dotQ4_0Go(row []byte, a vec) float32 {
 	var sum float32
 	for b, dy := range a.d {
 		blk := row[b*q4_0Bytes : b*q4_0Bytes+q4_0Bytes]
@@ -112,7 +123,7 @@ func dotQ4_0Go(row []byte, a *Activation) float32 {
 // dotQ4KGo is ggml's ggml_vec_dot_q4_K_q8_K: per block, the scaled integer dot of the 4-bit quants,
 // minus dmin times the mins dotted with the activation's per-16 sums (so mins cost 16 multiplies a
 // block instead of 256).
-func dotQ4KGo(row []byte, a *Activation) float32 {
+func dotQ4KGo(row []byte, a vec) float32 {
 	var sum float32
 	for b, dy := range a.d {
 		blk := row[b*q4KBytes : b*q4KBytes+q4KBytes]
@@ -146,7 +157,7 @@ func dotQ4KGo(row []byte, a *Activation) float32 {
 
 // dotQ6KGo is ggml's ggml_vec_dot_q6_K_q8_K. The -32 offset of every quant is applied per group of
 // 16 through the activation's sums: sum((q-32)*y) = sum(q*y) - 32*bsum.
-func dotQ6KGo(row []byte, a *Activation) float32 {
+func dotQ6KGo(row []byte, a vec) float32 {
 	var sum float32
 	for b, dy := range a.d {
 		blk := row[b*q6KBytes : b*q6KBytes+q6KBytes]
@@ -178,4 +189,15 @@ func dotQ6KGo(row []byte, a *Activation) float32 {
 		sum += f16Table[binary.LittleEndian.Uint16(blk[q6KD:])] * dy * float32(isum)
 	}
 	return sum
+}
+
+// matGeneric is the matFunc of any dotFunc: each row is dotted against every vector while it is hot
+// in cache, so the weights are read from memory once for the whole batch.
+func matGeneric(dot dotFunc, dst []float32, ldd int, rows []byte, rowBytes int, a *Activation) {
+	for r := 0; r*rowBytes < len(rows); r++ {
+		row := rows[r*rowBytes : (r+1)*rowBytes]
+		for v := range a.count {
+			dst[v*ldd+r] = dot(row, a.vector(v))
+		}
+	}
 }

@@ -40,39 +40,58 @@ func (w Matrix) rowBytes() int {
 	return rb
 }
 
-// kernelFor returns the dot kernel for rows of type t and cols elements against a, panicking when
-// a was not prepared for such rows: that is a wiring mistake in the caller, not bad input.
-func kernelFor(t Type, cols int, a *Activation) dotFunc {
+// checkActivation panics when a was not prepared for rows of type t and cols elements: that is a
+// wiring mistake in the caller, not bad input.
+func checkActivation(t Type, cols int, a *Activation) {
 	format, ok := vecDotType(t)
 	if !ok || a.format != format || a.n != cols {
 		panic(fmt.Sprintf("quant: activation (format %s, %d elements) does not fit %s rows of %d elements",
 			a.format, a.n, t, cols))
 	}
-	return dotKernels[t]
 }
 
-// MatVecRows computes dst[r] = dot(row r of w, x) for r in [start, end), with x prepared in a. It
-// does not allocate, so a pool of workers can split the rows of one product between them. It panics
-// if a was prepared for another type or length, or if the range does not fit w or dst.
-func MatVecRows(dst []float32, w Matrix, a *Activation, start, end int) {
+// MatMulRows computes dst[v*w.Rows+r] = dot(row r of w, vector v of a) for r in [start, end) and
+// every vector v of the batch a. Each result depends only on its row and its vector, whatever the
+// batch and the range (see matFunc). It does not allocate, so a pool of workers can split the rows
+// of one product between them. It panics if a was prepared for another type or length, or if the
+// range does not fit w or dst.
+func MatMulRows(dst []float32, w Matrix, a *Activation, start, end int) {
 	rb := w.rowBytes()
-	dot := kernelFor(w.Type, w.Cols, a)
-	if start < 0 || start > end || end > w.Rows || end > len(dst) {
-		panic(fmt.Sprintf("quant: rows [%d, %d) out of range for %d rows and %d outputs", start, end, w.Rows, len(dst)))
+	checkActivation(w.Type, w.Cols, a)
+	if start < 0 || start > end || end > w.Rows || len(dst) < a.count*w.Rows {
+		panic(fmt.Sprintf("quant: rows [%d, %d) of %d for %d vectors into %d outputs",
+			start, end, w.Rows, a.count, len(dst)))
 	}
-	for r := start; r < end; r++ {
-		dst[r] = dot(w.Data[r*rb:(r+1)*rb], a)
+	if start == end || a.count == 0 {
+		return
 	}
+	rows := w.Data[start*rb : end*rb]
+	if mat := matKernels[w.Type]; mat != nil {
+		mat(dst[start:], w.Rows, rows, rb, a)
+		return
+	}
+	matGeneric(dotKernels[w.Type], dst[start:], w.Rows, rows, rb, a)
 }
 
-// DotRow dots one row of type t, as stored, against the prepared activation. It panics if a was
-// prepared for another type or length.
+// MatVecRows is MatMulRows for a batch of one vector.
+func MatVecRows(dst []float32, w Matrix, a *Activation, start, end int) {
+	MatMulRows(dst, w, a, start, end)
+}
+
+// DotRow dots one row of type t, as stored, against the single prepared vector in a, with the kernel
+// MatMulRows uses. It panics if a was prepared for another type or length, or holds several vectors.
 func DotRow(t Type, row []byte, a *Activation) float32 {
-	dot := kernelFor(t, a.n, a)
-	if rb, _ := RowBytes(t, a.n); len(row) != rb {
-		panic(fmt.Sprintf("quant: %s row of %d bytes, want %d for %d elements", t, len(row), rb, a.n))
+	checkActivation(t, a.n, a)
+	if rb, _ := RowBytes(t, a.n); len(row) != rb || a.count != 1 {
+		panic(fmt.Sprintf("quant: %s row of %d bytes against %d vectors, want %d bytes and one vector of %d elements",
+			t, len(row), a.count, rb, a.n))
 	}
-	return dot(row, a)
+	if mat := matKernels[t]; mat != nil {
+		var out [1]float32
+		mat(out[:], 1, row, len(row), a)
+		return out[0]
+	}
+	return dotKernels[t](row, a.vector(0))
 }
 
 // DequantizeRow writes row r of w to dst[:w.Cols] (token embedding lookup). It panics if r is out of

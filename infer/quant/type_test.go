@@ -16,8 +16,8 @@ func TestTypeMetadata(t *testing.T) {
 		formatName string
 	}{
 		{F32, "F32", 1, 4, true, "F32"},
-		{F16, "F16", 1, 2, true, "F32"},
-		{BF16, "BF16", 1, 2, true, "F32"},
+		{F16, "F16", 1, 2, true, "F16"},
+		{BF16, "BF16", 1, 2, true, "BF16"},
 		{Q8_0, "Q8_0", 32, 34, true, "Q8_0"},
 		{Q4_0, "Q4_0", 32, 18, true, "Q8_0"},
 		{Q4_K, "Q4_K", 256, 144, true, "Q8_K"},
