@@ -2,6 +2,7 @@ package quant
 
 import (
 	"math/rand/v2"
+	"strconv"
 	"testing"
 )
 
@@ -66,5 +67,28 @@ func BenchmarkPrepare(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkMatMul runs one product of a 2048x768 matrix (the FFN shape of a 134M llama) with a
+// batch of vectors per op, on one goroutine. Batch 1 is decode (bytes of weights per second);
+// batch 64 is a prompt chunk, where the figure that matters is multiply-adds per second, reported
+// as GMAC/s.
+func BenchmarkMatMul(b *testing.B) {
+	const rows, cols = 2048, 768
+	for _, typ := range weightTypes {
+		for _, count := range []int{1, 4, 64} {
+			b.Run(typ.String()+"/batch"+strconv.Itoa(count), func(b *testing.B) {
+				w := benchMatrix(b, typ, rows, cols)
+				a, _ := prepareVectors(b, rand.New(rand.NewPCG(27, 28)), typ, count, cols)
+				dst := make([]float32, count*rows)
+				b.SetBytes(int64(len(w.Data)))
+				b.ReportAllocs()
+				for b.Loop() {
+					MatMulRows(dst, w, a, 0, rows)
+				}
+				b.ReportMetric(float64(rows*cols*count)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
+			})
+		}
 	}
 }
