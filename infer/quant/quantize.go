@@ -356,9 +356,7 @@ func makeQXQuantsRMSE(nmax int, x []float32, L []int8) float32 {
 	for i, v := range x {
 		l := clampInt(nearestInt(iscale*v), -nmax, nmax-1)
 		L[i] = int8(l + nmax)
-		w := v * v
-		sumLX += w * v * float32(l)
-		sumL2 += w * float32(l*l)
+		sumLX, sumL2 = accumQX(sumLX, sumL2, v, l)
 	}
 	var scale float32
 	if sumL2 != 0 {
@@ -369,13 +367,11 @@ func makeQXQuantsRMSE(nmax int, x []float32, L []int8) float32 {
 		if is == 0 {
 			continue
 		}
-		iscale = -(float32(nmax) + 0.1*float32(is)) / mx
+		iscale = -(float32(nmax) + float32(0.1*float32(is))) / mx // conversion: no FMA, as in ggml
 		sumLX, sumL2 = 0, 0
 		for _, v := range x {
 			l := clampInt(nearestInt(iscale*v), -nmax, nmax-1)
-			w := v * v
-			sumLX += w * v * float32(l)
-			sumL2 += w * float32(l*l)
+			sumLX, sumL2 = accumQX(sumLX, sumL2, v, l)
 		}
 		if sumL2 > 0 && sumLX*sumLX > best*sumL2 {
 			for i, v := range x {
@@ -386,4 +382,13 @@ func makeQXQuantsRMSE(nmax int, x []float32, L []int8) float32 {
 		}
 	}
 	return scale
+}
+
+// accumQX adds one element to make_qx_quants' sums with ggml's evaluation order, w*x*l and w*l*l
+// left to right with w = x², each step rounded to float32 (w*(l*l) differs in the last bit, and the
+// comparisons of the scale search are that sensitive).
+func accumQX(sumLX, sumL2, x float32, l int) (float32, float32) {
+	w := x * x
+	fl := float32(l)
+	return sumLX + float32(float32(w*x)*fl), sumL2 + float32(float32(w*fl)*fl)
 }
