@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"testing"
+
+	"github.com/rbee-dev/rbee/infer/sample"
 )
 
 // BenchmarkStoriesDecode reports decode speed on the bundled model; the
@@ -25,21 +27,38 @@ func BenchmarkStoriesDecode(b *testing.B) {
 	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
 }
 
-// BenchmarkStoriesForward is one token through the model at a short
-// context: the decode step itself, without sampling or detokenising.
+// BenchmarkStoriesForward is one decode step of one sequence at a short
+// context: the forward pass, sampling and detokenising, through the engine.
 func BenchmarkStoriesForward(b *testing.B) {
-	s, err := loadStoriesWith(b, Options{Threads: benchThreads}).NewSession(512)
+	m := loadStoriesWith(b, Options{Threads: benchThreads})
+	e, err := m.NewEngine(EngineConfig{ContextLength: 128})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if len(s.cached) >= 64 {
-			s.Reset()
+	var seqs [1]*Sequence
+	start := func() {
+		if seqs[0] != nil {
+			e.Release(seqs[0])
 		}
-		if err := s.forward(403); err != nil {
+		s, err := e.NewSequence(Request{Prompt: "Once upon a time", Sampling: sample.Params{Temperature: 0}}, func(Token) error { return nil })
+		if err != nil {
 			b.Fatal(err)
 		}
+		if ok, err := e.Admit(s); !ok {
+			b.Fatal("admit", err)
+		}
+		seqs[0] = s
+		e.Step(seqs[:]) // the prompt
+	}
+	start()
+	b.ReportAllocs()
+	for b.Loop() {
+		if seqs[0].Done() {
+			b.StopTimer()
+			start()
+			b.StartTimer()
+		}
+		e.Step(seqs[:])
 	}
 }
 

@@ -22,13 +22,6 @@ type Options struct {
 	Logger  *slog.Logger
 }
 
-type layer struct {
-	attnNorm, ffnNorm []float32
-	wq, wk, wv, wo    quant.Matrix
-	bq, bk, bv        []float32 // qwen2 only; nil for llama
-	gate, down, up    quant.Matrix
-}
-
 // Model is a loaded model. Its weights stay in the memory-mapped file; it is
 // safe for concurrent use by many sessions.
 type Model struct {
@@ -38,12 +31,14 @@ type Model struct {
 	template *chat.Template
 	tmplErr  error
 	tokEmb   quant.Matrix
-	output   quant.Matrix
+	output   [1]quant.Matrix
 	outNorm  []float32
-	invFreq  []float64 // RoPE frequency of each rotated pair
-	layers   []layer
-	pool     *pool
-	log      *slog.Logger
+	// ropeFactors divide the RoPE frequencies pair by pair (rope_freqs);
+	// nil when the file has none.
+	ropeFactors []float32
+	layers      []layer
+	pool        *pool
+	log         *slog.Logger
 }
 
 // Load memory-maps and checks the model at path.
@@ -81,9 +76,9 @@ func newModel(f *gguf.File, threads int, log *slog.Logger) (*Model, error) {
 	m.tokEmb = w.matrix("token_embd.weight", hp.Dim, hp.VocabSize)
 	m.outNorm = w.vector("output_norm.weight", hp.Dim)
 	if _, ok := f.Tensor("output.weight"); ok {
-		m.output = w.matrix("output.weight", hp.Dim, hp.VocabSize)
+		m.output[0] = w.matrix("output.weight", hp.Dim, hp.VocabSize)
 	} else {
-		m.output = m.tokEmb // tied embeddings
+		m.output[0] = m.tokEmb // tied embeddings
 	}
 	qDim, kvDim := hp.Heads*hp.HeadDim, hp.KVHeads*hp.HeadDim
 	m.layers = make([]layer, hp.Layers)
@@ -91,28 +86,30 @@ func newModel(f *gguf.File, threads int, log *slog.Logger) (*Model, error) {
 		p := fmt.Sprintf("blk.%d.", i)
 		l := &m.layers[i]
 		l.attnNorm = w.vector(p+"attn_norm.weight", hp.Dim)
-		l.wq = w.matrix(p+"attn_q.weight", hp.Dim, qDim)
-		l.wk = w.matrix(p+"attn_k.weight", hp.Dim, kvDim)
-		l.wv = w.matrix(p+"attn_v.weight", hp.Dim, kvDim)
-		l.wo = w.matrix(p+"attn_output.weight", qDim, hp.Dim)
+		l.qkv = [3]quant.Matrix{
+			w.matrix(p+"attn_q.weight", hp.Dim, qDim),
+			w.matrix(p+"attn_k.weight", hp.Dim, kvDim),
+			w.matrix(p+"attn_v.weight", hp.Dim, kvDim),
+		}
+		l.wo[0] = w.matrix(p+"attn_output.weight", qDim, hp.Dim)
 		if hp.Arch == ArchQwen2 {
 			l.bq = w.vector(p+"attn_q.bias", qDim)
 			l.bk = w.vector(p+"attn_k.bias", kvDim)
 			l.bv = w.vector(p+"attn_v.bias", kvDim)
 		}
 		l.ffnNorm = w.vector(p+"ffn_norm.weight", hp.Dim)
-		l.gate = w.matrix(p+"ffn_gate.weight", hp.Dim, hp.FFN)
-		l.up = w.matrix(p+"ffn_up.weight", hp.Dim, hp.FFN)
-		l.down = w.matrix(p+"ffn_down.weight", hp.FFN, hp.Dim)
+		l.gateUp = [2]quant.Matrix{
+			w.matrix(p+"ffn_gate.weight", hp.Dim, hp.FFN),
+			w.matrix(p+"ffn_up.weight", hp.Dim, hp.FFN),
+		}
+		l.down[0] = w.matrix(p+"ffn_down.weight", hp.FFN, hp.Dim)
 	}
-	var factors []float32
 	if _, ok := f.Tensor("rope_freqs.weight"); ok {
-		factors = w.vector("rope_freqs.weight", hp.RopeDims/2)
+		m.ropeFactors = w.vector("rope_freqs.weight", hp.RopeDims/2)
 	}
 	if w.err != nil {
 		return nil, w.err
 	}
-	m.invFreq = ropeFrequencies(hp, factors)
 
 	if src, ok := f.String("tokenizer.chat_template"); ok {
 		m.template, m.tmplErr = chat.Parse(src)

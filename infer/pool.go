@@ -1,65 +1,130 @@
 package infer
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // rowRunner is one parallel operation: the pool calls runRows on disjoint
-// row ranges that together cover the whole operation.
+// row ranges that together cover the whole operation. worker says which of
+// the pool's threads runs the range, so an operation can give each thread
+// its own scratch.
 type rowRunner interface {
-	runRows(lo, hi int)
+	runRows(lo, hi, worker int)
 }
 
-type chunk struct {
-	op     rowRunner
-	lo, hi int
-	done   *sync.WaitGroup
-}
+// spinRounds bounds how long an idle thread polls for the next operation
+// before it sleeps. A forward pass issues an operation every few
+// microseconds, far less than a sleep and wake-up cost, so threads spin
+// between them; between requests they sleep and leave the CPU to others.
+const spinRounds = 20000
 
-// pool is a fixed set of goroutines that split the rows of each operation.
-// Operations from several sessions may run at once: chunks share one queue.
-// Nothing is allocated per operation, so decode stays allocation-free.
+// pool is a fixed set of threads that split the rows of each operation.
+// The calling goroutine is thread 0 and works on the first share itself;
+// the others poll a generation counter, so handing out an operation costs
+// an atomic store instead of a channel send and a wake-up. Operations from
+// several callers are serialised. Nothing is allocated per operation, so
+// decode stays allocation-free.
 type pool struct {
 	threads int
-	chunks  chan chunk
-	stopped sync.WaitGroup
+	mu      sync.Mutex // one operation at a time
+
+	op      rowRunner
+	n       int
+	gen     atomic.Uint64 // bumped once per operation (and once to stop)
+	pending atomic.Int32  // threads still working on the current operation
+	stop    atomic.Bool
+
+	sleepMu  sync.Mutex
+	wake     *sync.Cond
+	sleepers int
+	stopped  sync.WaitGroup
 }
 
 func newPool(threads int) *pool {
-	if threads < 1 {
-		threads = 1
-	}
-	p := &pool{threads: threads, chunks: make(chan chunk, 64)}
-	for range threads - 1 {
+	p := &pool{threads: max(threads, 1)}
+	p.wake = sync.NewCond(&p.sleepMu)
+	for w := 1; w < p.threads; w++ {
 		p.stopped.Add(1)
-		go func() {
-			defer p.stopped.Done()
-			for c := range p.chunks {
-				c.op.runRows(c.lo, c.hi)
-				c.done.Done()
-			}
-		}()
+		go p.loop(w)
 	}
 	return p
 }
 
-// run splits n rows into one chunk per thread and returns when all are done.
-// The calling goroutine works on the first chunk itself. done must not be
-// shared by concurrent calls.
-func (p *pool) run(op rowRunner, n int, done *sync.WaitGroup) {
-	parts := min(p.threads, n)
-	if parts <= 1 {
-		op.runRows(0, n)
+// share returns thread w's rows of an n-row operation: contiguous, in order,
+// as even as possible.
+func (p *pool) share(n, w int) (lo, hi int) {
+	return n * w / p.threads, n * (w + 1) / p.threads
+}
+
+// run splits n rows between the threads and returns when all are done.
+// Operations smaller than minRows per thread run on the caller alone:
+// below that, the hand-off costs more than the work.
+func (p *pool) run(op rowRunner, n, minRows int) {
+	if p.threads == 1 || n < 2*max(minRows, 1) {
+		op.runRows(0, n, 0)
 		return
 	}
-	step := (n + parts - 1) / parts
-	for lo := step; lo < n; lo += step {
-		done.Add(1)
-		p.chunks <- chunk{op: op, lo: lo, hi: min(lo+step, n), done: done}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.op, p.n = op, n
+	p.pending.Store(int32(p.threads - 1))
+	p.gen.Add(1)
+	p.sleepMu.Lock()
+	if p.sleepers > 0 {
+		p.wake.Broadcast()
 	}
-	op.runRows(0, min(step, n))
-	done.Wait()
+	p.sleepMu.Unlock()
+	lo, hi := p.share(n, 0)
+	op.runRows(lo, hi, 0)
+	for p.pending.Load() != 0 {
+	}
+	p.op = nil
+}
+
+func (p *pool) loop(w int) {
+	defer p.stopped.Done()
+	var seen uint64 // the pool starts at generation 0, even if an operation came before this thread
+	for {
+		g := p.await(seen)
+		if p.stop.Load() {
+			return
+		}
+		seen = g
+		lo, hi := p.share(p.n, w)
+		if lo < hi {
+			p.op.runRows(lo, hi, w)
+		}
+		p.pending.Add(-1)
+	}
+}
+
+// await returns the generation after seen, spinning first and then sleeping.
+func (p *pool) await(seen uint64) uint64 {
+	for range spinRounds {
+		if g := p.gen.Load(); g != seen {
+			return g
+		}
+	}
+	p.sleepMu.Lock()
+	defer p.sleepMu.Unlock()
+	for {
+		if g := p.gen.Load(); g != seen {
+			return g
+		}
+		p.sleepers++
+		p.wake.Wait()
+		p.sleepers--
+	}
 }
 
 func (p *pool) close() {
-	close(p.chunks)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stop.Store(true)
+	p.sleepMu.Lock()
+	p.gen.Add(1)
+	p.wake.Broadcast()
+	p.sleepMu.Unlock()
 	p.stopped.Wait()
 }

@@ -228,22 +228,11 @@ func (m *synthModel) load(t *testing.T, typ quant.Type) *Model {
 	return model
 }
 
-// engineLogits runs tokens through a fresh session and returns a copy of
-// the logits after each one.
+// engineLogits runs tokens through a fresh engine, one per step, and
+// returns the logits after each one.
 func engineLogits(t *testing.T, m *Model, tokens []int32) [][]float32 {
 	t.Helper()
-	s, err := m.NewSession(len(tokens))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([][]float32, len(tokens))
-	for i, id := range tokens {
-		if err := s.forward(id); err != nil {
-			t.Fatalf("token %d (%d): %v", i, id, err)
-		}
-		out[i] = append([]float32(nil), s.logits...)
-	}
-	return out
+	return forwardLogits(t, m, tokens, 1)
 }
 
 // relDiff is max |a-b| / max |b| over one step's logits.

@@ -6,8 +6,8 @@ import (
 	"math/rand/v2"
 )
 
-// pcgStream derives the PCG's second seed word from the first, so one
-// uint64 is all a caller has to remember to replay a generation.
+// pcgStream separates the two seed words of each step's PCG, so one uint64
+// is all a caller has to remember to replay a generation.
 const pcgStream = 0x9e3779b97f4a7c15
 
 // Sampler turns logits into token ids. It owns all the memory it needs, made
@@ -17,7 +17,7 @@ type Sampler struct {
 	p     Params
 	vocab int
 	seed  uint64
-	rng   rand.PCG
+	step  uint64 // draws so far: the next draw's position in the sequence
 
 	// Penalty window: ring holds the last len(ring) accepted ids, counts the
 	// occurrences of each id in it and distinct the ids with a non-zero
@@ -67,7 +67,6 @@ func New(p Params, vocabSize int) (*Sampler, error) {
 		s.counts = make([]int32, vocabSize)
 		s.slot = make([]int32, vocabSize)
 	}
-	s.rng.Seed(seed, seed^pcgStream)
 	return s, nil
 }
 
@@ -82,7 +81,30 @@ func (s *Sampler) Reset() {
 	}
 	s.distinct = s.distinct[:0]
 	s.ringPos, s.ringLen = 0, 0
-	s.rng.Seed(s.seed, s.seed^pcgStream)
+	s.step = 0
+}
+
+// Resume sets the position of the next draw: a sampler given the same
+// accepted tokens and resumed at step n continues exactly as the one that
+// made the first n draws. Each draw depends only on the seed and its step,
+// never on what was drawn before, so a sequence can be re-created anywhere
+// from its prompt, its seed and the tokens it produced.
+func (s *Sampler) Resume(step int) { s.step = uint64(step) }
+
+// uniform returns the draw of a step, in [0, 1).
+func (s *Sampler) uniform(step uint64) float64 {
+	// A PCG seeded from (seed, step) through splitmix64 gives each step an
+	// independent stream; its first output is the draw.
+	var rng rand.PCG
+	rng.Seed(splitmix64(s.seed^pcgStream*(step+1)), splitmix64(s.seed+step))
+	return float64(rng.Uint64()>>11) * 0x1p-53
+}
+
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // Accept records a token for the penalties: feed it the prompt tokens and
@@ -129,6 +151,8 @@ func (s *Sampler) Sample(logits []float32) int32 {
 	if len(logits) == 0 {
 		return -1
 	}
+	step := s.step
+	s.step++
 	if s.penalize {
 		s.applyPenalties(logits)
 	}
@@ -139,7 +163,7 @@ func (s *Sampler) Sample(logits []float32) int32 {
 	if !ok {
 		return argmax(logits)
 	}
-	return s.draw(c, best)
+	return s.draw(c, best, step)
 }
 
 // applyPenalties follows llama.cpp's penalties sampler: a seen token's
@@ -170,7 +194,7 @@ func (s *Sampler) applyPenalties(logits []float32) {
 // temperature and picks one with the PRNG. Scaling the difference to the
 // best logit in float64, rather than each logit, keeps a tiny temperature
 // from overflowing: its limit, the argmax, comes out exactly.
-func (s *Sampler) draw(c []uint64, best uint64) int32 {
+func (s *Sampler) draw(c []uint64, best uint64, step uint64) int32 {
 	maxL := float64(keyLogit(best))
 	invT := 1 / float64(s.p.Temperature)
 	w := s.weights[:len(c)]
@@ -179,7 +203,7 @@ func (s *Sampler) draw(c []uint64, best uint64) int32 {
 		w[i] = float32(math.Exp((float64(keyLogit(k)) - maxL) * invT))
 		sum += float64(w[i])
 	}
-	u := float64(s.rng.Uint64()>>11) * 0x1p-53 * sum
+	u := s.uniform(step) * sum
 	// Summing the same float32 weights in the same order as above makes the
 	// running total reach sum exactly; if rounding still leaves u beyond it,
 	// the last token with any weight is where the draw landed.

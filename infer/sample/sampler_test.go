@@ -603,3 +603,38 @@ func BenchmarkSample(b *testing.B) {
 		}
 	}
 }
+
+// A sampler resumed at step n from the same accepted tokens draws what the
+// original drew from step n on: the draws depend on (seed, step) only.
+func TestSamplerResumes(t *testing.T) {
+	p := Params{Temperature: 1.5, TopK: 50, RepeatPenalty: 1.1, HasSeed: true, Seed: 77}
+	r := rand.New(rand.NewPCG(3, 4))
+	logits := make([][]float32, 40)
+	for i := range logits {
+		logits[i] = make([]float32, 200)
+		for j := range logits[i] {
+			logits[i][j] = float32(r.NormFloat64())
+		}
+	}
+	orig := newSampler(t, p, 200)
+	var ids []int32
+	for _, l := range logits {
+		id := orig.Sample(slices.Clone(l))
+		orig.Accept(id)
+		ids = append(ids, id)
+	}
+	for _, at := range []int{1, 17, 39} {
+		again := newSampler(t, p, 200)
+		for _, id := range ids[:at] {
+			again.Accept(id)
+		}
+		again.Resume(at)
+		for i := at; i < len(ids); i++ {
+			id := again.Sample(slices.Clone(logits[i]))
+			again.Accept(id)
+			if id != ids[i] {
+				t.Fatalf("resumed at %d: step %d drew %d, the original %d", at, i, id, ids[i])
+			}
+		}
+	}
+}
