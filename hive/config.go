@@ -26,8 +26,9 @@ type ModelSpec struct {
 	Name          string // schemas.ValidModel
 	Path          string // GGUF file path
 	Replicas      int    // worker processes for this model (default 1)
-	Slots         int    // concurrent jobs per worker (default 1)
+	Slots         int    // jobs each worker decodes together (default 1)
 	ContextLength int    // 0 = model default
+	KVTokens      int    // KV pool per worker in positions; 0 = Slots × ContextLength
 	Threads       int    // 0 = let the worker decide
 }
 
@@ -216,6 +217,7 @@ func (m ModelSpec) withDefaults() (ModelSpec, error) {
 		{"replicas", &m.Replicas, 1},
 		{"slots", &m.Slots, 1},
 		{"context length", &m.ContextLength, 0},
+		{"KV tokens", &m.KVTokens, 0},
 		{"threads", &m.Threads, 0},
 	} {
 		if *f.v < 0 {
@@ -290,6 +292,9 @@ func workerArgs(cfg Config, m ModelSpec, id string) []string {
 	}
 	if m.ContextLength > 0 {
 		args = append(args, "--ctx", strconv.Itoa(m.ContextLength))
+	}
+	if m.KVTokens > 0 {
+		args = append(args, "--kv-tokens", strconv.Itoa(m.KVTokens))
 	}
 	if m.Threads > 0 {
 		args = append(args, "--threads", strconv.Itoa(m.Threads))

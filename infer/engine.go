@@ -176,7 +176,11 @@ func (e *Engine) NewSequence(req Request, emit func(Token) error) (*Sequence, er
 	}
 	s := &Sequence{
 		e: e, emit: emit, nPrompt: len(ids), maxTokens: maxTokens, logitSteps: req.LogitSteps,
-		tokens:  make([]int32, 0, e.cfg.ContextLength+1),
+		tokens: make([]int32, 0, e.cfg.ContextLength+1),
+		kv: kvSeq{
+			blocks:   make([]int32, 0, blocksFor(e.cfg.ContextLength+1)),
+			contents: make([]uint64, 0, blocksFor(e.cfg.ContextLength+1)),
+		},
 		sampler: sampler, decoder: m.tok.NewStreamDecoder(), stops: sample.NewStopMatcher(req.Stop),
 		logits: make([]float32, m.hp.VocabSize),
 		text:   make([]byte, 0, 8*min(maxTokens, e.cfg.ContextLength)),

@@ -36,14 +36,17 @@ type pool struct {
 	stop    atomic.Bool
 
 	sleepMu  sync.Mutex
-	wake     *sync.Cond
+	wake     *sync.Cond // threads waiting for an operation
 	sleepers int
+	finished *sync.Cond // the caller waiting for the last share
+	waiting  bool
 	stopped  sync.WaitGroup
 }
 
 func newPool(threads int) *pool {
 	p := &pool{threads: max(threads, 1)}
 	p.wake = sync.NewCond(&p.sleepMu)
+	p.finished = sync.NewCond(&p.sleepMu)
 	for w := 1; w < p.threads; w++ {
 		p.stopped.Add(1)
 		go p.loop(w)
@@ -77,9 +80,26 @@ func (p *pool) run(op rowRunner, n, minRows int) {
 	p.sleepMu.Unlock()
 	lo, hi := p.share(n, 0)
 	op.runRows(lo, hi, 0)
-	for p.pending.Load() != 0 {
-	}
+	p.awaitShares()
 	p.op = nil
+}
+
+// awaitShares returns once every thread has finished its share: spinning
+// first, and sleeping if the others are slow (a machine busy with other
+// work may not be running them at all).
+func (p *pool) awaitShares() {
+	for range spinRounds {
+		if p.pending.Load() == 0 {
+			return
+		}
+	}
+	p.sleepMu.Lock()
+	defer p.sleepMu.Unlock()
+	p.waiting = true
+	for p.pending.Load() != 0 {
+		p.finished.Wait()
+	}
+	p.waiting = false
 }
 
 func (p *pool) loop(w int) {
@@ -95,7 +115,13 @@ func (p *pool) loop(w int) {
 		if lo < hi {
 			p.op.runRows(lo, hi, w)
 		}
-		p.pending.Add(-1)
+		if p.pending.Add(-1) == 0 {
+			p.sleepMu.Lock()
+			if p.waiting {
+				p.finished.Signal()
+			}
+			p.sleepMu.Unlock()
+		}
 	}
 }
 

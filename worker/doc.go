@@ -2,12 +2,16 @@
 // JetStream work queue, runs them on the local engine and streams tokens back
 // on each job's reply subject.
 //
-// # Slots and leases
+// # Slots, the batch and leases
 //
-// A worker has Slots sessions, each with its own KV cache. Every slot pulls
-// one job at a time and only while it is free, so a job waits in the stream,
-// where any worker of the model can take it, rather than in a client buffer
-// while its lease runs. The lease (the consumer's AckWait) is renewed every
+// A worker decodes up to Slots jobs together: one scheduler (infer.Scheduler)
+// advances them all one step at a time through the engine, so every weight
+// is read once per step for the whole batch, and jobs join and leave it
+// between steps. Their keys and values share one KV pool (KVTokens), taken
+// in blocks as jobs grow. The worker pulls a job only while a slot is free,
+// so a job waits in the stream, where any worker of the model can take it,
+// rather than in a client buffer while its lease runs. The lease (the
+// consumer's AckWait) is renewed every
 // AckWait/3 while a job runs; each renewal waits for the server's answer, and
 // when none has come for a whole AckWait the job is stopped, since JetStream
 // has by then handed it to another worker.
@@ -38,8 +42,8 @@
 // # Shutdown
 //
 // When Run's context is done the worker announces "draining", stops pulling
-// (a slot notices within one pull wait, about a second; a job pulled in that
-// moment is Nak'd at once), lets the jobs in hand finish within
+// (within one pull wait, about a second; a job pulled in that moment is
+// Nak'd at once), lets the jobs in hand finish within
 // ShutdownGrace, interrupts the rest as above, deletes its heartbeat key and
 // returns.
 package worker

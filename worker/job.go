@@ -116,7 +116,7 @@ func usableReply(s string) bool {
 }
 
 // handle runs one job pulled from the queue, from decoding to the ack.
-func (w *Worker) handle(ctx context.Context, log *slog.Logger, s *infer.Session, msg jetstream.Msg) {
+func (w *Worker) handle(ctx context.Context, log *slog.Logger, msg jetstream.Msg) {
 	taken := time.Now()
 	w.addBusy(1)
 	defer w.addBusy(-1)
@@ -150,7 +150,7 @@ func (w *Worker) handle(ctx context.Context, log *slog.Logger, s *infer.Session,
 	if !job.CreatedAt.IsZero() {
 		queuedAt = job.CreatedAt
 	}
-	w.run(ctx, log.With("job_id", job.ID), s, msg, job, taken, queuedAt)
+	w.run(ctx, log.With("job_id", job.ID), msg, job, taken, queuedAt)
 }
 
 // reject answers a job that cannot run and terminates its message, so that
@@ -178,8 +178,9 @@ func (w *Worker) reject(log *slog.Logger, msg jetstream.Msg, job schemas.Job, er
 	}
 }
 
-// run generates a valid job's answer on s and settles its message.
-func (w *Worker) run(ctx context.Context, log *slog.Logger, s *infer.Session, msg jetstream.Msg, job schemas.Job, taken, queuedAt time.Time) {
+// run generates a valid job's answer in the worker's batch and settles its
+// message.
+func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, job schemas.Job, taken, queuedAt time.Time) {
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if sub, err := w.nc.Subscribe(w.cfg.Subjects.Cancel(job.ID), func(*nats.Msg) { cancel(errCancelled) }); err != nil {
@@ -197,7 +198,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, s *infer.Session, ms
 
 	out := &replies{nc: w.nc, subject: job.Reply, jobID: job.ID, workerID: w.cfg.ID}
 	log.Debug("job started", "prompt_bytes", len(job.Prompt), "messages", len(job.Messages), "max_tokens", job.MaxTokens)
-	res, err := s.Generate(jobCtx, request(job), func(t infer.Token) error {
+	res, err := w.sched.Generate(jobCtx, request(job), func(t infer.Token) error {
 		id := t.ID
 		return out.send(schemas.Event{Type: schemas.EventToken, Text: t.Text, TokenID: &id})
 	})

@@ -47,9 +47,14 @@ type Config struct {
 	ID            string // worker ID (schemas.ValidID); unique
 	HiveID        string // may be empty when run by hand
 	Model         string // model name, a subject token (schemas.ValidModel)
-	Slots         int    // concurrent jobs, each with its own infer.Session (default 1)
-	ContextLength int    // per session; 0 = the model's trained context
-	Subjects      schemas.Subjects
+	Slots         int    // jobs decoded together in one batch (default 1)
+	ContextLength int    // per job; 0 = the model's trained context
+	// KVTokens sizes the KV cache shared by the jobs in positions (default
+	// Slots × ContextLength). Jobs take it in blocks as they grow; with a
+	// smaller pool, jobs wait for room, and a running job that needs more
+	// pauses the youngest one instead of failing.
+	KVTokens int
+	Subjects schemas.Subjects
 	// AckWait is the job lease (default 30s), renewed while generating.
 	AckWait time.Duration
 	// MaxDeliver bounds deliveries of one job (default 3; -1 unbounded).
@@ -93,6 +98,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("slots %d: want at least 1", c.Slots)
 	case c.ContextLength < 0:
 		return c, fmt.Errorf("context length %d: want 0 (the model's) or more", c.ContextLength)
+	case c.KVTokens < 0:
+		return c, fmt.Errorf("KV tokens %d: want 0 (slots × context) or more", c.KVTokens)
 	case c.AckWait < minAckWait:
 		return c, fmt.Errorf("ack wait %v: want at least %v", c.AckWait, minAckWait)
 	case c.MaxDeliver < -1:
@@ -108,22 +115,22 @@ func (c Config) withDefaults() (Config, error) {
 // Worker serves one model from its work queue. Make it with New and start
 // it with Run, once.
 type Worker struct {
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	cfg      Config
-	log      *slog.Logger
-	metrics  *metrics
-	sessions []*infer.Session
-	ctxLen   int
-	started  atomic.Bool
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	sched   *infer.Scheduler
+	ctxLen  int
+	started atomic.Bool
 
 	mu    sync.Mutex // guards state and busy
 	state string
 	busy  int
 }
 
-// New checks cfg, fills in its defaults and makes one session per slot, so
-// that memory for every KV cache is taken before any job arrives. Metrics
+// New checks cfg, fills in its defaults and makes the engine that batches
+// the worker's jobs, with its scratch memory and KV pool. Metrics
 // are registered with reg; a nil reg keeps them unregistered. A nil logger
 // discards.
 func New(nc *nats.Conn, model *infer.Model, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Worker, error) {
@@ -149,14 +156,14 @@ func New(nc *nats.Conn, model *infer.Model, cfg Config, logger *slog.Logger, reg
 		nc: nc, js: js, cfg: cfg, metrics: m, state: schemas.WorkerStarting,
 		log: logger.With("worker_id", cfg.ID, "model", cfg.Model),
 	}
-	for i := range cfg.Slots {
-		s, err := model.NewSession(cfg.ContextLength)
-		if err != nil {
-			return nil, fmt.Errorf("worker %s: session for slot %d: %w", cfg.ID, i, err)
-		}
-		w.sessions = append(w.sessions, s)
-		w.ctxLen = s.ContextLength()
+	e, err := model.NewEngine(infer.EngineConfig{
+		MaxSequences: cfg.Slots, ContextLength: cfg.ContextLength, KVTokens: cfg.KVTokens,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: %w", cfg.ID, err)
 	}
+	w.sched = infer.NewScheduler(e)
+	w.ctxLen = e.Config().ContextLength
 	return w, nil
 }
 
@@ -197,21 +204,27 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker %s: %w", w.cfg.ID, err)
 	}
 
+	// The scheduler batches the jobs in hand; it stops after the last.
+	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
+	var sched sync.WaitGroup
+	sched.Go(func() { w.sched.Run(schedCtx) })
+	defer func() {
+		stopSched()
+		sched.Wait()
+	}()
 	// Jobs in hand outlive ctx by up to ShutdownGrace.
 	jobsCtx, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopJobs(nil)
-	var slots sync.WaitGroup
-	for i, s := range w.sessions {
-		slots.Go(func() { w.pull(ctx, jobsCtx, w.log.With("slot", i), s, cons) })
-	}
 	announce(schemas.WorkerReady)
-	w.log.Info("worker ready", "slots", len(w.sessions), "context_length", w.ctxLen)
+	w.log.Info("worker ready", "slots", w.cfg.Slots, "context_length", w.ctxLen,
+		"kv_tokens", w.sched.Engine().Config().KVTokens)
 
-	<-ctx.Done()
+	var jobs sync.WaitGroup
+	w.pull(ctx, jobsCtx, cons, &jobs)
 	announce(schemas.WorkerDraining)
 	w.log.Info("worker draining", "busy", w.busySlots(), "grace", w.cfg.ShutdownGrace)
 	grace := time.AfterFunc(w.cfg.ShutdownGrace, func() { stopJobs(errShutdown) })
-	slots.Wait()
+	jobs.Wait()
 	grace.Stop()
 	w.log.Info("worker stopped")
 	return nil
@@ -230,47 +243,78 @@ func (w *Worker) checkTTL(ctx context.Context, kv jetstream.KeyValue) {
 	}
 }
 
-// pull runs one slot: it takes a job whenever the slot is free, until ctx is
-// done. Jobs run under jobsCtx, which outlives ctx by the shutdown grace.
-func (w *Worker) pull(ctx, jobsCtx context.Context, log *slog.Logger, s *infer.Session, cons jetstream.Consumer) {
-	for ctx.Err() == nil {
-		msg, err := cons.Next(jetstream.FetchMaxWait(pullWait))
-		switch {
-		case err == nil:
-		case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
-			continue
-		default:
-			// The connection is down or the consumer is gone: wait, so as
-			// not to spin, and ask again. A consumer someone deleted (or a
-			// server that lost its state) is made anew.
-			log.Warn("pull a job", "err", err)
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				if c, err := bus.EnsureJobsConsumer(ctx, w.js, w.cfg.Subjects, w.cfg.Model, w.cfg.AckWait, w.cfg.MaxDeliver); err == nil {
-					log.Info("jobs consumer recreated")
-					cons = c
-					continue
-				}
+// pull takes a job whenever the batch has a free slot, until ctx is done,
+// and runs each on its own goroutine (tracked by jobs) under jobsCtx, which
+// outlives ctx by the shutdown grace. A job waits in the stream, where any
+// worker of the model can take it, until a slot here is free.
+func (w *Worker) pull(ctx, jobsCtx context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
+	free := make(chan struct{}, w.cfg.Slots)
+	for range w.cfg.Slots {
+		free <- struct{}{}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-free:
+		}
+		msg, ok := w.next(ctx, &cons)
+		if !ok {
+			free <- struct{}{}
+			if ctx.Err() != nil {
+				return
 			}
-			t := time.NewTimer(pullWait)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
 			continue
 		}
 		if ctx.Err() != nil {
 			// Taken just as the drain began: hand it straight back.
-			if err := msg.Nak(); err != nil {
-				log.Warn("hand back a job pulled during shutdown", "job_id", msg.Headers().Get(schemas.HeaderMsgID), "err", err)
-			}
-			w.metrics.jobs.WithLabelValues(outcomeRequeued).Inc()
-			if id := msg.Headers().Get(schemas.HeaderMsgID); schemas.ValidID(id) {
-				w.audit(log, msg, schemas.AuditEvent{JobID: id, Outcome: outcomeRequeued})
-			}
+			w.handBack(msg)
 			return
 		}
-		w.handle(jobsCtx, log, s, msg)
+		jobs.Go(func() {
+			defer func() { free <- struct{}{} }()
+			w.handle(jobsCtx, w.log, msg)
+		})
+	}
+}
+
+// next pulls one job, waiting at most pullWait. A consumer someone deleted
+// (or a server that lost its state) is made anew.
+func (w *Worker) next(ctx context.Context, cons *jetstream.Consumer) (jetstream.Msg, bool) {
+	msg, err := (*cons).Next(jetstream.FetchMaxWait(pullWait))
+	switch {
+	case err == nil:
+		return msg, true
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
+		return nil, false
+	}
+	// The connection is down or the consumer is gone: wait, so as not to
+	// spin, and ask again.
+	w.log.Warn("pull a job", "err", err)
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if c, err := bus.EnsureJobsConsumer(ctx, w.js, w.cfg.Subjects, w.cfg.Model, w.cfg.AckWait, w.cfg.MaxDeliver); err == nil {
+			w.log.Info("jobs consumer recreated")
+			*cons = c
+			return nil, false
+		}
+	}
+	t := time.NewTimer(pullWait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return nil, false
+}
+
+func (w *Worker) handBack(msg jetstream.Msg) {
+	id := msg.Headers().Get(schemas.HeaderMsgID)
+	if err := msg.Nak(); err != nil {
+		w.log.Warn("hand back a job pulled during shutdown", "job_id", id, "err", err)
+	}
+	w.metrics.jobs.WithLabelValues(outcomeRequeued).Inc()
+	if schemas.ValidID(id) {
+		w.audit(w.log.With("job_id", id), msg, schemas.AuditEvent{JobID: id, Outcome: outcomeRequeued})
 	}
 }
 
@@ -315,7 +359,7 @@ func (w *Worker) beat(ctx context.Context, kv jetstream.KeyValue) {
 	w.mu.Lock()
 	hb := schemas.WorkerHeartbeat{
 		WorkerID: w.cfg.ID, HiveID: w.cfg.HiveID, Model: w.cfg.Model,
-		State: w.state, Slots: len(w.sessions), Busy: w.busy,
+		State: w.state, Slots: w.cfg.Slots, Busy: w.busy,
 		PID: os.Getpid(), Context: w.ctxLen, Time: time.Now().UTC(),
 	}
 	w.mu.Unlock()

@@ -446,7 +446,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"bad model", worker.Config{ID: "w", Model: "a.b"}, "model"},
 		{"negative slots", worker.Config{ID: "w", Model: modelName, Slots: -1}, "slots"},
 		{"negative context", worker.Config{ID: "w", Model: modelName, ContextLength: -1}, "context length"},
-		{"huge context", worker.Config{ID: "w", Model: modelName, ContextLength: 1 << 30}, "session"},
+		{"huge context", worker.Config{ID: "w", Model: modelName, ContextLength: 1 << 30}, "context"},
 		{"negative ack wait", worker.Config{ID: "w", Model: modelName, AckWait: -1}, "ack wait"},
 		{"tiny ack wait", worker.Config{ID: "w", Model: modelName, AckWait: time.Millisecond}, "ack wait"},
 		{"bad max deliver", worker.Config{ID: "w", Model: modelName, MaxDeliver: -2}, "max deliver"},

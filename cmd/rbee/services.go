@@ -77,6 +77,7 @@ type hiveOptions struct {
 	replicas *int
 	slots    *int
 	ctx      *int
+	kvTokens *int
 	threads  *int
 	cacheDir *string
 }
@@ -86,8 +87,9 @@ func addHiveFlags(fs *flag.FlagSet, host string) *hiveOptions {
 	o.id = fs.String("id", envOr("RBEE_HIVE_ID", hiveID(host)), "hive ID (env RBEE_HIVE_ID)")
 	fs.Var(&o.serve, "serve", "serve a model: NAME=PATH to a GGUF file (repeatable; default: the bundled "+bundled.Name+")")
 	o.replicas = fs.Int("replicas", 1, "worker processes per model")
-	o.slots = fs.Int("slots", 1, "concurrent jobs per worker")
+	o.slots = fs.Int("slots", 1, "jobs each worker decodes together in one batch")
 	o.ctx = fs.Int("ctx", 4096, "context length per job (0: what the model file says)")
+	o.kvTokens = fs.Int("kv-tokens", 0, "KV cache per worker in tokens, shared by its jobs (0: slots × ctx)")
 	o.threads = fs.Int("threads", 0, "threads per worker (0: CPUs divided among the workers)")
 	o.cacheDir = fs.String("cache-dir", defaultCacheDir(), "where model files are kept")
 	return o
@@ -110,6 +112,7 @@ func (o *hiveOptions) models() ([]hive.ModelSpec, error) {
 	}
 	for i := range specs {
 		specs[i].Replicas, specs[i].Slots, specs[i].ContextLength, specs[i].Threads = *o.replicas, *o.slots, *o.ctx, threads
+		specs[i].KVTokens = *o.kvTokens
 	}
 	return specs, nil
 }
@@ -171,8 +174,9 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		path       = fs.String("model", "", "GGUF model file (required)")
 		id         = fs.String("worker-id", "", "worker ID (default: derived from host and PID)")
 		parentHive = fs.String("hive-id", "", "ID of the hive that started this worker")
-		slots      = fs.Int("slots", 1, "concurrent jobs")
+		slots      = fs.Int("slots", 1, "jobs decoded together in one batch")
 		ctxLen     = fs.Int("ctx", 0, "context length per job (0: the model's own)")
+		kvTokens   = fs.Int("kv-tokens", 0, "KV cache in tokens, shared by the jobs (0: slots × ctx)")
 		threads    = fs.Int("threads", 0, "threads (0: one per CPU)")
 	)
 	if err := parse(fs, args); err != nil {
@@ -201,7 +205,8 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	defer nc.Close()
 	w, err := worker.New(nc, m, worker.Config{
-		ID: *id, HiveID: *parentHive, Model: *name, Slots: *slots, ContextLength: *ctxLen, Subjects: subj,
+		ID: *id, HiveID: *parentHive, Model: *name, Slots: *slots, ContextLength: *ctxLen, KVTokens: *kvTokens,
+		Subjects: subj,
 	}, log, newRegistry())
 	if err != nil {
 		return err

@@ -475,10 +475,12 @@ func (t *Tokenizer) buildCaches() {
 	})
 
 	t.pieceEnd = make([]uint32, len(t.tokens))
+	var pieces []byte
 	for i := range t.tokens {
-		t.pieces = t.renderPiece(t.pieces, int32(i))
-		t.pieceEnd[i] = uint32(len(t.pieces))
+		pieces = t.renderPiece(pieces, int32(i))
+		t.pieceEnd[i] = uint32(len(pieces))
 	}
+	t.pieces = string(pieces)
 
 	for b := range 256 {
 		t.byteToken[b] = noToken

@@ -30,6 +30,12 @@ func (d *StreamDecoder) StartOfText() {
 // Add takes the next generated token and returns the text that is now
 // complete, possibly "".
 func (d *StreamDecoder) Add(id int32) string {
+	if len(d.pending) == 0 && !d.stripLead {
+		// The usual case, a piece of whole characters, costs no allocation.
+		if p := d.t.piece(id); utf8.ValidString(p) {
+			return p
+		}
+	}
 	d.pending = append(d.pending, d.t.piece(id)...)
 	var out []byte
 	i := 0

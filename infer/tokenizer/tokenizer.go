@@ -53,8 +53,9 @@ type Tokenizer struct {
 
 	// pieces holds every token's text as generated output (control tokens
 	// included, as llama.cpp's piece cache); piece i is
-	// pieces[pieceEnd[i-1]:pieceEnd[i]].
-	pieces   []byte
+	// pieces[pieceEnd[i-1]:pieceEnd[i]]. A string, so that pieces are handed
+	// out as text without allocating.
+	pieces   string
 	pieceEnd []uint32
 
 	bos, eos, eot, eom, unk int32
@@ -123,13 +124,13 @@ func (t *Tokenizer) valid(id int32) bool { return id >= 0 && int(id) < len(t.tok
 
 // piece is llama.cpp's token_to_piece with special=false: the cached text,
 // or nothing for control and unknown tokens.
-func (t *Tokenizer) piece(id int32) []byte {
+func (t *Tokenizer) piece(id int32) string {
 	if !t.valid(id) || t.attrs[id]&(attrUnknown|attrControl) != 0 {
-		return nil
+		return ""
 	}
 	start := uint32(0)
 	if id > 0 {
 		start = t.pieceEnd[id-1]
 	}
-	return t.pieces[start:t.pieceEnd[id]:t.pieceEnd[id]]
+	return t.pieces[start:t.pieceEnd[id]]
 }
