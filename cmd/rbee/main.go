@@ -28,6 +28,7 @@ var commands = map[string]command{
 	"generate": {"run a model locally and print what it generates", runGenerate},
 	"run":      {"send a prompt through NATS and stream the answer", runRun},
 	"models":   {"list the models live workers serve", runModels},
+	"bench":    {"measure the engine and rbee up on this machine: a table, and every figure as JSON", runBench},
 	"model":    {"make model files: 'model synth' writes a random-weight llama GGUF", runModel},
 }
 

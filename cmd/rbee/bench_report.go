@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/cpu"
+
+	"github.com/rbee-dev/rbee/internal/membw"
+)
+
+// benchReport is everything one run measured; it is the JSON file.
+type benchReport struct {
+	Schema          int                `json:"schema"`
+	Started         time.Time          `json:"started"`
+	DurationSeconds float64            `json:"duration_seconds"`
+	System          benchSystem        `json:"system"`
+	Config          benchConfig        `json:"config"`
+	Membw           []membw.Result     `json:"membw"`
+	Engine          []engineResult     `json:"engine"`
+	Concurrent      *concurrentResult  `json:"concurrent,omitempty"`
+	Serve           *serveResult       `json:"serve,omitempty"`
+	Figures         []benchFigure      `json:"figures"`
+	TargetSource    string             `json:"target_source,omitempty"`
+	Errors          []string           `json:"errors,omitempty"`
+	targets         map[string]float64 `json:"-"`
+}
+
+type benchSystem struct {
+	CPUModel   string   `json:"cpu_model"`
+	CPUKind    string   `json:"cpu_kind"` // which row of targets applies
+	Features   []string `json:"cpu_features"`
+	NumCPU     int      `json:"num_cpu"`
+	GOMAXPROCS int      `json:"gomaxprocs"`
+	GoVersion  string   `json:"go_version"`
+	OS         string   `json:"os"`
+	Arch       string   `json:"arch"`
+	Commit     string   `json:"git_commit"`
+	Dirty      bool     `json:"git_dirty"`
+}
+
+// benchFigure is one row of the table.
+type benchFigure struct {
+	ID     string   `json:"id"`
+	Name   string   `json:"name"`
+	Value  float64  `json:"value"`
+	Text   string   `json:"text,omitempty"` // for figures that are not numbers
+	Unit   string   `json:"unit"`
+	Target *float64 `json:"target,omitempty"`
+	Met    *bool    `json:"met,omitempty"`
+}
+
+// benchTargets are, per CPU kind, the figures of llama.cpp (2 threads,
+// built for the CPU) on the same models and machines, from
+// notes/inference-engine.md; the lower end where a range was measured.
+// Every target is a rate: higher is better.
+var benchTargets = map[string]map[string]float64{
+	"intel-xeon": {
+		"engine.stories110m-Q8_0.decode": 250, "engine.stories110m-Q8_0.prompt": 2200,
+		"engine.stories110m-F32.decode": 50, "engine.stories110m-F32.prompt": 1000,
+		"engine.stories260K.decode": 5000,
+	},
+	"amd-epyc": {
+		"engine.stories110m-Q8_0.decode": 145, "engine.stories110m-Q8_0.prompt": 750,
+		"engine.stories110m-Q8_0.bandwidth": 0.65,
+		"engine.stories260K.decode":         2200, "engine.stories260K.prompt": 20000,
+		"serve.stories110m-Q8_0.c4.tps": 206,
+	},
+}
+
+const benchTargetSource = "llama.cpp at 2 threads on this CPU kind (notes/inference-engine.md)"
+
+func systemInfo(ctx context.Context) benchSystem {
+	s := benchSystem{
+		CPUModel: cpuModelName(), Features: cpuFeatures(), NumCPU: runtime.NumCPU(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
+		Commit: "unknown",
+	}
+	s.CPUKind = cpuKind(s.CPUModel)
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, kv := range bi.Settings {
+			switch kv.Key {
+			case "vcs.revision":
+				s.Commit = kv.Value
+			case "vcs.modified":
+				s.Dirty = kv.Value == "true"
+			}
+		}
+	}
+	if s.Commit == "unknown" { // a test binary or -buildvcs=false: ask git
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output(); err == nil {
+			s.Commit = strings.TrimSpace(string(out))
+			st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output()
+			s.Dirty = err == nil && len(st) > 0
+		}
+	}
+	return s
+}
+
+// cpuModelName is the first "model name" of /proc/cpuinfo, as the targets
+// are quoted by it.
+func cpuModelName() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func cpuKind(model string) string {
+	switch {
+	case strings.Contains(model, "EPYC"):
+		return "amd-epyc"
+	case strings.Contains(model, "Intel") && strings.Contains(model, "Xeon"):
+		return "intel-xeon"
+	}
+	return "other"
+}
+
+// cpuFeatures are the features the engine's kernels choose by.
+func cpuFeatures() []string {
+	x := cpu.X86
+	var out []string
+	for _, f := range []struct {
+		name string
+		has  bool
+	}{
+		{"AVX", x.HasAVX}, {"AVX2", x.HasAVX2}, {"FMA", x.HasFMA}, {"F16C", x.HasF16C},
+		{"AVX-VNNI", x.HasAVXVNNI}, {"AVX512F", x.HasAVX512F}, {"AVX512BW", x.HasAVX512BW},
+		{"AVX512DQ", x.HasAVX512DQ}, {"AVX512VL", x.HasAVX512VL}, {"AVX512VNNI", x.HasAVX512VNNI},
+		{"AVX512BF16", x.HasAVX512BF16}, {"AVX512VBMI", x.HasAVX512VBMI}, {"AVX512IFMA", x.HasAVX512IFMA},
+		{"AMX-TILE", x.HasAMXTile}, {"AMX-INT8", x.HasAMXInt8}, {"AMX-BF16", x.HasAMXBF16},
+		{"ASIMD", cpu.ARM64.HasASIMD}, {"ASIMDDP", cpu.ARM64.HasASIMDDP}, {"SVE", cpu.ARM64.HasSVE},
+	} {
+		if f.has {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
+// figures turns the raw results into table rows, with targets where this
+// CPU kind has them.
+func (r *benchReport) figures() {
+	r.targets = benchTargets[r.System.CPUKind]
+	if r.targets != nil {
+		r.TargetSource = benchTargetSource
+	}
+	r.Figures = nil
+	var bw float64 // at the engine's thread count
+	for _, m := range r.Membw {
+		r.add(fmt.Sprintf("membw.%dt", m.Threads), "memory read bandwidth, "+plural(m.Threads, "thread"), m.Best, "GB/s")
+		if m.Threads == r.Config.Threads {
+			bw = m.Best
+		}
+	}
+	for i := range r.Engine {
+		e := &r.Engine[i]
+		id := "engine." + e.Name
+		r.add(id+".weights", e.Name+" weights read per token", float64(e.WeightBytes)/1e6, "MB")
+		r.add(id+".prompt", fmt.Sprintf("%s prompt (%d tokens)", e.Name, e.PromptTokens), e.PromptTPS, "tok/s")
+		decode := fmt.Sprintf("%s decode (%d tokens)", e.Name, e.Generated)
+		if e.Generated < e.DecodeTokens {
+			decode = fmt.Sprintf("%s decode (%d of %d tokens: EOS)", e.Name, e.Generated, e.DecodeTokens)
+		}
+		r.add(id+".decode", decode, e.DecodeTPS, "tok/s")
+		if bw > 0 {
+			e.BandwidthGBps = bw
+			e.BandwidthFraction = float64(e.WeightBytes) * e.DecodeTPS / (bw * 1e9)
+			r.add(id+".bandwidth", e.Name+" decode / bandwidth limit", e.BandwidthFraction, "fraction")
+		}
+	}
+	if c := r.Concurrent; c != nil {
+		for _, lv := range c.Levels {
+			r.add(fmt.Sprintf("concurrent.%d", lv.Sequences),
+				fmt.Sprintf("%s aggregate decode, %s", c.Model.Name, plural(lv.Sequences, "sequence")), lv.TokensPerSecond, "tok/s")
+		}
+		f := benchFigure{ID: "concurrent.match", Name: "concurrent greedy ids equal solo ids", Text: "yes", Unit: "", Value: 1}
+		if !c.MatchSolo {
+			f.Text, f.Value = "NO", 0
+		}
+		r.Figures = append(r.Figures, f)
+	}
+	if s := r.Serve; s != nil {
+		for _, lv := range s.Levels {
+			id := fmt.Sprintf("serve.%s.c%d", lv.Model, lv.Clients)
+			name := fmt.Sprintf("rbee up %s, %s", lv.Model, plural(lv.Clients, "client"))
+			r.add(id+".tps", name+": aggregate", lv.TokensPerSecond, "tok/s")
+			r.add(id+".ttft_p50", name+": first token p50", lv.TTFTp50ms, "ms")
+			r.add(id+".ttft_p99", name+": first token p99", lv.TTFTp99ms, "ms")
+		}
+	}
+}
+
+func (r *benchReport) add(id, name string, v float64, unit string) {
+	f := benchFigure{ID: id, Name: name, Value: v, Unit: unit}
+	if t, ok := r.targets[id]; ok {
+		met := v >= t
+		f.Target, f.Met = &t, &met
+	}
+	r.Figures = append(r.Figures, f)
+}
+
+func (r *benchReport) writeTable(w io.Writer) error {
+	r.figures()
+	s := r.System
+	dirty := ""
+	if s.Dirty {
+		dirty = " (modified)"
+	}
+	fmt.Fprintf(w, "rbee bench%s, %s, %.0fs\n", map[bool]string{true: " --quick"}[r.Config.Quick],
+		r.Started.Format(time.RFC3339), r.DurationSeconds)
+	fmt.Fprintf(w, "CPU:      %s (kind %s), %d CPUs, GOMAXPROCS %d, engine threads %d\n", s.CPUModel, s.CPUKind, s.NumCPU, s.GOMAXPROCS, r.Config.Threads)
+	fmt.Fprintf(w, "features: %s\n", strings.Join(s.Features, " "))
+	fmt.Fprintf(w, "build:    %s %s/%s, commit %s%s\n\n", s.GoVersion, s.OS, s.Arch, s.Commit, dirty)
+	rows := [][]string{{"FIGURE", "VALUE", "UNIT", "TARGET", "MET"}}
+	for _, f := range r.Figures {
+		v := f.Text
+		if v == "" {
+			v = formatFloat(f.Value)
+		}
+		target, met := "", ""
+		if f.Target != nil {
+			target, met = formatFloat(*f.Target), "no"
+			if *f.Met {
+				met = "yes"
+			}
+		}
+		rows = append(rows, []string{f.Name, v, f.Unit, target, met})
+	}
+	width := make([]int, len(rows[0]))
+	for _, row := range rows {
+		for i, c := range row {
+			width[i] = max(width[i], len(c))
+		}
+	}
+	bw := bufio.NewWriter(w)
+	for _, row := range rows {
+		// The name and unit read left-aligned, numbers right-aligned.
+		line := fmt.Sprintf("%-*s  %*s  %-*s  %*s  %s", width[0], row[0], width[1], row[1], width[2], row[2], width[3], row[3], row[4])
+		fmt.Fprintln(bw, strings.TrimRight(line, " "))
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if r.TargetSource != "" {
+		fmt.Fprintf(w, "\ntargets: %s\n", r.TargetSource)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "FAILED:  %s\n", e)
+	}
+	return nil
+}
+
+func (r *benchReport) writeJSON(path string) error {
+	r.figures()
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bench: encode report: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("bench: write report: %w", err)
+	}
+	return nil
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
