@@ -3,7 +3,7 @@ GO       ?= go
 BIN      ?= bin/rbee
 FUZZTIME ?= 10s
 
-.PHONY: all build run test vet unit fuzz bench generate clean
+.PHONY: all build run test vet unit fuzz bench bench-go generate clean
 
 all: build
 
@@ -40,8 +40,16 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./infer/...
+# The engine and rbee up measured on this machine: a table on stdout and
+# every raw figure in BENCH_OUT. Models are generated once into
+# $RBEE_BENCH_CACHE (default: ~/.cache/rbee/bench), outside the repository.
+BENCH_OUT ?= bench.json
+bench: build
+	$(BIN) bench --out $(BENCH_OUT)
+
+# The Go micro-benchmarks of the engine's packages.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./infer/... ./internal/...
 
 generate:
 	$(GO) generate ./...
