@@ -28,10 +28,11 @@ type Scheduler struct {
 	e    *Engine
 	wake chan struct{}
 
-	mu       sync.Mutex
-	arrived  []*schedJob // submitted, not yet seen by Run
-	stopped  bool
-	inFlight int // submitted and not finished
+	mu          sync.Mutex
+	arrived     []*schedJob // submitted, not yet seen by Run
+	stopped     bool
+	inFlight    int // submitted and not finished
+	preemptions int
 
 	// Run's own state.
 	waiting []*schedJob // admission order: preempted requests first
@@ -64,6 +65,14 @@ func (s *Scheduler) InFlight() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.inFlight
+}
+
+// Preemptions counts the times a running request gave its KV blocks back
+// to let another one grow.
+func (s *Scheduler) Preemptions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.preemptions
 }
 
 func (s *Scheduler) signal() {
@@ -205,6 +214,9 @@ func (s *Scheduler) relieve() {
 		s.running[last] = nil
 		s.running = s.running[:last]
 		s.e.Preempt(victim.seq)
+		s.mu.Lock()
+		s.preemptions++
+		s.mu.Unlock()
 		s.waiting = append(s.waiting, nil)
 		copy(s.waiting[1:], s.waiting)
 		s.waiting[0] = victim
