@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -186,32 +187,36 @@ type seqOutput struct {
 
 // decodeConcurrent generates greedily from every prompt at the same time,
 // up to maxTokens each. It is the one place that says how concurrent
-// sequences share the engine: today one Session per goroutine, all on the
-// model's thread pool; a batched engine replaces this function.
+// sequences share the engine: the worker's way, one batched engine driven
+// by a scheduler (continuous batching), every prompt submitted at once.
 func decodeConcurrent(ctx context.Context, m *infer.Model, prompts []string, maxTokens int) ([]seqOutput, error) {
 	ctxLen, err := contextFor(m, prompts, maxTokens)
 	if err != nil {
 		return nil, err
 	}
-	sessions := make([]*infer.Session, len(prompts))
-	for i := range sessions {
-		s, err := m.NewSession(ctxLen)
-		if err != nil {
-			return nil, err
-		}
-		sessions[i] = s
+	e, err := m.NewEngine(infer.EngineConfig{MaxSequences: len(prompts), ContextLength: ctxLen})
+	if err != nil {
+		return nil, err
 	}
+	sched := infer.NewScheduler(e)
+	runCtx, stop := context.WithCancel(ctx)
+	var running sync.WaitGroup
+	running.Go(func() { sched.Run(runCtx) })
+	defer func() {
+		stop()
+		running.Wait()
+	}()
+
 	out := make([]seqOutput, len(prompts))
 	errs := make([]error, len(prompts))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	begin := make(chan struct{})
 	var wg sync.WaitGroup
-	for i, s := range sessions {
+	for i, p := range prompts {
 		wg.Go(func() {
 			o := seqOutput{IDs: make([]int32, 0, maxTokens), Times: make([]time.Time, 0, maxTokens)}
 			<-begin
-			_, err := s.Generate(ctx, infer.Request{Prompt: prompts[i], MaxTokens: maxTokens}, func(t infer.Token) error {
+			// emit runs on the scheduler's goroutine, one sequence at a time.
+			_, err := sched.Generate(ctx, infer.Request{Prompt: p, MaxTokens: maxTokens}, func(t infer.Token) error {
 				if t.ID >= 0 {
 					o.IDs = append(o.IDs, t.ID)
 					o.Times = append(o.Times, time.Now())
@@ -220,17 +225,14 @@ func decodeConcurrent(ctx context.Context, m *infer.Model, prompts []string, max
 			})
 			if err != nil {
 				errs[i] = fmt.Errorf("sequence %d: %w", i, err)
-				cancel()
 			}
 			out[i] = o
 		})
 	}
 	close(begin)
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
