@@ -74,30 +74,36 @@ func ggmlDot(typ Type, w, x []float32) float32 {
 }
 
 // TestFloatKernelsMatchGGML holds the installed F32, F16 and BF16 kernels to ggml's operation order,
-// bit for bit, on row lengths with every remainder mod 32 and batches that use every tile.
+// bit for bit, on row lengths with every remainder mod 32 (and several K-blocks of the tile kernel)
+// and shapes that use every tile and leftover path.
 func TestFloatKernelsMatchGGML(t *testing.T) {
 	r := rand.New(rand.NewPCG(31, 32))
-	lengths := []int{1, 7, 8, 31, 32, 33, 63, 64, 95, 100, 256, 257, 300, 777}
+	lengths := []int{1, 7, 8, 31, 32, 33, 63, 64, 95, 100, 256, 257, 300, 511, 512, 513, 777, 1100}
+	shapes := [][2]int{{1, 1}, {3, 4}, {7, 9}, {6, 8}, {5, 3}, {0, 0}} // rows, vectors; {0, 0}: random
 	for _, typ := range []Type{F32, F16, BF16} {
 		for _, n := range lengths {
-			rows := 1 + r.IntN(7)
-			count := 1 + r.IntN(8)
-			w, err := NewMatrix(typ, rows, n, randomRows(r, typ, rows, n))
-			if err != nil {
-				t.Fatal(err)
-			}
-			a, _ := prepareVectors(t, r, typ, count, n)
-			dst := make([]float32, count*rows)
-			MatMulRows(dst, w, a, 0, rows)
-			rb := w.rowBytes()
-			wf := make([]float32, n)
-			for row := range rows {
-				dequantizeRow(typ, wf, w.Data[row*rb:(row+1)*rb])
-				for v := range count {
-					want := ggmlDot(typ, wf, a.f32[v*n:(v+1)*n])
-					if got := dst[v*rows+row]; math.Float32bits(got) != math.Float32bits(want) {
-						t.Fatalf("%s n %d, row %d of %d, vector %d of %d: kernel %g (%#x), ggml order %g (%#x)",
-							typ, n, row, rows, v, count, got, math.Float32bits(got), want, math.Float32bits(want))
+			for _, shape := range shapes {
+				rows, count := shape[0], shape[1]
+				if rows == 0 {
+					rows, count = 1+r.IntN(7), 1+r.IntN(12)
+				}
+				w, err := NewMatrix(typ, rows, n, randomRows(r, typ, rows, n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, _ := prepareVectors(t, r, typ, count, n)
+				dst := make([]float32, count*rows)
+				MatMulRows(dst, w, a, 0, rows)
+				rb := w.rowBytes()
+				wf := make([]float32, n)
+				for row := range rows {
+					dequantizeRow(typ, wf, w.Data[row*rb:(row+1)*rb])
+					for v := range count {
+						want := ggmlDot(typ, wf, a.f32[v*n:(v+1)*n])
+						if got := dst[v*rows+row]; math.Float32bits(got) != math.Float32bits(want) {
+							t.Fatalf("%s n %d, row %d of %d, vector %d of %d: kernel %g (%#x), ggml order %g (%#x)",
+								typ, n, row, rows, v, count, got, math.Float32bits(got), want, math.Float32bits(want))
+						}
 					}
 				}
 			}
