@@ -5,8 +5,10 @@
 //
 // On amd64 with AVX2, FMA and F16C the work runs in assembly (VEX-encoded only, each routine ending
 // with VZEROUPPER); elsewhere, and as the tests' oracle, plain Go versions run the same operations in
-// the same order. Both give the same bits (see the tests for the one exception, expf in the tails of
-// Softmax and SwiGLU, which is math.Exp rounded to float32 in both). Nothing allocates.
+// the same order, and both give the same bits. The one step that is not ggml's to the bit is the C
+// library's expf in the scalar tails of Softmax and SwiGLU (len%8 elements), done in both paths as
+// math.Exp rounded to float32: correctly rounded but for rare double-rounding cases, where glibc's
+// expf is within 0.502 ulp. Nothing allocates.
 package vec
 
 import "fmt"
