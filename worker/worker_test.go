@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/rbee-dev/rbee/bus/bustest"
+	"github.com/rbee-dev/rbee/infer"
+	"github.com/rbee-dev/rbee/infer/sample"
 	"github.com/rbee-dev/rbee/schemas"
 	"github.com/rbee-dev/rbee/worker"
 )
@@ -531,4 +533,35 @@ func TestJobsEndWithEngineErrors(t *testing.T) {
 	if got := metric(t, r, "rbee_worker_jobs_total", "outcome", "context_length_exceeded"); got != 1 {
 		t.Errorf("context_length_exceeded jobs metric %v, want 1", got)
 	}
+}
+
+// TestFourSlotsBatchEightJobs sends eight jobs at once to a worker that
+// decodes four at a time: all complete, and each text is exactly what the
+// engine writes for that prompt alone.
+func TestFourSlotsBatchEightJobs(t *testing.T) {
+	b := newBed(t)
+	b.startWorker(t, worker.Config{Slots: 4, ContextLength: 256})
+	prompts := []string{"Once upon a time", "The cat", "Lily and Ben went", "One day, a big dog",
+		"Tom had a red ball", "The sun was hot", "Mia liked to sing", "There was a little bird"}
+	subs := make([]*nats.Subscription, len(prompts))
+	for i, p := range prompts {
+		subs[i] = b.submit(t, schemas.Job{ID: fmt.Sprintf("batch-%d", i), Prompt: p, MaxTokens: 40 + 10*i, Sampling: greedy()})
+	}
+	for i, p := range prompts {
+		events := drain(t, subs[i])
+		wantEnd(t, events)
+		s, err := testModel.NewSession(256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		solo, err := s.Generate(context.Background(), infer.Request{Prompt: p, MaxTokens: 40 + 10*i,
+			Sampling: sample.Params{Temperature: 0}}, func(infer.Token) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := text(events); got != solo.Text {
+			t.Errorf("job %d (%q):\n%q\nalone:\n%q", i, p, got, solo.Text)
+		}
+	}
+	b.waitQueueEmpty(t)
 }
