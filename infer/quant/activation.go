@@ -18,6 +18,8 @@ type Activation struct {
 	qs    []int8    // Q8_0, Q8_K: the quants
 	d     []float32 // Q8_0, Q8_K: one scale per block (Q8_0's rounded to fp16, as ggml stores it)
 	bsums []int16   // Q8_K: the sum of each 16 quants
+
+	one [1]float32 // DotRow's result: a local would escape through the kernel table
 }
 
 // vecDotType returns the activation format that weights of type t dot against: ggml converts the

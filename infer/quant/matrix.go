@@ -87,9 +87,8 @@ func DotRow(t Type, row []byte, a *Activation) float32 {
 			t, len(row), a.count, rb, a.n))
 	}
 	if mat := matKernels[t]; mat != nil {
-		var out [1]float32
-		mat(out[:], 1, row, len(row), a)
-		return out[0]
+		mat(a.one[:], 1, row, len(row), a)
+		return a.one[0]
 	}
 	return dotKernels[t](row, a.vector(0))
 }
