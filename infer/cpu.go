@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/rbee-dev/rbee/infer/quant"
+	"github.com/rbee-dev/rbee/infer/vec"
 )
 
 // Work below these sizes runs on the calling thread alone: handing it out
@@ -54,7 +55,7 @@ func newCPUBackend(m *Model, kvBlocks, maxContext int) *cpuBackend {
 	b.mm.act = &b.act
 	b.attn = attentionOp{b: b, scores: make([][]float32, m.pool.threads), qh: make([][]float32, m.pool.threads)}
 	for w := range m.pool.threads {
-		b.attn.scores[w] = make([]float32, maxContext)
+		b.attn.scores[w] = make([]float32, maxContext+8)
 		b.attn.qh[w] = make([]float32, hp.HeadDim)
 	}
 	return b
@@ -125,7 +126,7 @@ func (b *cpuBackend) matMul(dsts []tensor, ws []quant.Matrix, x tensor) {
 
 func (b *cpuBackend) addBias(x tensor, bias []float32) {
 	for r := range x.rows {
-		addTo(x.row(r), bias)
+		vec.Add(x.row(r), bias)
 	}
 }
 
@@ -169,8 +170,8 @@ func (b *cpuBackend) kvOffset(blk int32, layer, offset int) int {
 func (b *cpuBackend) storeKV(layer int, k, v tensor, slots []int32) {
 	for r, slot := range slots[:k.rows] {
 		at := b.kvOffset(slot/kvBlockTokens, layer, int(slot%kvBlockTokens))
-		toF16(b.kStore[at:at+b.kvDim], k.row(r))
-		toF16(b.vStore[at:at+b.kvDim], v.row(r))
+		vec.ToF16(b.kStore[at:at+b.kvDim], k.row(r))
+		vec.ToF16(b.vStore[at:at+b.kvDim], v.row(r))
 	}
 }
 
@@ -206,24 +207,29 @@ func (o *attentionOp) runRows(lo, hi, worker int) {
 		kvOff := (h / group) * hd
 		// Like ggml with an F16 cache, queries and attention weights are
 		// rounded to F16 before they meet the cached keys and values.
-		roundF16(qh, o.q.row(t)[h*hd:(h+1)*hd])
+		vec.RoundF16(qh, o.q.row(t)[h*hd:(h+1)*hd])
 		sc := scores[:n]
 		for j := 0; j*kvBlockTokens < n; j++ {
 			m := min(kvBlockTokens, n-j*kvBlockTokens)
 			at := b.kvOffset(blocks[j], o.layer, 0) + kvOff
-			dotsF16(sc[j*kvBlockTokens:j*kvBlockTokens+m], qh, b.kStore[at:], b.kvDim)
+			vec.DotsF16(sc[j*kvBlockTokens:j*kvBlockTokens+m], qh, b.kStore[at:], b.kvDim)
 		}
-		for i := range sc {
-			sc[i] *= scale
+		vec.Scale(sc, scale)
+		// ggml's row of scores runs over the whole (padded) cache, masked
+		// with -Inf, so every score of ours lies in a full group of 8 of its
+		// vectorised exp: pad the same way.
+		padded := scores[:(n+7)&^7]
+		for i := n; i < len(padded); i++ {
+			padded[i] = float32(math.Inf(-1))
 		}
-		softmax(sc)
-		roundF16(sc, sc)
+		vec.Softmax(padded)
+		vec.RoundF16(sc, sc)
 		out := o.out.row(t)[h*hd : (h+1)*hd]
 		clear(out)
 		for j := 0; j*kvBlockTokens < n; j++ {
 			m := min(kvBlockTokens, n-j*kvBlockTokens)
 			at := b.kvOffset(blocks[j], o.layer, 0) + kvOff
-			axpysF16(out, sc[j*kvBlockTokens:j*kvBlockTokens+m], b.vStore[at:], b.kvDim)
+			vec.AxpysF16(out, sc[j*kvBlockTokens:j*kvBlockTokens+m], b.vStore[at:], b.kvDim)
 		}
 	}
 }
@@ -236,11 +242,11 @@ func (b *cpuBackend) attention(out, q tensor, layer int, l *stepLayout) {
 }
 
 func (b *cpuBackend) swiGLU(gate, up tensor) {
-	swiGLU(gate.host[:gate.rows*gate.cols], up.host[:up.rows*up.cols])
+	vec.SwiGLU(gate.host[:gate.rows*gate.cols], up.host[:up.rows*up.cols])
 }
 
 func (b *cpuBackend) add(dst, src tensor) {
-	addTo(dst.host[:dst.rows*dst.cols], src.host[:src.rows*src.cols])
+	vec.Add(dst.host[:dst.rows*dst.cols], src.host[:src.rows*src.cols])
 }
 
 func (b *cpuBackend) gather(dst, src tensor, rows []int32) {
@@ -251,72 +257,4 @@ func (b *cpuBackend) gather(dst, src tensor, rows []int32) {
 
 func (b *cpuBackend) readRow(dst []float32, src tensor, row int) {
 	copy(dst, src.row(row))
-}
-
-func softmax(x []float32) {
-	maxV := x[0]
-	for _, v := range x[1:] {
-		maxV = max(maxV, v)
-	}
-	var sum float64
-	for i, v := range x {
-		e := float32(math.Exp(float64(v - maxV)))
-		x[i] = e
-		sum += float64(e)
-	}
-	inv := float32(1 / sum)
-	for i := range x {
-		x[i] *= inv
-	}
-}
-
-func swiGLU(gate, up []float32) {
-	for i, g := range gate {
-		gate[i] = g / (1 + float32(math.Exp(float64(-g)))) * up[i]
-	}
-}
-
-func addTo(dst, src []float32) {
-	for i, v := range src {
-		dst[i] += v
-	}
-}
-
-func toF16(dst []uint16, src []float32) {
-	for i, v := range src {
-		dst[i] = quant.F32ToF16(v)
-	}
-}
-
-func roundF16(dst, src []float32) {
-	for i, v := range src {
-		dst[i] = quant.F16ToF32(quant.F32ToF16(v))
-	}
-}
-
-// dotsF16 computes dst[t] = q · k[t*stride:][:len(q)].
-func dotsF16(dst, q []float32, k []uint16, stride int) {
-	for t := range dst {
-		row := k[t*stride : t*stride+len(q)]
-		var s0, s1 float32
-		i := 0
-		for ; i+2 <= len(q); i += 2 {
-			s0 += q[i] * quant.F16ToF32(row[i])
-			s1 += q[i+1] * quant.F16ToF32(row[i+1])
-		}
-		for ; i < len(q); i++ {
-			s0 += q[i] * quant.F16ToF32(row[i])
-		}
-		dst[t] = s0 + s1
-	}
-}
-
-// axpysF16 adds p[t] * v[t*stride:][:len(out)] to out for each t in order.
-func axpysF16(out, p []float32, v []uint16, stride int) {
-	for t, a := range p {
-		row := v[t*stride : t*stride+len(out)]
-		for i, x := range row {
-			out[i] += a * quant.F16ToF32(x)
-		}
-	}
 }
