@@ -63,21 +63,19 @@ func (a *Activation) PrepareBatch(weight Type, x []float32, n int) error {
 		copy(a.f32, x)
 	case F16:
 		a.f32 = grow(a.f32, len(x))
-		roundRowsF16(a.f32, x)
+		actKernels.roundF16(a.f32, x)
 	case BF16:
 		a.f32 = grow(a.f32, len(x))
-		for i, v := range x {
-			a.f32[i] = BF16ToF32(F32ToBF16(v))
-		}
+		actKernels.roundBF16(a.f32, x)
 	case Q8_0:
 		a.qs = grow(a.qs, len(x))
 		a.d = grow(a.d, len(x)/qk0)
-		quantizeActQ8_0(a.qs, a.d, x)
+		actKernels.q8_0(a.qs, a.d, x)
 	case Q8_K:
 		a.qs = grow(a.qs, len(x))
 		a.d = grow(a.d, len(x)/qkK)
 		a.bsums = grow(a.bsums, len(x)/16)
-		quantizeActQ8K(a.qs, a.d, a.bsums, x)
+		actKernels.q8K(a.qs, a.d, a.bsums, x)
 	}
 	a.format, a.n, a.count = format, n, count
 	return nil
@@ -124,9 +122,24 @@ func grow[T any](s []T, n int) []T {
 	return s[:n]
 }
 
+// actKernels convert activations, once per vector and matrix product. Like the dot kernels, the
+// plain Go versions are the oracle, and an architecture file may replace them at init with ones
+// that give the same bits.
+var actKernels = struct {
+	roundF16, roundBF16 func(dst, src []float32)
+	q8_0                func(qs []int8, ds []float32, x []float32)
+	q8K                 func(qs []int8, ds []float32, bsums []int16, x []float32)
+}{roundRowsF16, roundRowsBF16, quantizeActQ8_0, quantizeActQ8K}
+
 func roundRowsF16(dst, src []float32) {
 	for i, v := range src {
 		dst[i] = f16Table[F32ToF16(v)]
+	}
+}
+
+func roundRowsBF16(dst, src []float32) {
+	for i, v := range src {
+		dst[i] = BF16ToF32(F32ToBF16(v))
 	}
 }
 
