@@ -18,7 +18,7 @@ import (
 const stories110mQ8 = "d6fe41f1c55f664b4734968213b62411ee8e835eacdd1b82f3d2d0353efefb47"
 
 // loadStories110m regenerates (or finds cached) and loads the 134M model.
-func loadStories110m(t *testing.T) *Model {
+func loadStories110m(t testing.TB) *Model {
 	t.Helper()
 	path := synthShapeFile(t, testModelDir(t), "stories110m", synth.Q8_0, stories110mQ8)
 	m, err := Load(path, Options{Threads: 2})
@@ -264,7 +264,7 @@ func TestDecodeAllocatesNothing(t *testing.T) {
 // synthShapeFile is synthFile for any named shape: the model of that shape
 // and type under dir, written unless a file with the wanted sha256 is
 // already there.
-func synthShapeFile(t *testing.T, dir, shape string, ft synth.FileType, want string) string {
+func synthShapeFile(t testing.TB, dir, shape string, ft synth.FileType, want string) string {
 	t.Helper()
 	spec, err := synth.Shape(shape)
 	if err != nil {

@@ -107,7 +107,7 @@ func TestGGMLReference(t *testing.T) {
 
 // testModelDir is where regenerated models are kept between runs: the user cache directory, or a
 // temporary one where there is none.
-func testModelDir(t *testing.T) string {
+func testModelDir(t testing.TB) string {
 	if base, err := os.UserCacheDir(); err == nil {
 		dir := filepath.Join(base, "rbee", "testmodels")
 		if err := os.MkdirAll(dir, 0o755); err == nil {
