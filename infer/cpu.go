@@ -237,7 +237,13 @@ func (o *attentionOp) runRows(lo, hi, worker int) {
 func (b *cpuBackend) attention(out, q tensor, layer int, l *stepLayout) {
 	o := &b.attn
 	o.out, o.q, o.layer, o.l = out, q, layer, l
-	b.pool.run(o, q.rows*b.hp.Heads, minHeadsPerThread)
+	// Each (token, head) pair reads every position up to its own, twice.
+	positions := 0
+	for _, p := range l.positions[:q.rows] {
+		positions += int(p) + 1
+	}
+	macs := max(2*positions*b.hp.HeadDim, 1)
+	b.pool.run(o, q.rows*b.hp.Heads, minMACsPerThread*q.rows/macs)
 	o.l = nil
 }
 
