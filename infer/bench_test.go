@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/rbee-dev/rbee/infer/sample"
@@ -113,4 +114,26 @@ func BenchmarkStories110mStep(b *testing.B) {
 			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tokens/s")
 		})
 	}
+}
+
+// BenchmarkStories110mPrompt evaluates a 64-token prompt on the 134M Q8_0
+// model, with nothing cached; tokens/s counts prompt tokens.
+func BenchmarkStories110mPrompt(b *testing.B) {
+	m := loadStories110m(b)
+	s, err := m.NewSession(256)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prompt := strings.Repeat(" hello world", 31)
+	tokens := 0
+	for b.Loop() {
+		s.Reset()
+		res, err := s.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 1, Sampling: sample.Params{Temperature: 0}},
+			func(Token) error { return nil })
+		if err != nil {
+			b.Fatal(err)
+		}
+		tokens += res.Timings.PromptTokens
+	}
+	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
 }
