@@ -296,6 +296,7 @@ func runBenchmarks(ctx context.Context, cfg benchConfig, progress io.Writer) (*b
 		}
 	}
 	rep.DurationSeconds = time.Since(start).Seconds()
+	rep.figures()
 	logf("done")
 	return rep, nil
 }

@@ -158,7 +158,7 @@ func cpuFeatures() []string {
 }
 
 // figures turns the raw results into table rows, with targets where this
-// CPU kind has them.
+// CPU kind has them, and fills in the engine results' bandwidth fractions.
 func (r *benchReport) figures() {
 	r.targets = benchTargets[r.System.CPUKind]
 	if r.targets != nil {
@@ -220,7 +220,6 @@ func (r *benchReport) add(id, name string, v float64, unit string) {
 }
 
 func (r *benchReport) writeTable(w io.Writer) error {
-	r.figures()
 	s := r.System
 	dirty := ""
 	if s.Dirty {
@@ -271,7 +270,6 @@ func (r *benchReport) writeTable(w io.Writer) error {
 }
 
 func (r *benchReport) writeJSON(path string) error {
-	r.figures()
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("bench: encode report: %w", err)
