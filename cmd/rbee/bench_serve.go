@@ -25,6 +25,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/infer"
+	"github.com/rbee-dev/rbee/infer/sample"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -47,6 +49,11 @@ type serveLevel struct {
 	TTFTms           []float64 `json:"ttft_ms"`
 	TTFTp50ms        float64   `json:"ttft_p50_ms"`
 	TTFTp99ms        float64   `json:"ttft_p99_ms"`
+	// Every streamed text equals what the engine writes for its prompt
+	// alone; Mismatches counts those that do not.
+	MatchSolo  bool `json:"match_solo"`
+	Mismatches int  `json:"mismatches"`
+	texts      map[string]string
 }
 
 type serveResult struct {
@@ -58,14 +65,19 @@ type serveResult struct {
 	StartSeconds float64      `json:"start_seconds"` // rbee up to its ready banner
 	StopSeconds  float64      `json:"stop_seconds"`  // SIGINT to exit
 	WorkerPIDs   []int        `json:"worker_pids"`
-	Levels       []serveLevel `json:"levels"`
+	// WorkerRSSBytes is each model's worker resident memory after its
+	// levels, beside the model file it maps.
+	WorkerRSSBytes map[string]int64 `json:"worker_rss_bytes"`
+	ModelBytes     map[string]int64 `json:"model_bytes"`
+	Levels         []serveLevel     `json:"levels"`
 }
 
 // measureServe starts `rbee up` (this binary) serving models, runs each
 // level of concurrent streaming clients against /v1/completions for each
 // model, and stops it with SIGINT, checking that its workers are gone.
 func measureServe(ctx context.Context, models []benchModel, cfg benchConfig, logf func(string, ...any)) (r *serveResult, err error) {
-	r = &serveResult{Models: models, Slots: cfg.ServeSlots, Ctx: cfg.ServeCtx, Threads: cfg.Threads, MaxTokens: cfg.ServeTokens}
+	r = &serveResult{Models: models, Slots: cfg.ServeSlots, Ctx: cfg.ServeCtx, Threads: cfg.Threads, MaxTokens: cfg.ServeTokens,
+		WorkerRSSBytes: map[string]int64{}, ModelBytes: map[string]int64{}}
 	dir, err := os.MkdirTemp("", "rbee-bench-up-")
 	if err != nil {
 		return r, fmt.Errorf("serve: %w", err)
@@ -94,28 +106,104 @@ func measureServe(ctx context.Context, models []benchModel, cfg benchConfig, log
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	defer client.CloseIdleConnections()
 	url := "http://" + up.httpAddr + "/v1/completions"
-	for _, m := range models {
+	for i, m := range models {
 		// One request first, so that no level pays for a cold start.
-		if _, _, err := streamCompletion(ctx, client, url, m.Name, "Once upon a time", cfg.ServeTokens); err != nil {
+		if _, _, _, err := streamCompletion(ctx, client, url, m.Name, "Once upon a time", cfg.ServeTokens); err != nil {
 			return r, fmt.Errorf("serve %s: warm-up: %w", m.Name, err)
+		}
+		solo, err := newSoloTexts(m.Path, cfg.Threads, cfg.ServeCtx, cfg.ServeTokens)
+		if err != nil {
+			return r, fmt.Errorf("serve %s: %w", m.Name, err)
 		}
 		for _, n := range cfg.Clients {
 			logf("serve %s: %d client(s)", m.Name, n)
 			lv, err := runClients(ctx, client, url, m.Name, n, cfg.Requests, cfg.ServeTokens)
+			if err == nil {
+				err = solo.check(ctx, &lv)
+			}
 			if err != nil {
+				solo.close()
 				return r, fmt.Errorf("serve %s, %d clients: %w", m.Name, n, err)
 			}
 			r.Levels = append(r.Levels, lv)
 		}
+		solo.close()
+		if i < len(r.WorkerPIDs) {
+			r.WorkerRSSBytes[m.Name] = residentMemory(r.WorkerPIDs[i])
+		}
+		if fi, err := os.Stat(m.Path); err == nil {
+			r.ModelBytes[m.Name] = fi.Size()
+		}
 	}
 	return r, nil
+}
+
+// soloTexts generates, in this process, what the engine writes for a
+// prompt alone: the oracle for every text a batch of clients got.
+type soloTexts struct {
+	m         *infer.Model
+	s         *infer.Session
+	maxTokens int
+	memo      map[string]string
+}
+
+func newSoloTexts(path string, threads, ctxLen, maxTokens int) (*soloTexts, error) {
+	m, err := infer.Load(path, infer.Options{Threads: threads})
+	if err != nil {
+		return nil, err
+	}
+	s, err := m.NewSession(ctxLen)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return &soloTexts{m: m, s: s, maxTokens: maxTokens, memo: map[string]string{}}, nil
+}
+
+func (o *soloTexts) close() { o.m.Close() }
+
+func (o *soloTexts) check(ctx context.Context, lv *serveLevel) error {
+	lv.MatchSolo = true
+	for prompt, got := range lv.texts {
+		want, ok := o.memo[prompt]
+		if !ok {
+			res, err := o.s.Generate(ctx, infer.Request{Prompt: prompt, MaxTokens: o.maxTokens,
+				Sampling: sample.Params{Temperature: 0}}, func(infer.Token) error { return nil })
+			if err != nil {
+				return fmt.Errorf("solo run of %q: %w", prompt, err)
+			}
+			want = res.Text
+			o.memo[prompt] = want
+		}
+		if got != want {
+			lv.MatchSolo = false
+			lv.Mismatches++
+		}
+	}
+	return nil
+}
+
+// residentMemory reads a process's resident set from /proc; 0 where there
+// is none.
+func residentMemory(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // runClients has n clients stream requests (requests in all, at least one
 // each) one after another, all clients at once.
 func runClients(ctx context.Context, client *http.Client, url, model string, n, requests, maxTokens int) (serveLevel, error) {
 	per := max(1, requests/n)
-	lv := serveLevel{Model: model, Clients: n, Requests: n * per}
+	lv := serveLevel{Model: model, Clients: n, Requests: n * per, texts: map[string]string{}}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -130,8 +218,9 @@ func runClients(ctx context.Context, client *http.Client, url, model string, n, 
 			<-begin
 			for i := range per {
 				prompt := fmt.Sprintf("%s, said client %d in round %d.", prompts[(c+i)%len(prompts)], c, i)
-				ttft, tokens, err := streamCompletion(ctx, client, url, model, prompt, maxTokens)
+				ttft, tokens, text, err := streamCompletion(ctx, client, url, model, prompt, maxTokens)
 				mu.Lock()
+				lv.texts[prompt] = text
 				if err != nil && firstErr == nil {
 					firstErr = fmt.Errorf("client %d request %d: %w", c, i, err)
 					cancel()
@@ -168,30 +257,32 @@ func percentile(xs []float64, p float64) float64 {
 }
 
 // streamCompletion sends one streaming completion and returns the time to
-// its first event and the completion tokens the usage chunk reports.
-func streamCompletion(ctx context.Context, client *http.Client, url, model, prompt string, maxTokens int) (ttft time.Duration, tokens int, err error) {
+// its first event, the completion tokens the usage chunk reports and the
+// text.
+func streamCompletion(ctx context.Context, client *http.Client, url, model, prompt string, maxTokens int) (ttft time.Duration, tokens int, text string, err error) {
 	body, err := json.Marshal(map[string]any{
 		"model": model, "prompt": prompt, "max_tokens": maxTokens, "temperature": 0,
 		"stream": true, "stream_options": map[string]bool{"include_usage": true},
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	start := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return 0, 0, fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+		return 0, 0, "", fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
 	}
+	var out strings.Builder
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	chunks, usage := 0, -1
@@ -207,7 +298,7 @@ func streamCompletion(ctx context.Context, client *http.Client, url, model, prom
 			if usage < 0 {
 				usage = chunks
 			}
-			return ttft, usage, nil
+			return ttft, usage, out.String(), nil
 		}
 		var ev struct {
 			Choices []struct {
@@ -217,10 +308,10 @@ func streamCompletion(ctx context.Context, client *http.Client, url, model, prom
 			Error *schemas.Error `json:"error"`
 		}
 		if err := json.Unmarshal([]byte(data), &ev); err != nil {
-			return ttft, 0, fmt.Errorf("event %q: %w", data, err)
+			return ttft, 0, "", fmt.Errorf("event %q: %w", data, err)
 		}
 		if ev.Error != nil {
-			return ttft, 0, ev.Error
+			return ttft, 0, "", ev.Error
 		}
 		if ev.Usage != nil {
 			usage = ev.Usage.CompletionTokens
@@ -228,10 +319,11 @@ func streamCompletion(ctx context.Context, client *http.Client, url, model, prom
 		for _, c := range ev.Choices {
 			if c.Text != "" {
 				chunks++
+				out.WriteString(c.Text)
 			}
 		}
 	}
-	return ttft, 0, fmt.Errorf("stream ended without [DONE] (%v)", sc.Err())
+	return ttft, 0, "", fmt.Errorf("stream ended without [DONE] (%v)", sc.Err())
 }
 
 // upChild is a running `rbee up` started by the benchmark.
