@@ -1,5 +1,6 @@
 // Package infer is rbee's inference engine: it loads a GGUF model once and
-// runs many concurrent sessions on it, each with its own KV cache.
+// advances batches of sequences through it (Engine), with continuous
+// batching on top (Scheduler) and a one-sequence Session for simple use.
 package infer
 
 import (
@@ -17,7 +18,7 @@ import (
 
 // Options tune how a model is loaded.
 type Options struct {
-	// Threads split each matrix-vector product; 0 means one per CPU.
+	// Threads split each operation of the forward pass; 0 means one per CPU.
 	Threads int
 	Logger  *slog.Logger
 }
