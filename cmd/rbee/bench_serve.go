@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -57,14 +58,14 @@ type serveLevel struct {
 }
 
 type serveResult struct {
-	Models       []benchModel `json:"models"`
-	Slots        int          `json:"slots"`
-	Ctx          int          `json:"ctx"`
-	Threads      int          `json:"threads"`
-	MaxTokens    int          `json:"max_tokens"`
-	StartSeconds float64      `json:"start_seconds"` // rbee up to its ready banner
-	StopSeconds  float64      `json:"stop_seconds"`  // SIGINT to exit
-	WorkerPIDs   []int        `json:"worker_pids"`
+	Models       []benchModel   `json:"models"`
+	Slots        int            `json:"slots"`
+	Ctx          int            `json:"ctx"`
+	Threads      int            `json:"threads"`
+	MaxTokens    int            `json:"max_tokens"`
+	StartSeconds float64        `json:"start_seconds"` // rbee up to its ready banner
+	StopSeconds  float64        `json:"stop_seconds"`  // SIGINT to exit
+	WorkerPIDs   map[string]int `json:"worker_pids"`   // by model
 	// WorkerRSSBytes is each model's worker resident memory after its
 	// levels, beside the model file it maps.
 	WorkerRSSBytes map[string]int64 `json:"worker_rss_bytes"`
@@ -95,7 +96,7 @@ func measureServe(ctx context.Context, models []benchModel, cfg benchConfig, log
 			err = errors.Join(err, stopErr)
 		}
 		r.StopSeconds = time.Since(t).Seconds()
-		if goneErr := waitGone(r.WorkerPIDs); goneErr != nil {
+		if goneErr := waitGone(slices.Collect(maps.Values(r.WorkerPIDs))); goneErr != nil {
 			err = errors.Join(err, goneErr)
 		}
 	}()
@@ -106,7 +107,7 @@ func measureServe(ctx context.Context, models []benchModel, cfg benchConfig, log
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	defer client.CloseIdleConnections()
 	url := "http://" + up.httpAddr + "/v1/completions"
-	for i, m := range models {
+	for _, m := range models {
 		// One request first, so that no level pays for a cold start.
 		if _, _, _, err := streamCompletion(ctx, client, url, m.Name, "Once upon a time", cfg.ServeTokens); err != nil {
 			return r, fmt.Errorf("serve %s: warm-up: %w", m.Name, err)
@@ -128,8 +129,8 @@ func measureServe(ctx context.Context, models []benchModel, cfg benchConfig, log
 			r.Levels = append(r.Levels, lv)
 		}
 		solo.close()
-		if i < len(r.WorkerPIDs) {
-			r.WorkerRSSBytes[m.Name] = residentMemory(r.WorkerPIDs[i])
+		if pid, ok := r.WorkerPIDs[m.Name]; ok {
+			r.WorkerRSSBytes[m.Name] = residentMemory(pid)
 		}
 		if fi, err := os.Stat(m.Path); err == nil {
 			r.ModelBytes[m.Name] = fi.Size()
@@ -414,7 +415,7 @@ func (u *upChild) stop() error {
 }
 
 // workerPIDs asks the bus which worker processes serve the models.
-func (u *upChild) workerPIDs(ctx context.Context, want int) ([]int, error) {
+func (u *upChild) workerPIDs(ctx context.Context, want int) (map[string]int, error) {
 	nc, err := nats.Connect(u.natsURL, nats.Name("rbee-bench"))
 	if err != nil {
 		return nil, fmt.Errorf("serve: connect to %s: %w", u.natsURL, err)
@@ -438,10 +439,10 @@ func (u *upChild) workerPIDs(ctx context.Context, want int) ([]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("serve: live workers: %w", err)
 	}
-	var pids []int
+	pids := map[string]int{}
 	for _, w := range workers {
 		if w.State == schemas.WorkerReady && w.PID > 0 {
-			pids = append(pids, w.PID)
+			pids[w.Model] = w.PID
 		}
 	}
 	if len(pids) != want {
