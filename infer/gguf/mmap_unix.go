@@ -21,7 +21,7 @@ func mapFile(fh *os.File) ([]byte, func() error, error) {
 	if int64(int(size)) != size {
 		return nil, nil, fmt.Errorf("file of %d bytes is too large to map", size)
 	}
-	data, err := unix.Mmap(int(fh.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	data, err := unix.Mmap(int(fh.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED|populate)
 	if err != nil {
 		return nil, nil, err
 	}
