@@ -49,6 +49,8 @@ type pool struct {
 
 	op      rowRunner
 	n       int
+	chunk   int           // rows per chunk of the current operation
+	next    atomic.Int64  // first row of the next chunk to take
 	gen     atomic.Uint64 // bumped once per operation (and once to stop)
 	pending atomic.Int32  // threads still working on the current operation
 	stop    atomic.Bool
@@ -72,10 +74,21 @@ func newPool(threads int) *pool {
 	return p
 }
 
-// share returns thread w's rows of an n-row operation: contiguous, in order,
-// as even as possible.
-func (p *pool) share(n, w int) (lo, hi int) {
-	return n * w / p.threads, n * (w + 1) / p.threads
+// chunksPerThread splits each operation finer than one share per thread, so
+// that a thread the machine slows down does not hold up the others: whoever
+// is free takes the next chunk. Results do not depend on the split: every
+// operation's rows are computed independently of each other.
+const chunksPerThread = 4
+
+// work runs chunks of the current operation until none is left.
+func (p *pool) work(w int) {
+	for {
+		lo := int(p.next.Add(int64(p.chunk))) - p.chunk
+		if lo >= p.n {
+			return
+		}
+		p.op.runRows(lo, min(lo+p.chunk, p.n), w)
+	}
 }
 
 // run splits n rows between the threads and returns when all are done.
@@ -89,6 +102,8 @@ func (p *pool) run(op rowRunner, n, minRows int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.op, p.n = op, n
+	p.chunk = max(minRows, (n+p.threads*chunksPerThread-1)/(p.threads*chunksPerThread))
+	p.next.Store(0)
 	p.pending.Store(int32(p.threads - 1))
 	p.gen.Add(1)
 	p.sleepMu.Lock()
@@ -96,8 +111,7 @@ func (p *pool) run(op rowRunner, n, minRows int) {
 		p.wake.Broadcast()
 	}
 	p.sleepMu.Unlock()
-	lo, hi := p.share(n, 0)
-	op.runRows(lo, hi, 0)
+	p.work(0)
 	p.awaitShares()
 	p.op = nil
 }
@@ -127,10 +141,7 @@ func (p *pool) loop(w int) {
 			return
 		}
 		seen = g
-		lo, hi := p.share(p.n, w)
-		if lo < hi {
-			p.op.runRows(lo, hi, w)
-		}
+		p.work(w)
 		if p.pending.Add(-1) == 0 {
 			p.sleepMu.Lock()
 			if p.waiting {
