@@ -55,7 +55,7 @@ func TestBenchQuick(t *testing.T) {
 			Value float64 `json:"value"`
 		} `json:"figures"`
 		Serve struct {
-			WorkerPIDs []int `json:"worker_pids"`
+			WorkerPIDs map[string]int `json:"worker_pids"`
 		} `json:"serve"`
 		Errors []string `json:"errors"`
 	}
@@ -75,7 +75,8 @@ func TestBenchQuick(t *testing.T) {
 	want := []string{"membw.1t", "membw.2t", "engine.tiny-Q8_0.prompt", "engine.tiny-Q8_0.decode",
 		"engine.tiny-Q8_0.bandwidth", "engine.stories260K.prompt", "engine.stories260K.decode",
 		"engine.stories260K.bandwidth", "concurrent.1", "concurrent.2", "concurrent.match",
-		"serve.tiny-Q8_0.c1.tps", "serve.tiny-Q8_0.c2.ttft_p50", "serve.stories260K.c1.tps", "serve.stories260K.c2.ttft_p99"}
+		"serve.tiny-Q8_0.c1.tps", "serve.tiny-Q8_0.c2.ttft_p50", "serve.tiny-Q8_0.c2.gain", "serve.tiny-Q8_0.c2.match",
+		"serve.tiny-Q8_0.worker_rss", "serve.stories260K.c1.tps", "serve.stories260K.c2.ttft_p99"}
 	for _, id := range want {
 		if !ids[id] {
 			t.Errorf("no figure %s in %s", id, b)
