@@ -69,6 +69,7 @@ func TestGenerateStreamsTextAndFailsClearly(t *testing.T) {
 		{[]string{"generate", "--model", modelPath, "--top-p", "2"}, 2, "top"},
 		{[]string{"generate", "--model", "e2e_test.go"}, 1, "magic"},
 		{[]string{"nonsense"}, 2, "unknown command"},
+		{[]string{"generate", "--model", modelPath, "--logits", "2"}, 2, "needs --json"},
 	} {
 		cmd := exec.Command(rbeeBin, c.args...)
 		var stderr bytes.Buffer
@@ -77,6 +78,37 @@ func TestGenerateStreamsTextAndFailsClearly(t *testing.T) {
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() != c.code || !strings.Contains(stderr.String(), c.msg) {
 			t.Errorf("rbee %v: %v, stderr %q; want exit %d mentioning %q", c.args, err, stderr.String(), c.code, c.msg)
+		}
+	}
+}
+
+// --logits puts the first steps' logits into the JSON: one vector per step,
+// a logit per vocabulary entry, whose argmax is the greedy token.
+func TestGenerateLogits(t *testing.T) {
+	out, err := exec.Command(rbeeBin, "generate", "--model", modelPath, "--prompt", "Once upon a time",
+		"--max-tokens", "4", "--temperature", "0", "--json", "--logits", "3").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got generateOutput
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Logits) != 3 {
+		t.Fatalf("%d logit steps, want 3", len(got.Logits))
+	}
+	for step, row := range got.Logits {
+		if len(row) != 512 {
+			t.Fatalf("step %d: %d logits, want the vocabulary's 512", step, len(row))
+		}
+		best := 0
+		for i, v := range row {
+			if v > row[best] {
+				best = i
+			}
+		}
+		if int32(best) != got.GeneratedIDs[step] {
+			t.Errorf("step %d: argmax %d, generated %d", step, best, got.GeneratedIDs[step])
 		}
 	}
 }
