@@ -62,18 +62,24 @@ func generateOn(t *testing.T, e *Engine, reqs []Request) [][]int32 {
 	return out
 }
 
+// startScheduler runs a scheduler on e until stop is called.
+func startScheduler(e *Engine) (s *Scheduler, stop func()) {
+	s = NewScheduler(e)
+	ctx, cancel := context.WithCancel(context.Background())
+	var run sync.WaitGroup
+	run.Go(func() { s.Run(ctx) })
+	return s, func() {
+		cancel()
+		run.Wait()
+	}
+}
+
 // generateCounting is generateOn that also returns how often the
 // scheduler preempted a request.
 func generateCounting(t *testing.T, e *Engine, reqs []Request) ([][]int32, int) {
 	t.Helper()
-	s := NewScheduler(e)
-	ctx, stop := context.WithCancel(context.Background())
-	var run sync.WaitGroup
-	run.Go(func() { s.Run(ctx) })
-	defer func() {
-		stop()
-		run.Wait()
-	}()
+	s, stop := startScheduler(e)
+	defer stop()
 	out := make([][]int32, len(reqs))
 	errs := make([]error, len(reqs))
 	var wg sync.WaitGroup
@@ -208,14 +214,8 @@ func TestKVPoolExhaustion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewScheduler(tiny)
-	ctx, stop := context.WithCancel(context.Background())
-	var run sync.WaitGroup
-	run.Go(func() { s.Run(ctx) })
-	defer func() {
-		stop()
-		run.Wait()
-	}()
+	s, stop := startScheduler(tiny)
+	defer stop()
 	long := strings.Repeat("the cat sat on the mat ", 10)
 	if _, err := s.Generate(context.Background(), greedy(long, 4), func(Token) error { return nil }); err == nil ||
 		!strings.Contains(err.Error(), ErrKVExhausted.Error()) {

@@ -8,25 +8,6 @@ import (
 	"testing"
 )
 
-// fmaF32 is a*b+c rounded once to float32, as VFMADD231PS computes it: the product is exact in
-// float64, the sum's rounding error is recovered (TwoSum) and folded in by rounding to odd, and an
-// odd-rounded float64 rounds correctly to float32 (53 >= 24+2 bits).
-func fmaF32(a, b, c float32) float32 {
-	p := float64(a) * float64(b)
-	s := p + float64(c)
-	bb := s - p
-	e := (p - (s - bb)) + (float64(c) - bb)
-	if bits := math.Float64bits(s); e != 0 && bits&1 == 0 {
-		if (e > 0) == (s > 0) {
-			bits++
-		} else {
-			bits--
-		}
-		s = math.Float64frombits(bits)
-	}
-	return float32(s)
-}
-
 // hsumFloat8 is ggml's hsum_float_8.
 func hsumFloat8(acc *[8]float32) float32 {
 	var h [4]float32
@@ -50,7 +31,7 @@ func ggmlQ4KDot(row []byte, x vec) float32 {
 		bs := x.bsums[16*b : 16*b+16]
 		for k := range accm {
 			prod := int32(m[2*k])*(int32(bs[4*k])+int32(bs[4*k+1])) + int32(m[2*k+1])*(int32(bs[4*k+2])+int32(bs[4*k+3]))
-			accm[k] = fmaF32(dmin, float32(prod), accm[k])
+			accm[k] = fma32(dmin, float32(prod), accm[k])
 		}
 		y := x.qs[b*qkK : (b+1)*qkK]
 		for l := range acc {
@@ -64,7 +45,7 @@ func ggmlQ4KDot(row []byte, x vec) float32 {
 				}
 				sumi += int32(sc[2*j])*lo + int32(sc[2*j+1])*hi
 			}
-			acc[l] = fmaF32(d, float32(sumi), acc[l])
+			acc[l] = fma32(d, float32(sumi), acc[l])
 		}
 	}
 	return hsumFloat8(&acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]))
@@ -91,7 +72,7 @@ func ggmlQ6KDot(row []byte, x vec) float32 {
 					sumi += int32(int8(blk[q6KScales+8*h+2*k+l/4])) * s
 				}
 			}
-			acc[l] = fmaF32(d, float32(sumi), acc[l])
+			acc[l] = fma32(d, float32(sumi), acc[l])
 		}
 	}
 	return hsumFloat8(&acc)
@@ -209,7 +190,7 @@ func TestKKernelsExtremeQuants(t *testing.T) {
 	}
 }
 
-// TestFMAF32 checks fmaF32 against exact rational arithmetic on cases where rounding the float64
+// TestFMAF32 checks fma32 against exact rational arithmetic on cases where rounding the float64
 // sum directly would round twice.
 func TestFMAF32(t *testing.T) {
 	r := rand.New(rand.NewPCG(43, 44))
@@ -217,12 +198,12 @@ func TestFMAF32(t *testing.T) {
 		a := float32(r.NormFloat64())
 		b := float32(r.NormFloat64())
 		c := float32(r.NormFloat64() * math.Ldexp(1, r.IntN(40)-20))
-		got := fmaF32(a, b, c)
+		got := fma32(a, b, c)
 		exact := math.FMA(float64(a), float64(b), float64(c))
 		// Between the float32 neighbours of got, the exact value must be the nearer (ties to even).
 		lo, hi := math.Nextafter32(got, float32(math.Inf(-1))), math.Nextafter32(got, float32(math.Inf(1)))
 		if math.Abs(exact-float64(got)) > math.Abs(exact-float64(lo)) || math.Abs(exact-float64(got)) > math.Abs(exact-float64(hi)) {
-			t.Fatalf("fmaF32(%g, %g, %g) = %g, exact %g", a, b, c, got, exact)
+			t.Fatalf("fma32(%g, %g, %g) = %g, exact %g", a, b, c, got, exact)
 		}
 	}
 }
