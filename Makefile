@@ -35,6 +35,7 @@ FUZZ_TARGETS = \
 	./infer/tokenizer:FuzzEncode \
 	./infer/chat:FuzzParseRender \
 	./schemas:FuzzValidate \
+	./schemas:FuzzDecodeEvents \
 	./queen:FuzzOpenAIRequest
 
 fuzz:

@@ -20,6 +20,9 @@ type Provisioning struct {
 	// (DiscardNew) so the queen can push back instead of losing jobs.
 	// Default 10000.
 	JobsMaxMsgs int64
+	// JobsMaxPerModel bounds each model's queue within it, so that one
+	// model's backlog never blocks another's. Default 1000.
+	JobsMaxPerModel int64
 	// JobsMaxAge drops jobs nobody took in time. Default 1h.
 	JobsMaxAge time.Duration
 	// DuplicateWindow is how long a job ID (Nats-Msg-Id) is remembered to
@@ -30,6 +33,13 @@ type Provisioning struct {
 	WorkerTTL time.Duration
 	// EventsMaxAge is how long audit events are kept. Default 7 days.
 	EventsMaxAge time.Duration
+	// StreamsMaxAge is how long a job's events are kept: the window in
+	// which a worker can take a job over, a client read its stream again,
+	// and rbee jobs show find it. Default 1h.
+	StreamsMaxAge time.Duration
+	// StreamsMaxBytes bounds the job events stream; the oldest go first.
+	// Default 1 GiB.
+	StreamsMaxBytes int64
 }
 
 // Defaults for Provisioning.
@@ -39,6 +49,9 @@ const (
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultWorkerTTL       = 15 * time.Second
 	DefaultEventsMaxAge    = 7 * 24 * time.Hour
+	DefaultJobsMaxPerModel = 1000
+	DefaultStreamsMaxAge   = time.Hour
+	DefaultStreamsMaxBytes = 1 << 30
 )
 
 // Jobs consumer limits. Workers pull one job per free slot, so outstanding
@@ -66,6 +79,13 @@ func (p Provisioning) withDefaults() (Provisioning, error) {
 	set(&p.DuplicateWindow, DefaultDuplicateWindow)
 	set(&p.WorkerTTL, DefaultWorkerTTL)
 	set(&p.EventsMaxAge, DefaultEventsMaxAge)
+	set(&p.StreamsMaxAge, DefaultStreamsMaxAge)
+	if p.JobsMaxPerModel == 0 {
+		p.JobsMaxPerModel = min(DefaultJobsMaxPerModel, p.JobsMaxMsgs)
+	}
+	if p.StreamsMaxBytes == 0 {
+		p.StreamsMaxBytes = DefaultStreamsMaxBytes
+	}
 	switch {
 	case p.Replicas < 1 || p.Replicas > 5:
 		return p, fmt.Errorf("replicas %d: want 1 to 5", p.Replicas)
@@ -81,13 +101,19 @@ func (p Provisioning) withDefaults() (Provisioning, error) {
 		return p, fmt.Errorf("worker TTL %v: want at least 1s", p.WorkerTTL)
 	case p.EventsMaxAge < time.Second:
 		return p, fmt.Errorf("events max age %v: want at least 1s", p.EventsMaxAge)
+	case p.JobsMaxPerModel < 1 || p.JobsMaxPerModel > p.JobsMaxMsgs:
+		return p, fmt.Errorf("jobs max per model %d: want 1 to the jobs max messages %d", p.JobsMaxPerModel, p.JobsMaxMsgs)
+	case p.StreamsMaxAge < time.Minute:
+		return p, fmt.Errorf("streams max age %v: want at least 1m", p.StreamsMaxAge)
+	case p.StreamsMaxBytes < 1<<20:
+		return p, fmt.Errorf("streams max bytes %d: want at least 1 MiB", p.StreamsMaxBytes)
 	}
 	return p, nil
 }
 
-// Provision creates what rbee needs on JetStream, or updates it to p:
-// the jobs work-queue stream, the audit events stream and the workers
-// bucket. It is idempotent, so every component runs it at start.
+// Provision creates what rbee needs on JetStream, or updates it to p: the
+// jobs work-queue stream, the job events stream, the audit events stream,
+// the workers bucket and the cancels bucket. It is idempotent.
 func Provision(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects, p Provisioning) error {
 	p, err := p.withDefaults()
 	if err != nil {
@@ -100,13 +126,33 @@ func Provision(ctx context.Context, js jetstream.JetStream, subj schemas.Subject
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardNew,
-		MaxMsgs:     p.JobsMaxMsgs,
-		MaxAge:      p.JobsMaxAge,
-		Duplicates:  p.DuplicateWindow,
-		Replicas:    p.Replicas,
+		// Per subject: each model's queue is bounded on its own.
+		DiscardNewPerSubject: true,
+		MaxMsgsPerSubject:    p.JobsMaxPerModel,
+		MaxMsgs:              p.JobsMaxMsgs,
+		MaxAge:               p.JobsMaxAge,
+		Duplicates:           p.DuplicateWindow,
+		Replicas:             p.Replicas,
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jobs); err != nil {
 		return fmt.Errorf("provision stream %s: %w", jobs.Name, err)
+	}
+	streams := jetstream.StreamConfig{
+		Name:        subj.StreamsStream(),
+		Description: "rbee job events: each job's token stream, fenced by expected last subject sequence",
+		Subjects:    []string{subj.AllJobEvents()},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      p.StreamsMaxAge,
+		MaxBytes:    p.StreamsMaxBytes,
+		// A worker taking a job over reads its last event; direct gets
+		// answer from any replica without a consumer.
+		AllowDirect: true,
+		Replicas:    p.Replicas,
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, streams); err != nil {
+		return fmt.Errorf("provision stream %s: %w", streams.Name, err)
 	}
 	events := jetstream.StreamConfig{
 		Name:        subj.EventsStream(),
@@ -135,6 +181,17 @@ func Provision(ctx context.Context, js jetstream.JetStream, subj schemas.Subject
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, workers); err != nil {
 		return fmt.Errorf("provision bucket %s: %w", workers.Bucket, err)
+	}
+	cancels := jetstream.KeyValueConfig{
+		Bucket:      subj.CancelsBucket(),
+		Description: "rbee cancelled jobs: a key per job ID, kept as long as a job may wait",
+		History:     1,
+		TTL:         p.JobsMaxAge,
+		Storage:     jetstream.FileStorage,
+		Replicas:    p.Replicas,
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, cancels); err != nil {
+		return fmt.Errorf("provision bucket %s: %w", cancels.Bucket, err)
 	}
 	return nil
 }
@@ -171,7 +228,8 @@ func EnsureJobsConsumer(ctx context.Context, js jetstream.JetStream, subj schema
 }
 
 // IsQueueFull reports whether a publish failed because the jobs stream is at
-// its JobsMaxMsgs limit: back-pressure, to answer with schemas.CodeNoCapacity.
+// a limit, its model's or its own: back-pressure, answered with
+// schemas.CodeQueueFull.
 func IsQueueFull(err error) bool {
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
@@ -180,5 +238,6 @@ func IsQueueFull(err error) bool {
 	// The server reports full streams as a generic store failure (10077)
 	// and names the limit only in the description.
 	return strings.Contains(apiErr.Description, "maximum messages exceeded") ||
+		strings.Contains(apiErr.Description, "maximum messages per subject exceeded") ||
 		strings.Contains(apiErr.Description, "maximum bytes exceeded")
 }

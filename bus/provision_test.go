@@ -215,6 +215,28 @@ func TestFullQueueRefusesNewJobs(t *testing.T) {
 	}
 }
 
+// One model's full queue leaves the others' room.
+func TestModelQueuesAreBoundedApart(t *testing.T) {
+	_, _, js, subj := bustest.Provisioned(t)
+	ctx := testContext(t, 30*time.Second)
+	if err := bus.Provision(ctx, js, subj, bus.Provisioning{JobsMaxMsgs: 100, JobsMaxPerModel: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := bus.PublishRetry(ctx, js, jobMsg(subj, "busy", id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bus.PublishRetry(ctx, js, jobMsg(subj, "busy", "c")); !bus.IsQueueFull(err) {
+		t.Fatalf("third job for a model with room for 2: %v, want a full queue", err)
+	}
+	for _, id := range []string{"d", "e"} {
+		if _, err := bus.PublishRetry(ctx, js, jobMsg(subj, "idle", id)); err != nil {
+			t.Fatalf("a job for another model: %v", err)
+		}
+	}
+}
+
 func TestDuplicateJobIsDropped(t *testing.T) {
 	_, _, js, subj := bustest.Provisioned(t)
 	ctx := testContext(t, 30*time.Second)

@@ -32,6 +32,7 @@ func (q *Queen) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("POST /v1/chat/completions", q.handleChat)
 	mux.HandleFunc("POST /v1/completions", q.handleCompletions)
 	mux.HandleFunc("GET /v1/models", q.handleModels)
+	mux.HandleFunc("DELETE /v1/jobs/{id}", q.handleCancel)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -144,9 +145,45 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// retryAfterSeconds is what a 429 asks a client to wait: long enough for a
+// worker to finish a job or two.
+const retryAfterSeconds = "2"
+
 func writeError(w http.ResponseWriter, err error) {
 	e := wireError(err)
+	if e.Code == schemas.CodeQueueFull {
+		w.Header().Set("Retry-After", retryAfterSeconds)
+	}
 	writeJSON(w, e.Code.HTTPStatus(), schemas.ErrorResponse{Error: e})
+}
+
+// HeaderDeadline carries a request's absolute deadline (RFC 3339).
+const HeaderDeadline = "X-Request-Deadline"
+
+// requestDeadline reads the X-Request-Deadline header: zero when absent.
+func requestDeadline(r *http.Request) (time.Time, error) {
+	v := r.Header.Get(HeaderDeadline)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, schemas.Errorf(schemas.CodeInvalidRequest, "%s %q: want an RFC 3339 time", HeaderDeadline, v)
+	}
+	return t, nil
+}
+
+// handleCancel cancels a job: it stops within a token if running and never
+// starts if queued. The answer does not say which: cancelling is recorded
+// either way, for as long as a job may wait.
+func (q *Queen) handleCancel(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !schemas.ValidID(id) {
+		writeError(w, schemas.Errorf(schemas.CodeInvalidRequest, "job ID %q: want 1-128 letters, digits, '-' or '_'", id))
+		return
+	}
+	q.cancel(r.Context(), id)
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "cancelled"})
 }
 
 // decodeBody reads a JSON body of at most maxBodyBytes into v.
@@ -196,7 +233,12 @@ func (q *Queen) handleOpenAI(w http.ResponseWriter, r *http.Request, req interfa
 // the client asked for a stream, with server-sent events.
 func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.InferRequest, chat bool, req *commonRequest) {
 	ctx := r.Context()
-	job, err := q.admit(ctx, ir)
+	deadline, err := requestDeadline(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	job, err := q.admit(ctx, ir, deadline)
 	if err != nil {
 		q.log.Info("request refused", "model", ir.Model, "err", err)
 		writeError(w, err)

@@ -54,8 +54,8 @@ func TestChatCompletion(t *testing.T) {
 	// The job on the queue carries what the request asked for.
 	temp, seed := 0.5, int64(7)
 	jsonEqual(t, j.Job, schemas.Job{
-		ID: j.Job.ID, Model: model, Reply: j.Job.Reply, CreatedAt: j.Job.CreatedAt,
-		ExpiresAt: j.Job.CreatedAt.Add(DefaultFirstTokenTimeout),
+		ID: j.Job.ID, Model: model, Stream: f.subj.JobEvents(f.q.cfg.ID, j.Job.ID), CreatedAt: j.Job.CreatedAt,
+		Deadline:  j.Job.CreatedAt.Add(DefaultTimeout),
 		Messages:  []schemas.Message{{Role: "system", Content: "Tell stories."}, {Role: "user", Content: "Once more"}},
 		MaxTokens: 32, Stop: []string{"The end"},
 		Sampling: schemas.Sampling{Temperature: &temp, TopP: 0.9, TopK: 40, MinP: 0.05, Seed: &seed,
@@ -64,8 +64,8 @@ func TestChatCompletion(t *testing.T) {
 	if got := j.Header.Get(schemas.HeaderMsgID); got != j.Job.ID {
 		t.Errorf("Nats-Msg-Id %q, want the job ID %q", got, j.Job.ID)
 	}
-	if got := j.Header.Get(schemas.HeaderSchema); got != "job/v1" {
-		t.Errorf("Rbee-Schema %q, want job/v1", got)
+	if got := j.Header.Get(schemas.HeaderSchema); got != "job/v2" {
+		t.Errorf("Rbee-Schema %q, want job/v2", got)
 	}
 	if !schemas.ValidID(j.Job.ID) || len(j.Job.ID) < 20 {
 		t.Errorf("job ID %q: want a long random valid ID", j.Job.ID)
@@ -208,8 +208,11 @@ func TestErrorResponses(t *testing.T) {
 				t.Errorf("Content-Type %q", ct)
 			}
 			e, ok := body["error"].(map[string]any)
-			if !ok || len(body) != 1 || len(e) != 2 {
-				t.Fatalf("body %v: want exactly {\"error\":{\"code\",\"message\"}}", body)
+			if !ok || len(body) != 1 || e["message"] == nil || len(e) > 3 || len(e) == 3 && e["retryable"] != true {
+				t.Fatalf("body %v: want exactly {\"error\":{\"code\",\"message\"[,\"retryable\":true]}}", body)
+			}
+			if (e["retryable"] == true) != tc.code.Retryable() {
+				t.Errorf("retryable %v for %s", e["retryable"], tc.code)
 			}
 			if e["code"] != string(tc.code) {
 				t.Errorf("code %v, want %s", e["code"], tc.code)
@@ -271,10 +274,10 @@ func TestErrorAfterStreamBegan(t *testing.T) {
 	jsonEqual(t, decodeObject(t, events[1]), schemas.ErrorResponse{Error: schemas.Error{Code: schemas.CodeWorkerShutdown, Message: "worker stopping"}})
 }
 
-// subscribeCancel watches the cancel subject of every job.
+// subscribeCancel watches the cancels bucket's key of every job.
 func (f *fixture) subscribeCancel() *nats.Subscription {
 	f.t.Helper()
-	sub, err := f.nc.SubscribeSync(f.subj.Cancel("*"))
+	sub, err := f.nc.SubscribeSync(f.subj.CancelKey("*"))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -291,8 +294,8 @@ func expectCancel(t *testing.T, sub *nats.Subscription, subject string) {
 	if err != nil {
 		t.Fatalf("no cancel message: %v", err)
 	}
-	if msg.Subject != subject || len(msg.Data) != 0 {
-		t.Errorf("cancel message on %s with %d bytes, want an empty one on %s", msg.Subject, len(msg.Data), subject)
+	if msg.Subject != subject {
+		t.Errorf("cancel on %s, want %s", msg.Subject, subject)
 	}
 }
 
@@ -309,16 +312,16 @@ func TestSequenceGap(t *testing.T) {
 	if resp.StatusCode != http.StatusInternalServerError {
 		t.Errorf("status %d, want 500", resp.StatusCode)
 	}
-	jsonEqual(t, body, schemas.ErrorResponse{Error: schemas.Error{Code: schemas.CodeInternal, Message: "token stream lost events"}})
+	jsonEqual(t, body, schemas.ErrorResponse{Error: *schemas.Errorf(schemas.CodeInternal, "job events lost")})
 	j := recvJob(t, taken)
-	expectCancel(t, cancels, f.subj.Cancel(j.Job.ID))
+	expectCancel(t, cancels, f.subj.CancelKey(j.Job.ID))
 }
 
 func TestClientDisconnectCancelsJob(t *testing.T) {
 	f := newFixture(t, nil)
 	cancelled := make(chan string, 1)
 	taken := f.startWorker(model, func(j *fakeJob) {
-		sub, err := j.nc.SubscribeSync(f.subj.Cancel(j.Job.ID))
+		sub, err := j.nc.SubscribeSync(f.subj.CancelKey(j.Job.ID))
 		if err != nil {
 			t.Error(err)
 			return
@@ -348,7 +351,7 @@ func TestClientDisconnectCancelsJob(t *testing.T) {
 	j := recvJob(t, taken)
 	select {
 	case subj := <-cancelled:
-		if subj != f.subj.Cancel(j.Job.ID) {
+		if subj != f.subj.CancelKey(j.Job.ID) {
 			t.Errorf("cancel on %s", subj)
 		}
 	case <-time.After(waitFor):
@@ -378,7 +381,7 @@ func TestFirstTokenTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no cancel after a timeout: %v", err)
 	}
-	if !strings.HasPrefix(msg.Subject, f.subj.Cancel("")) {
+	if !strings.HasPrefix(msg.Subject, f.subj.CancelKey("")) {
 		t.Errorf("cancel on %s", msg.Subject)
 	}
 }
@@ -406,10 +409,10 @@ func TestQueueFull(t *testing.T) {
 	}
 	f.putWorker("w1", model, schemas.WorkerReady)
 	resp, body := f.post("/v1/completions", `{"model":"stories260K","prompt":"x"}`)
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("status %d, want 503", resp.StatusCode)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("status %d, Retry-After %q: want 429 with a Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	if e := body["error"].(map[string]any); e["code"] != string(schemas.CodeNoCapacity) {
+	if e := body["error"].(map[string]any); e["code"] != string(schemas.CodeQueueFull) || e["retryable"] != true {
 		t.Errorf("error %v", e)
 	}
 }
@@ -521,7 +524,7 @@ func TestCustomPrefix(t *testing.T) {
 	if got := wireError(err).Code; got != schemas.CodeModelNotFound {
 		t.Errorf("checkModel under prefix other: %v, want model_not_found", err)
 	}
-	job := schemas.Job{ID: "j1", Model: model, Reply: "r", Prompt: "x"}
+	job := schemas.Job{ID: "j1", Model: model, Stream: "rbee.v2.stream.q.j1", Prompt: "x"}
 	if err := q.enqueue(f.ctx(), &job); err != nil {
 		t.Fatal(err)
 	}
@@ -543,7 +546,7 @@ func TestEnqueueWithoutStream(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(f.ctx(), 300*time.Millisecond)
 	defer cancel()
-	job := schemas.Job{ID: "j1", Model: model, Reply: "r", Prompt: "x"}
+	job := schemas.Job{ID: "j1", Model: model, Stream: "rbee.v2.stream.q.j1", Prompt: "x"}
 	err := f.q.enqueue(ctx, &job)
 	if got := wireError(err).Code; got != schemas.CodeBusUnavailable {
 		t.Errorf("enqueue without a stream: %v, want bus_unavailable", err)

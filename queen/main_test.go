@@ -57,7 +57,10 @@ func newFixture(t *testing.T, mod func(*Config)) *fixture {
 		t.Fatalf("New: %v", err)
 	}
 	hs := httptest.NewServer(q.Handler())
-	t.Cleanup(hs.Close)
+	t.Cleanup(func() {
+		hs.Close()
+		q.Close()
+	})
 	return &fixture{t: t, srv: s, nc: nc, js: js, subj: subj, q: q, http: hs}
 }
 
@@ -96,25 +99,34 @@ func (f *fixture) deleteWorker(id string) {
 }
 
 // fakeJob is one job a fake worker took, with helpers that publish events
-// the way the contract says a worker does.
+// the way the contract says a worker does: on the job's stream subject,
+// one event a message.
 type fakeJob struct {
 	t      *testing.T
 	nc     *nats.Conn
+	js     jetstream.JetStream
 	Job    schemas.Job
 	Header nats.Header
 	seq    int
 }
 
 func (j *fakeJob) emit(ev schemas.Event) {
-	ev.JobID, ev.Seq, ev.WorkerID = j.Job.ID, j.seq, "fake-worker"
+	ev.JobID, ev.Seq, ev.WorkerID, ev.Delivery = j.Job.ID, j.seq, "fake-worker", 1
 	j.seq++
-	data, err := json.Marshal(ev)
+	j.publish(ev)
+}
+
+// publish writes events as they are, numbered or not.
+func (j *fakeJob) publish(events ...schemas.Event) {
+	data, err := schemas.EncodeEvents(events)
 	if err != nil {
-		j.t.Errorf("encode event: %v", err)
+		j.t.Errorf("encode events: %v", err)
 		return
 	}
-	if err := j.nc.Publish(j.Job.Reply, data); err != nil {
-		j.t.Errorf("publish event: %v", err)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := j.js.Publish(ctx, j.Job.Stream, data); err != nil {
+		j.t.Errorf("publish events: %v", err)
 	}
 }
 
@@ -125,20 +137,12 @@ func (j *fakeJob) token(text string) {
 
 func (j *fakeJob) end(reason string, usage schemas.Usage) {
 	j.emit(schemas.Event{Type: schemas.EventEnd, StopReason: reason, Usage: &usage})
-	j.close()
 }
 
 func (j *fakeJob) fail(code schemas.Code, msg string) {
 	j.emit(schemas.Event{Type: schemas.EventError, Error: &schemas.Error{Code: code, Message: msg}})
-	j.close()
 }
 
-// close publishes the empty message that ends a stream.
-func (j *fakeJob) close() {
-	if err := j.nc.Publish(j.Job.Reply, nil); err != nil {
-		j.t.Errorf("publish end of stream: %v", err)
-	}
-}
 
 // startWorker runs a fake worker for model: it pulls jobs from the real work
 // queue through the durable consumer workers share, acks each and runs
@@ -164,7 +168,7 @@ func (f *fixture) startWorker(model string, script func(*fakeJob)) <-chan *fakeJ
 			if err != nil {
 				return // stopped
 			}
-			j := &fakeJob{t: f.t, nc: f.nc, Header: msg.Headers()}
+			j := &fakeJob{t: f.t, nc: f.nc, js: f.js, Header: msg.Headers()}
 			if err := json.Unmarshal(msg.Data(), &j.Job); err != nil {
 				f.t.Errorf("decode job: %v", err)
 				msg.Term()

@@ -17,51 +17,85 @@ import (
 // context to cancel; it outlasts a JetStream leader election.
 const microSubmitTimeout = 10 * time.Second
 
-// handleInfer queues an InferRequest whose events go straight from the
-// worker to the request's reply subject: the queen answers only on failure,
-// with a micro error (code and message in the Nats-Service-Error headers,
-// an ErrorResponse body) followed by an empty message, which ends the
-// stream for requesters that read until one.
+// handleInfer queues an InferRequest and relays its events to the
+// request's reply subject, one event a message, then an empty message that
+// ends the stream for requesters that read until one (nats req
+// --wait-for-empty). A request refused before it is queued gets a micro
+// error (code and message in the Nats-Service-Error headers, an
+// ErrorResponse body) and the empty message. The relay runs on its own
+// goroutine, so the service's subscription goes on taking requests.
 func (q *Queen) handleInfer(ctx context.Context, req micro.Request) {
-	status := http.StatusOK
-	defer func() {
-		q.metrics.requests.WithLabelValues("infer", strconv.Itoa(status)).Inc()
-	}()
 	if !q.inflight.add() {
-		status = q.inferError(req, schemas.Errorf(schemas.CodeBusUnavailable, "the queen is shutting down"))
+		q.countInfer(q.inferError(req, schemas.Errorf(schemas.CodeBusUnavailable, "the queen is shutting down")))
 		return
 	}
-	defer q.inflight.done()
+	go func() {
+		defer q.inflight.done()
+		q.countInfer(q.serveInfer(ctx, req))
+	}()
+}
 
+func (q *Queen) countInfer(status int) {
+	q.metrics.requests.WithLabelValues("infer", strconv.Itoa(status)).Inc()
+}
+
+// serveInfer runs one infer request and returns its HTTP-equivalent status.
+func (q *Queen) serveInfer(ctx context.Context, req micro.Request) (status int) {
+	status = http.StatusOK
 	if req.Reply() == "" {
-		status = http.StatusBadRequest
 		q.log.Warn("infer request without a reply subject dropped", "subject", req.Subject())
-		return
+		return http.StatusBadRequest
 	}
 	var ir schemas.InferRequest
 	// Strict: this is rbee's own contract, and a misspelt field is a bug.
 	dec := json.NewDecoder(bytes.NewReader(req.Data()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&ir); err != nil {
-		status = q.inferError(req, schemas.Errorf(schemas.CodeInvalidRequest, "request is not a valid InferRequest: %v", err))
-		return
+		return q.inferError(req, schemas.Errorf(schemas.CodeInvalidRequest, "request is not a valid InferRequest: %v", err))
 	}
-	ctx, cancel := context.WithTimeout(ctx, microSubmitTimeout)
+	sctx, cancel := context.WithTimeout(ctx, microSubmitTimeout)
 	defer cancel()
-	job, err := q.admit(ctx, &ir)
+	job, err := q.admit(sctx, &ir, time.Time{})
 	if err != nil {
 		q.log.Info("infer request refused", "model", ir.Model, "err", err)
-		status = q.inferError(req, err)
-		return
+		return q.inferError(req, err)
 	}
-	job.Reply = req.Reply()
-	if err := q.enqueue(ctx, &job); err != nil {
+	rl, err := q.startRelay(sctx, job)
+	if err != nil {
 		q.log.Warn("queue job", "job_id", job.ID, "model", job.Model, "err", err)
-		status = q.inferError(req, err)
-		return
+		return q.inferError(req, err)
 	}
+	defer rl.close()
 	q.log.Info("job queued for a NATS requester", "job_id", job.ID, "model", job.Model)
+	for {
+		ev, err := rl.recv(ctx)
+		if err != nil && ev.Type != schemas.EventError {
+			// The stream broke on this side: tell the requester in the
+			// form the worker would have.
+			ev = schemas.Event{JobID: job.ID, Seq: rl.next, Type: schemas.EventError, Delivery: 1, Error: ptr(wireError(err))}
+		}
+		data, merr := json.Marshal(ev)
+		if merr != nil {
+			q.log.Error("encode event", "job_id", job.ID, "err", merr)
+			return http.StatusInternalServerError
+		}
+		if perr := q.nc.Publish(req.Reply(), data); perr != nil {
+			q.log.Warn("relay event to the requester", "job_id", job.ID, "err", perr)
+			return http.StatusServiceUnavailable
+		}
+		if ev.Terminal() {
+			if perr := q.nc.Publish(req.Reply(), nil); perr != nil {
+				q.log.Warn("close the requester's stream", "job_id", job.ID, "err", perr)
+			}
+			if ev.Error != nil {
+				return ev.Error.Code.HTTPStatus()
+			}
+			return http.StatusOK
+		}
+	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // inferError answers req with err and closes its stream; it returns the
 // HTTP status of err's code for the requests metric.

@@ -1,7 +1,7 @@
 // Package queen is rbee's orchestrator: an OpenAI-compatible HTTP ingress and
 // a NATS micro service. It admits jobs, queues them on the JetStream work
-// queue and relays the token stream a worker publishes on the job's reply
-// subject.
+// queue and relays the events a worker publishes on the job's subject in
+// the events stream.
 package queen
 
 import (
@@ -30,6 +30,7 @@ const (
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxTokens         = 256
 	DefaultShutdownGrace     = 10 * time.Second
+	DefaultTimeout           = 10 * time.Minute
 )
 
 // ServiceName and ServiceVersion identify the micro service (nats micro ls).
@@ -42,6 +43,13 @@ const (
 type Config struct {
 	HTTPAddr string // e.g. "127.0.0.1:8080"; port 0 picks a free one (see Addr)
 	Subjects schemas.Subjects
+	// ID names the queen (schemas.ValidID); its jobs' events go to
+	// subjects under it. Default: "queen-" and random letters. Two queens
+	// must not share one.
+	ID string
+	// DefaultTimeout bounds a job, queueing included, when the request
+	// gives no deadline or timeout.
+	DefaultTimeout time.Duration
 	// FirstTokenTimeout bounds the wait for a job's first event, queueing
 	// included.
 	FirstTokenTimeout time.Duration
@@ -69,6 +77,7 @@ func (c *Config) setDefaults() error {
 		{"first token timeout", &c.FirstTokenTimeout, DefaultFirstTokenTimeout},
 		{"idle timeout", &c.IdleTimeout, DefaultIdleTimeout},
 		{"shutdown grace", &c.ShutdownGrace, DefaultShutdownGrace},
+		{"default timeout", &c.DefaultTimeout, DefaultTimeout},
 	} {
 		switch {
 		case *d.v < 0:
@@ -77,7 +86,12 @@ func (c *Config) setDefaults() error {
 			*d.v = d.def
 		}
 	}
+	if c.ID == "" {
+		c.ID = "queen-" + newJobID()[:10]
+	}
 	switch {
+	case !schemas.ValidID(c.ID):
+		return fmt.Errorf("queen ID %q: want 1-128 letters, digits, '-' or '_'", c.ID)
 	case c.DefaultMaxTokens < 0 || c.DefaultMaxTokens > schemas.MaxTokensLimit:
 		return fmt.Errorf("default max tokens %d: want 0 to %d", c.DefaultMaxTokens, schemas.MaxTokensLimit)
 	case c.DefaultMaxTokens == 0:
@@ -105,6 +119,7 @@ type Queen struct {
 	liveModels map[string]time.Time // model -> when a worker taking its jobs was last seen
 
 	inflight tracker
+	router   *eventRouter
 
 	running atomic.Bool
 	addr    atomic.Value // string
@@ -151,9 +166,14 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		liveModels: map[string]time.Time{},
 		ready:      make(chan struct{}),
 	}
+	q.router = newEventRouter(q)
 	q.handler = q.routes(gatherer)
 	return q, nil
 }
+
+// Close stops reading job events; Run calls it when it returns. Use it
+// when serving Handler without Run.
+func (q *Queen) Close() { q.router.close() }
 
 // Handler is the queen's HTTP API: the OpenAI-compatible endpoints,
 // /healthz, /readyz and /metrics.
@@ -225,6 +245,7 @@ func (q *Queen) Run(ctx context.Context) error {
 	}
 	<-served
 	q.inflight.closeAndWait()
+	q.Close()
 	q.log.Info("queen stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("queen: serve http: %w", serveErr)

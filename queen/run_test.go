@@ -106,8 +106,8 @@ func TestMicroInferStreamsFromWorker(t *testing.T) {
 	if j.Job.Prompt != "Once upon a time" || j.Job.MaxTokens != 32 {
 		t.Errorf("job %+v", j.Job)
 	}
-	if !strings.HasPrefix(j.Job.Reply, "_INBOX.") {
-		t.Errorf("job reply %q: want the requester's inbox", j.Job.Reply)
+	if want := f.subj.JobEvents(f.q.cfg.ID, j.Job.ID); j.Job.Stream != want {
+		t.Errorf("job stream %q, want %q: under the queen, which relays to the requester", j.Job.Stream, want)
 	}
 	checkFor(t, func() error {
 		if !strings.Contains(f.scrape(), `rbee_queen_requests_total{code="200",endpoint="infer"} 1`) {
@@ -144,7 +144,7 @@ func TestMicroInferErrors(t *testing.T) {
 			if !strings.Contains(desc, tc.message) {
 				t.Errorf("%s %q does not mention %q", micro.ErrorHeader, desc, tc.message)
 			}
-			jsonEqual(t, decodeObject(t, string(m.Data)), schemas.ErrorResponse{Error: schemas.Error{Code: tc.code, Message: desc}})
+			jsonEqual(t, decodeObject(t, string(m.Data)), schemas.ErrorResponse{Error: schemas.Error{Code: tc.code, Message: desc, Retryable: tc.code.Retryable()}})
 		})
 	}
 	wantMetric(t, f.scrape(), `rbee_queen_requests_total{code="400",endpoint="infer"} 3`)
@@ -222,7 +222,7 @@ func TestShutdownCancelsStreamsAfterGrace(t *testing.T) {
 	cancels := f.subscribeCancel()
 	started := make(chan struct{})
 	taken := f.startWorker(model, func(j *fakeJob) {
-		sub, err := j.nc.SubscribeSync(f.subj.Cancel(j.Job.ID))
+		sub, err := j.nc.SubscribeSync(f.subj.CancelKey(j.Job.ID))
 		if err != nil {
 			t.Error(err)
 			return
@@ -251,5 +251,5 @@ func TestShutdownCancelsStreamsAfterGrace(t *testing.T) {
 		t.Logf("stream ended with %v", err)
 	}
 	j := recvJob(t, taken)
-	expectCancel(t, cancels, f.subj.Cancel(j.Job.ID))
+	expectCancel(t, cancels, f.subj.CancelKey(j.Job.ID))
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -17,25 +18,55 @@ import (
 )
 
 // jobSchema is the Rbee-Schema header of a queued job.
-const jobSchema = "job/v1"
+const jobSchema = "job/" + schemas.Version
 
 // admit fills in the default max_tokens, validates req, checks that a live
-// worker serves its model and makes a job with a fresh ID. The caller sets
-// Reply and then calls enqueue.
-func (q *Queen) admit(ctx context.Context, req *schemas.InferRequest) (schemas.Job, error) {
+// worker serves its model and makes a job with a fresh ID, a seed (so that
+// a worker taking the job over samples what the first would have) and a
+// deadline: the one given (zero: none given), else the request's timeout,
+// else the default. startRelay sets the stream and queues it.
+func (q *Queen) admit(ctx context.Context, req *schemas.InferRequest, deadline time.Time) (schemas.Job, error) {
 	if req.MaxTokens == 0 {
 		req.MaxTokens = q.cfg.DefaultMaxTokens
 	}
 	if err := req.Validate(); err != nil {
 		return schemas.Job{}, err
 	}
+	now := time.Now().UTC()
+	switch {
+	case !deadline.IsZero():
+	case req.Timeout > 0:
+		deadline = now.Add(time.Duration(req.Timeout * float64(time.Second)))
+	default:
+		deadline = now.Add(q.cfg.DefaultTimeout)
+	}
+	if !deadline.After(now) {
+		return schemas.Job{}, schemas.Errorf(schemas.CodeDeadlineExceeded, "the deadline %s has passed", deadline.Format(time.RFC3339Nano))
+	}
 	if err := q.checkModel(ctx, req.Model); err != nil {
 		return schemas.Job{}, err
 	}
 	job := req.Job(newJobID(), "")
-	job.CreatedAt = time.Now().UTC()
-	job.ExpiresAt = job.CreatedAt.Add(q.cfg.FirstTokenTimeout)
+	if job.Seed == nil {
+		seed := int64(rand.Uint64() >> 1)
+		job.Seed = &seed
+	}
+	job.CreatedAt, job.Deadline = now, deadline.UTC()
 	return job, nil
+}
+
+// cancel records that jobID is cancelled: a worker running it stops within
+// a token, and one that takes it from the queue later does not start it.
+func (q *Queen) cancel(ctx context.Context, jobID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+	defer cancel()
+	kv, err := q.js.KeyValue(ctx, q.cfg.Subjects.CancelsBucket())
+	if err == nil {
+		_, err = kv.Put(ctx, jobID, []byte(q.cfg.ID))
+	}
+	if err != nil {
+		q.log.Warn("cancel job", "job_id", jobID, "err", err)
+	}
 }
 
 // newJobID returns 26 random base32 characters: URL-safe, one subject token
@@ -140,7 +171,7 @@ func (q *Queen) enqueue(ctx context.Context, job *schemas.Job) error {
 	case err == nil:
 		return nil
 	case bus.IsQueueFull(err):
-		return schemas.Errorf(schemas.CodeNoCapacity, "the %s queue is full", job.Model)
+		return schemas.Errorf(schemas.CodeQueueFull, "the %s queue is full", job.Model)
 	default:
 		return busError(ctx, fmt.Errorf("queue %s: %w", job, err))
 	}
@@ -172,7 +203,7 @@ func wireError(err error) schemas.Error {
 	}
 	var ce *codedError
 	if errors.As(err, &ce) {
-		return schemas.Error{Code: ce.code, Message: ce.err.Error()}
+		return *schemas.Errorf(ce.code, "%s", ce.err.Error())
 	}
-	return schemas.Error{Code: schemas.CodeInternal, Message: err.Error()}
+	return *schemas.Errorf(schemas.CodeInternal, "%s", err.Error())
 }

@@ -17,6 +17,9 @@ const (
 const (
 	OutcomeCompleted = "completed"
 	OutcomeRequeued  = "requeued"
+	// OutcomeTakenOver: another delivery of the job holds it now; this
+	// worker stopped and left the message alone.
+	OutcomeTakenOver = "taken_over"
 )
 
 // AuditEvent records one thing that happened, for operators and tools.

@@ -25,6 +25,13 @@ const (
 	CodeInternal         Code = "internal_error"
 	CodeMethodNotAllowed Code = "method_not_allowed"
 	CodeNotFound         Code = "not_found"
+	// CodeDeadlineExceeded: the job's deadline passed, queued or running.
+	CodeDeadlineExceeded Code = "deadline_exceeded"
+	// CodeQueueFull: the model's queue holds as many jobs as it may; retry
+	// after the Retry-After the answer gives.
+	CodeQueueFull Code = "queue_full"
+	// CodeFenced: a newer delivery of the job took it over from this worker.
+	CodeFenced Code = "fenced"
 )
 
 var httpStatus = map[Code]int{
@@ -41,7 +48,20 @@ var httpStatus = map[Code]int{
 	CodeInternal:         http.StatusInternalServerError,
 	CodeMethodNotAllowed: http.StatusMethodNotAllowed,
 	CodeNotFound:         http.StatusNotFound,
+	CodeDeadlineExceeded: http.StatusGatewayTimeout,
+	CodeQueueFull:        http.StatusTooManyRequests,
+	CodeFenced:           http.StatusConflict,
 }
+
+// retryable lists the codes for which the same request may succeed later:
+// the failure was the system's state, not the request.
+var retryable = map[Code]bool{
+	CodeNoCapacity: true, CodeTimeout: true, CodeWorkerShutdown: true, CodeBusUnavailable: true,
+	CodeQueueFull: true, CodeModelNotFound: true, CodeInternal: true, CodeFenced: true,
+}
+
+// Retryable reports whether sending the same request again may succeed.
+func (c Code) Retryable() bool { return retryable[c] }
 
 // HTTPStatus is the status an HTTP response with this code carries.
 func (c Code) HTTPStatus() int {
@@ -52,17 +72,20 @@ func (c Code) HTTPStatus() int {
 }
 
 // Error is an error with a stable code, as it travels on the wire:
-// {"code":"model_not_found","message":"..."}.
+// {"code":"model_not_found","message":"...","retryable":true}.
 type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
+	// Retryable says whether the same request may succeed later (Code's
+	// Retryable); readers may rely on the code alone.
+	Retryable bool `json:"retryable,omitempty"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
 
 // Errorf makes an *Error with a formatted message.
 func Errorf(code Code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Retryable: code.Retryable()}
 }
 
 // CodeOf returns the code of the first *Error in err's chain, or CodeInternal.

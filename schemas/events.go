@@ -1,10 +1,16 @@
 package schemas
 
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
 // EventType says what a token-stream message carries.
 type EventType string
 
-// A job's reply subject receives zero or more token events, then exactly one
-// end or error event, then an empty message that closes the stream.
+// A job's events (its subject in the events stream, Job.Stream) are zero or
+// more token events, then exactly one end or error event, which ends it.
 const (
 	EventToken EventType = "token"
 	EventEnd   EventType = "end"
@@ -17,12 +23,17 @@ const (
 	StopReasonLength = "length"
 )
 
-// Event is one message on a job's reply subject. Seq starts at 0 and grows by
-// one per message, so a receiver can tell a gap (core NATS is at-most-once).
+// Event is one event of a job. Seq starts at 0 and grows by one per event,
+// across every delivery of the job: a worker that takes a job over goes on
+// from the seq after the last one in the stream, so a reader sees one
+// unbroken sequence. Delivery is the job's delivery number (1 for the first
+// worker, then one more per takeover): among events of the same seq, only
+// the newest delivery's count.
 type Event struct {
 	JobID    string    `json:"job_id"`
 	Seq      int       `json:"seq"`
 	Type     EventType `json:"type"`
+	Delivery int       `json:"delivery"`
 	WorkerID string    `json:"worker_id,omitempty"`
 
 	// Token events.
@@ -54,10 +65,16 @@ type Timings struct {
 	TotalMillis        float64 `json:"total_ms"`
 }
 
+// Terminal reports whether the event ends its job's events.
+func (e *Event) Terminal() bool { return e.Type == EventEnd || e.Type == EventError }
+
 // Validate checks an event read from the wire.
 func (e *Event) Validate() error {
 	if e.Seq < 0 {
 		return Errorf(CodeInvalidRequest, "seq %d is negative", e.Seq)
+	}
+	if e.Delivery < 1 {
+		return Errorf(CodeInvalidRequest, "delivery %d: want 1 or more", e.Delivery)
 	}
 	switch e.Type {
 	case EventToken:
@@ -79,4 +96,50 @@ func (e *Event) Validate() error {
 		return Errorf(CodeInvalidRequest, "event type %q: want token, end or error", e.Type)
 	}
 	return nil
+}
+
+// MaxEventsPerMessage bounds the events one message carries: a worker that
+// produces tokens faster than the stream takes them sends them together.
+const MaxEventsPerMessage = 1024
+
+// EncodeEvents writes events as one message body: one JSON object a line.
+func EncodeEvents(events []Event) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	for i := range events {
+		if err := enc.Encode(&events[i]); err != nil {
+			return nil, fmt.Errorf("encode event %d: %w", events[i].Seq, err)
+		}
+	}
+	return b.Bytes(), nil
+}
+
+// DecodeEvents reads a message body written by EncodeEvents, validating every
+// event, and appends them to dst. It fails on anything else: an empty body,
+// a line that is not an event, more than MaxEventsPerMessage events.
+func DecodeEvents(dst []Event, data []byte) ([]Event, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return dst, Errorf(CodeInvalidRequest, "empty event message")
+	}
+	n := 0
+	for line := range bytes.Lines(data) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if n++; n > MaxEventsPerMessage {
+			return dst, Errorf(CodeInvalidRequest, "more than %d events in one message", MaxEventsPerMessage)
+		}
+		var ev Event
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ev); err != nil {
+			return dst, Errorf(CodeInvalidRequest, "event %d of the message: %v", n, err)
+		}
+		if err := ev.Validate(); err != nil {
+			return dst, err
+		}
+		dst = append(dst, ev)
+	}
+	return dst, nil
 }

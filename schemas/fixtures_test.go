@@ -8,7 +8,7 @@ func ptr[T any](v T) *T { return &v }
 
 func validJob() Job {
 	return Job{
-		ID: "job-1", Model: "llama3:8b", Reply: "_INBOX.abc.1",
+		ID: "job-1", Model: "llama3:8b", Stream: "rbee.v2.stream.q1.job-1",
 		Prompt: "Once upon a time", MaxTokens: 64, Stop: []string{"\n\n"},
 		Sampling: Sampling{
 			Temperature: ptr(0.7), TopK: 40, TopP: 0.9, MinP: 0.05, RepeatPenalty: 1.1,
@@ -30,19 +30,19 @@ func validInferRequest() InferRequest {
 }
 
 func tokenEvent() Event {
-	return Event{JobID: "job-1", Seq: 0, Type: EventToken, WorkerID: "w1", Text: "Once", TokenID: ptr[int32](9038)}
+	return Event{JobID: "job-1", Seq: 0, Type: EventToken, Delivery: 1, WorkerID: "w1", Text: "Once", TokenID: ptr[int32](9038)}
 }
 
 func endEvent() Event {
 	return Event{
-		JobID: "job-1", Seq: 7, Type: EventEnd, StopReason: StopReasonLength,
+		JobID: "job-1", Seq: 7, Type: EventEnd, Delivery: 1, StopReason: StopReasonLength,
 		Usage:   &Usage{PromptTokens: 5, CompletionTokens: 6, TotalTokens: 11},
 		Timings: &Timings{QueueMillis: 1, TimeToFirstMillis: 2, PromptTokensPerSec: 300, DecodeTokensPerSec: 50, TotalMillis: 120},
 	}
 }
 
 func errorEvent() Event {
-	return Event{JobID: "job-1", Seq: 3, Type: EventError, Error: Errorf(CodeEngineFailure, "out of memory")}
+	return Event{JobID: "job-1", Seq: 3, Type: EventError, Delivery: 2, Error: Errorf(CodeEngineFailure, "out of memory")}
 }
 
 func validWorkerHeartbeat() WorkerHeartbeat {

@@ -19,7 +19,7 @@ func FuzzValidate(f *testing.F) {
 	for _, s := range []string{
 		``, `null`, `{}`, `[]`, `"job"`, `{"type":"token"}`, `{"type":"end","usage":null}`,
 		`{"type":"error","error":{}}`, `{"temperature":-1e400}`, `{"messages":[null]}`, `{"seq":-9223372036854775808}`,
-		`{"id":"a","model":"m","reply":"r","stop":[""]}`, `{"token_id":4294967296}`,
+		`{"id":"a","model":"m","stream":"r","stop":[""]}`, `{"token_id":4294967296}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -33,6 +33,37 @@ func FuzzValidate(f *testing.F) {
 			if err := v.Validate(); err != nil && CodeOf(err) != CodeInvalidRequest {
 				t.Errorf("%T.Validate() = %v: code %s, want %s", v, err, CodeOf(err), CodeInvalidRequest)
 			}
+		}
+	})
+}
+
+// FuzzDecodeEvents reads arbitrary message bodies as job events: no panic,
+// every rejection carries invalid_request, and whatever is accepted encodes
+// back to events that decode to the same.
+func FuzzDecodeEvents(f *testing.F) {
+	seed, err := EncodeEvents([]Event{tokenEvent(), errorEvent()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	for _, s := range []string{"", "\n\n", "{}\n", `{"job_id":"j","seq":0,"delivery":1,"type":"token","token_id":1}` + "\n{"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		events, err := DecodeEvents(nil, data)
+		if err != nil {
+			if CodeOf(err) != CodeInvalidRequest {
+				t.Fatalf("DecodeEvents: %v: code %s, want %s", err, CodeOf(err), CodeInvalidRequest)
+			}
+			return
+		}
+		again, err := EncodeEvents(events)
+		if err != nil {
+			t.Fatalf("EncodeEvents of decoded events: %v", err)
+		}
+		back, err := DecodeEvents(nil, again)
+		if err != nil || len(back) != len(events) {
+			t.Fatalf("round trip: %d events, then %d (%v)", len(events), len(back), err)
 		}
 	})
 }

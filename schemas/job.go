@@ -13,6 +13,8 @@ const (
 	MaxMessages    = 1024
 	MaxStop        = 16
 	MaxTokensLimit = 1 << 17
+	// MaxTimeoutSeconds bounds a request's timeout: a day.
+	MaxTimeoutSeconds = 86400
 )
 
 // Message is one chat turn.
@@ -39,23 +41,26 @@ type Sampling struct {
 // Prompt and Messages is set (an empty prompt is a story from the start); Messages is rendered with the model's chat
 // template by the worker, which owns the model file.
 type Job struct {
-	ID        string    `json:"id"`
-	Model     string    `json:"model"`
-	Reply     string    `json:"reply"`
+	ID    string `json:"id"`
+	Model string `json:"model"`
+	// Stream is the subject of the job's events in the events stream,
+	// Subjects.JobEvents(owner, ID): workers publish only there.
+	Stream    string    `json:"stream"`
 	Prompt    string    `json:"prompt,omitempty"`
 	Messages  []Message `json:"messages,omitempty"`
 	MaxTokens int       `json:"max_tokens,omitempty"`
 	Stop      []string  `json:"stop,omitempty"`
 	Sampling
 	CreatedAt time.Time `json:"created_at,omitzero"`
-	// ExpiresAt is when the requester stops waiting. A worker that takes
-	// the job later answers timeout instead of generating for nobody.
-	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Deadline is when the job must be done: a worker that takes it later
+	// answers deadline_exceeded without starting it, and one running it
+	// stops there. Time spent queued counts.
+	Deadline time.Time `json:"deadline,omitzero"`
 }
 
-// Expired reports whether the requester has stopped waiting at now.
+// Expired reports whether the job's deadline has passed at now.
 func (j *Job) Expired(now time.Time) bool {
-	return !j.ExpiresAt.IsZero() && now.After(j.ExpiresAt)
+	return !j.Deadline.IsZero() && !now.Before(j.Deadline)
 }
 
 // Validate checks a job before it is queued or run.
@@ -66,14 +71,14 @@ func (j *Job) Validate() error {
 	if !ValidModel(j.Model) {
 		return Errorf(CodeInvalidRequest, "model %q: want 1-128 letters, digits, '-', '_' or ':'", j.Model)
 	}
-	if !validReply(j.Reply) {
-		return Errorf(CodeInvalidRequest, "reply %q: want a subject without wildcards", j.Reply)
+	if !validSubject(j.Stream) {
+		return Errorf(CodeInvalidRequest, "stream %q: want a subject without wildcards", j.Stream)
 	}
 	return j.validateBody()
 }
 
-// validReply accepts a publishable subject: non-empty tokens, no wildcards.
-func validReply(s string) bool {
+// validSubject accepts a publishable subject: non-empty tokens, no wildcards.
+func validSubject(s string) bool {
 	if s == "" || strings.ContainsAny(s, " \t\r\n*>") {
 		return false
 	}
@@ -86,7 +91,7 @@ func validReply(s string) bool {
 }
 
 // InferRequest is what a client sends to the Infer endpoint: a job without
-// ID or reply subject, which the queen fills in.
+// ID or stream, which the queen fills in.
 type InferRequest struct {
 	Model     string    `json:"model"`
 	Prompt    string    `json:"prompt,omitempty"`
@@ -94,6 +99,9 @@ type InferRequest struct {
 	MaxTokens int       `json:"max_tokens,omitempty"`
 	Stop      []string  `json:"stop,omitempty"`
 	Sampling
+	// Timeout bounds the whole job, queueing included, in seconds (0: the
+	// queen's default).
+	Timeout float64 `json:"timeout,omitempty"`
 }
 
 // Validate checks a request before the queen turns it into a job.
@@ -101,14 +109,17 @@ func (r *InferRequest) Validate() error {
 	if !ValidModel(r.Model) {
 		return Errorf(CodeInvalidRequest, "model %q: want 1-128 letters, digits, '-', '_' or ':'", r.Model)
 	}
+	if r.Timeout < 0 || r.Timeout > MaxTimeoutSeconds || r.Timeout != r.Timeout {
+		return Errorf(CodeInvalidRequest, "timeout %v: want 0 to %d seconds", r.Timeout, MaxTimeoutSeconds)
+	}
 	j := r.Job("", "")
 	return j.validateBody()
 }
 
-// Job turns the request into a job with the given ID and reply subject.
-func (r *InferRequest) Job(id, reply string) Job {
+// Job turns the request into a job with the given ID and event stream.
+func (r *InferRequest) Job(id, stream string) Job {
 	return Job{
-		ID: id, Model: r.Model, Reply: reply,
+		ID: id, Model: r.Model, Stream: stream,
 		Prompt: r.Prompt, Messages: r.Messages,
 		MaxTokens: r.MaxTokens, Stop: r.Stop, Sampling: r.Sampling,
 	}

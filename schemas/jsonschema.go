@@ -20,15 +20,15 @@ var wireTypes = []struct {
 	value       any
 	description string
 }{
-	{"job.json", Job{}, "A generation job on the work queue <prefix>.v1.jobs.<model>, with the job ID in the Nats-Msg-Id header. Set prompt or messages, not both."},
-	{"infer_request.json", InferRequest{}, "A request to the queen's Infer endpoint <prefix>.v1.infer. Set prompt or messages, not both."},
-	{"event.json", Event{}, "One message on a job's reply subject: token events, then one end or error event, then an empty message."},
-	{"worker_heartbeat.json", WorkerHeartbeat{}, "A worker's heartbeat on <prefix>.v1.heartbeat.worker.<id>, also kept under its ID in the workers KV bucket."},
-	{"hive_heartbeat.json", HiveHeartbeat{}, "A hive's heartbeat on <prefix>.v1.heartbeat.hive.<id>."},
-	{"control.json", Control{}, "A command on <prefix>.v1.control.<kind>.<id>."},
+	{"job.json", Job{}, "A generation job on the work queue <prefix>.v2.jobs.<model>, with the job ID in the Nats-Msg-Id header. Set prompt or messages, not both."},
+	{"infer_request.json", InferRequest{}, "A request to the queen's Infer endpoint <prefix>.v2.infer. Set prompt or messages, not both."},
+	{"event.json", Event{}, "One event of a job, on its subject <prefix>.v2.stream.<owner>.<job> of the job events stream: token events, then one end or error event. A message holds one or more events, one JSON object a line."},
+	{"worker_heartbeat.json", WorkerHeartbeat{}, "A worker's heartbeat on <prefix>.v2.heartbeat.worker.<id>, also kept under its ID in the workers KV bucket."},
+	{"hive_heartbeat.json", HiveHeartbeat{}, "A hive's heartbeat on <prefix>.v2.heartbeat.hive.<id>."},
+	{"control.json", Control{}, "A command on <prefix>.v2.control.<kind>.<id>."},
 	{"control_reply.json", ControlReply{}, "The answer to a control command."},
 	{"error_response.json", ErrorResponse{}, "The body of every error answer, HTTP or NATS."},
-	{"audit_event.json", AuditEvent{}, "An audit event on <prefix>.v1.events.<type>, kept by the events stream."},
+	{"audit_event.json", AuditEvent{}, "An audit event on <prefix>.v2.events.<type>, kept by the events stream."},
 }
 
 // enumValues lists the values of string types whose values are fixed.

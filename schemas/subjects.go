@@ -7,7 +7,7 @@ import (
 )
 
 // Version is the contract version carried in every subject.
-const Version = "v1"
+const Version = "v2"
 
 // DefaultPrefix is the first subject token unless the operator picks another,
 // so that several rbee installations can share one NATS account.
@@ -66,10 +66,30 @@ func (s Subjects) Jobs(model string) string { return s.base() + ".jobs." + model
 // AllJobs matches every model's work queue.
 func (s Subjects) AllJobs() string { return s.base() + ".jobs.>" }
 
-// Cancel is where the queen tells the worker running a job to stop it, for
-// example because the HTTP client went away. It lies outside "jobs.>" so it
-// never lands on the work queue.
-func (s Subjects) Cancel(jobID string) string { return s.base() + ".cancel." + jobID }
+// JobEvents is the subject of one job's events in the events stream
+// (StreamsStream): <prefix>.v2.stream.<owner>.<job>. The owner is the
+// queen (or any client) that submitted the job and reads every job of its
+// own with one consumer on OwnerEvents.
+func (s Subjects) JobEvents(owner, jobID string) string {
+	return s.base() + ".stream." + owner + "." + jobID
+}
+
+// OwnerEvents matches the events of every job one owner submitted.
+func (s Subjects) OwnerEvents(owner string) string { return s.base() + ".stream." + owner + ".>" }
+
+// AllJobEvents matches every job's events.
+func (s Subjects) AllJobEvents() string { return s.base() + ".stream.>" }
+
+// IsJobEvents reports whether subject names a job's events under s: the only
+// subjects a worker publishes a job's events on.
+func (s Subjects) IsJobEvents(subject string) bool {
+	rest, ok := strings.CutPrefix(subject, s.base()+".stream.")
+	if !ok {
+		return false
+	}
+	owner, job, ok := strings.Cut(rest, ".")
+	return ok && ValidID(owner) && ValidID(job)
+}
 
 // Infer is the request/reply endpoint of the queen's micro service.
 func (s Subjects) Infer() string { return s.base() + ".infer" }
@@ -95,6 +115,20 @@ func (s Subjects) AllEvents() string { return s.base() + ".events.>" }
 
 // JobsStream is the JetStream work-queue stream holding pending jobs.
 func (s Subjects) JobsStream() string { return s.upper() + "_JOBS" }
+
+// StreamsStream keeps every job's events (its token stream) for a while: a
+// worker that takes over a job reads what was already sent, a client that
+// reconnects reads the rest.
+func (s Subjects) StreamsStream() string { return s.upper() + "_STREAMS" }
+
+// CancelsBucket is the KV bucket of cancelled jobs: a key per job ID. A
+// worker checks it before starting a job and watches its job's key while
+// running it, so a cancel reaches queued and running jobs alike.
+func (s Subjects) CancelsBucket() string { return s.upper() + "_CANCELS" }
+
+// CancelKey is the subject a put of jobID's key in the cancels bucket is
+// published on, which a worker running the job subscribes to.
+func (s Subjects) CancelKey(jobID string) string { return "$KV." + s.CancelsBucket() + "." + jobID }
 
 // EventsStream is the JetStream stream keeping audit events.
 func (s Subjects) EventsStream() string { return s.upper() + "_EVENTS" }

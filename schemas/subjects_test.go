@@ -37,26 +37,31 @@ func TestSubjectNames(t *testing.T) {
 	for _, tc := range []struct {
 		got, want string
 	}{
-		{def.Jobs("llama3:8b"), "rbee.v1.jobs.llama3:8b"},
-		{def.AllJobs(), "rbee.v1.jobs.>"},
-		{def.Cancel("job-1"), "rbee.v1.cancel.job-1"},
-		{def.Infer(), "rbee.v1.infer"},
-		{def.Heartbeat(KindWorker, "w1"), "rbee.v1.heartbeat.worker.w1"},
-		{def.AllHeartbeats(), "rbee.v1.heartbeat.>"},
-		{def.Control(KindHive, "h1"), "rbee.v1.control.hive.h1"},
-		{def.Events("job_done"), "rbee.v1.events.job_done"},
-		{def.AllEvents(), "rbee.v1.events.>"},
+		{def.Jobs("llama3:8b"), "rbee.v2.jobs.llama3:8b"},
+		{def.AllJobs(), "rbee.v2.jobs.>"},
+		{def.JobEvents("q1", "job-1"), "rbee.v2.stream.q1.job-1"},
+		{def.OwnerEvents("q1"), "rbee.v2.stream.q1.>"},
+		{def.AllJobEvents(), "rbee.v2.stream.>"},
+		{def.CancelKey("job-1"), "$KV.RBEE_CANCELS.job-1"},
+		{def.StreamsStream(), "RBEE_STREAMS"},
+		{def.CancelsBucket(), "RBEE_CANCELS"},
+		{def.Infer(), "rbee.v2.infer"},
+		{def.Heartbeat(KindWorker, "w1"), "rbee.v2.heartbeat.worker.w1"},
+		{def.AllHeartbeats(), "rbee.v2.heartbeat.>"},
+		{def.Control(KindHive, "h1"), "rbee.v2.control.hive.h1"},
+		{def.Events("job_done"), "rbee.v2.events.job_done"},
+		{def.AllEvents(), "rbee.v2.events.>"},
 		{def.JobsStream(), "RBEE_JOBS"},
 		{def.EventsStream(), "RBEE_EVENTS"},
 		{def.WorkersBucket(), "RBEE_WORKERS"},
 		{def.JobsConsumer("llama3:8b"), "workers_llama3:8b"},
-		{custom.Jobs("m"), "team-a.v1.jobs.m"},
-		{custom.Infer(), "team-a.v1.infer"},
+		{custom.Jobs("m"), "team-a.v2.jobs.m"},
+		{custom.Infer(), "team-a.v2.infer"},
 		{custom.JobsStream(), "TEAM_A_JOBS"},
 		{custom.EventsStream(), "TEAM_A_EVENTS"},
 		{custom.WorkersBucket(), "TEAM_A_WORKERS"},
 		// The zero value behaves as the default prefix.
-		{Subjects{}.Jobs("m"), "rbee.v1.jobs.m"},
+		{Subjects{}.Jobs("m"), "rbee.v2.jobs.m"},
 		{Subjects{}.JobsStream(), "RBEE_JOBS"},
 	} {
 		if tc.got != tc.want {
@@ -93,7 +98,11 @@ func TestSubjectsDoNotOverlap(t *testing.T) {
 		{s.AllHeartbeats(), s.Heartbeat(KindWorker, "w1"), true},
 		{s.AllEvents(), s.Events("x"), true},
 		// Only jobs may land on the work queue.
-		{s.AllJobs(), s.Cancel("job-1"), false},
+		{s.AllJobs(), s.JobEvents("q1", "job-1"), false},
+		{s.AllEvents(), s.JobEvents("q1", "job-1"), false},
+		{s.AllJobEvents(), s.JobEvents("q1", "job-1"), true},
+		{s.OwnerEvents("q1"), s.JobEvents("q1", "job-1"), true},
+		{s.OwnerEvents("q2"), s.JobEvents("q1", "job-1"), false},
 		{s.AllJobs(), s.Infer(), false},
 		{s.AllJobs(), s.Events("x"), false},
 		{s.AllJobs(), s.Heartbeat(KindWorker, "w1"), false},
@@ -107,7 +116,8 @@ func TestSubjectsDoNotOverlap(t *testing.T) {
 		}
 	}
 	// Stream, bucket and consumer names are single tokens JetStream accepts.
-	for _, name := range []string{s.JobsStream(), s.EventsStream(), s.WorkersBucket(), s.JobsConsumer("llama3:8b")} {
+	for _, name := range []string{s.JobsStream(), s.EventsStream(), s.StreamsStream(), s.WorkersBucket(),
+		s.CancelsBucket(), s.JobsConsumer("llama3:8b")} {
 		if strings.ContainsAny(name, ". *>/\\\t\r\n") {
 			t.Errorf("name %q is not a valid JetStream name", name)
 		}
@@ -143,6 +153,24 @@ func TestValidModelAndID(t *testing.T) {
 		}
 		if got := ValidID(tc.s); got != tc.id {
 			t.Errorf("ValidID(%q) = %v, want %v", tc.s, got, tc.id)
+		}
+	}
+}
+
+func TestIsJobEvents(t *testing.T) {
+	s, _ := NewSubjects("")
+	for subject, want := range map[string]bool{
+		s.JobEvents("q1", "job-1"):   true,
+		"rbee.v2.stream.q1":          false,
+		"rbee.v2.stream.q1.job.x":    false,
+		"rbee.v2.stream.q1.*":        false,
+		"rbee.v2.stream.>":           false,
+		"other.v2.stream.q1.job-1":   false,
+		"_INBOX.abc":                 false,
+		"rbee.v2.heartbeat.worker.w": false,
+	} {
+		if got := s.IsJobEvents(subject); got != want {
+			t.Errorf("IsJobEvents(%q) = %v, want %v", subject, got, want)
 		}
 	}
 }

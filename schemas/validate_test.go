@@ -57,11 +57,11 @@ func TestJobValidate(t *testing.T) {
 		{"model with dot", func(j *Job) { j.Model = "llama.3" }, "model"},
 		{"model with wildcard", func(j *Job) { j.Model = "*" }, "model"},
 		{"model with space", func(j *Job) { j.Model = "a b" }, "model"},
-		{"empty reply", func(j *Job) { j.Reply = "" }, "reply"},
-		{"reply wildcard", func(j *Job) { j.Reply = "_INBOX.*" }, "reply"},
-		{"reply full wildcard", func(j *Job) { j.Reply = "_INBOX.>" }, "reply"},
-		{"reply with space", func(j *Job) { j.Reply = "a b" }, "reply"},
-		{"reply with newline", func(j *Job) { j.Reply = "a\nb" }, "reply"},
+		{"empty stream", func(j *Job) { j.Stream = "" }, "stream"},
+		{"stream wildcard", func(j *Job) { j.Stream = "rbee.v2.stream.*" }, "stream"},
+		{"stream full wildcard", func(j *Job) { j.Stream = "rbee.v2.stream.>" }, "stream"},
+		{"stream with space", func(j *Job) { j.Stream = "a b" }, "stream"},
+		{"stream with newline", func(j *Job) { j.Stream = "a\nb" }, "stream"},
 		{"prompt and messages", func(j *Job) { j.Messages = []Message{{Role: "user"}} }, "not both"},
 		{"prompt too long", func(j *Job) { j.Prompt = strings.Repeat("x", MaxPromptBytes+1) }, "prompt"},
 		{"too many messages", func(j *Job) {
@@ -120,11 +120,11 @@ func TestInferRequestValidate(t *testing.T) {
 func TestInferRequestJob(t *testing.T) {
 	r := validInferRequest()
 	r.Stop = []string{"END"}
-	j := r.Job("job-9", "_INBOX.x")
+	j := r.Job("job-9", "rbee.v2.stream.q1.job-9")
 	if err := j.Validate(); err != nil {
 		t.Fatalf("job from a valid request: %v", err)
 	}
-	if j.ID != "job-9" || j.Reply != "_INBOX.x" || j.Model != r.Model || j.MaxTokens != r.MaxTokens ||
+	if j.ID != "job-9" || j.Stream != "rbee.v2.stream.q1.job-9" || j.Model != r.Model || j.MaxTokens != r.MaxTokens ||
 		len(j.Messages) != 1 || j.Stop[0] != "END" || *j.Temperature != 0 {
 		t.Errorf("Job() = %+v, from %+v", j, r)
 	}
@@ -150,6 +150,7 @@ func TestEventValidate(t *testing.T) {
 		{"empty token text", func() Event { e := tokenEvent(); e.Text = ""; return e }, ""},
 
 		{"negative seq", func() Event { e := tokenEvent(); e.Seq = -1; return e }, "seq"},
+		{"no delivery", func() Event { e := tokenEvent(); e.Delivery = 0; return e }, "delivery"},
 		{"token without id", func() Event { e := tokenEvent(); e.TokenID = nil; return e }, "token_id"},
 		{"end without usage", func() Event { e := endEvent(); e.Usage = nil; return e }, "usage"},
 		{"end without reason", func() Event { e := endEvent(); e.StopReason = ""; return e }, "stop_reason"},
@@ -233,5 +234,37 @@ func TestErrors(t *testing.T) {
 	}
 	if got := CodeOf(errors.New("plain")); got != CodeInternal {
 		t.Errorf("CodeOf(plain) = %s, want %s", got, CodeInternal)
+	}
+}
+
+func TestEncodeDecodeEvents(t *testing.T) {
+	in := []Event{tokenEvent(), endEvent()}
+	data, err := EncodeEvents(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := DecodeEvents(nil, data)
+	if err != nil || len(out) != 2 || out[0].Text != "Once" || out[1].Usage.TotalTokens != 11 {
+		t.Fatalf("DecodeEvents(%q) = %+v, %v", data, out, err)
+	}
+	for name, body := range map[string]string{
+		"empty":         "",
+		"blank lines":   "\n\n",
+		"not JSON":      "token\n",
+		"unknown field": `{"job_id":"j","seq":0,"delivery":1,"type":"token","token_id":1,"extra":1}`,
+		"invalid event": `{"job_id":"j","seq":0,"delivery":1,"type":"token"}`,
+		"no delivery":   `{"job_id":"j","seq":0,"type":"token","token_id":1}`,
+	} {
+		if _, err := DecodeEvents(nil, []byte(body)); CodeOf(err) != CodeInvalidRequest {
+			t.Errorf("%s: DecodeEvents = %v, want an invalid_request error", name, err)
+		}
+	}
+	many := make([]Event, MaxEventsPerMessage+1)
+	for i := range many {
+		many[i] = tokenEvent()
+	}
+	data, _ = EncodeEvents(many)
+	if _, err := DecodeEvents(nil, data); CodeOf(err) != CodeInvalidRequest {
+		t.Errorf("%d events in a message: %v, want an error", len(many), err)
 	}
 }

@@ -21,27 +21,27 @@ func TestSettle(t *testing.T) {
 	engine := errors.New("engine broke")
 	ctxErr := context.Canceled
 	for _, tc := range []struct {
-		name     string
-		err      error
-		cause    error
-		streamed bool
-		code     schemas.Code
-		act      action
+		name  string
+		err   error
+		cause error
+		code  schemas.Code
+		act   action
 	}{
-		{"success", nil, nil, true, "", actAck},
-		{"success as shutdown began", nil, errShutdown, true, "", actAck},
-		{"shutdown before the first token", ctxErr, errShutdown, false, "", actNak},
-		{"shutdown after tokens", ctxErr, errShutdown, true, schemas.CodeWorkerShutdown, actTerm},
-		{"lease lost before the first token", ctxErr, errLeaseLost, false, "", actNak},
-		{"lease lost after tokens", ctxErr, errLeaseLost, true, schemas.CodeBusUnavailable, actTerm},
-		{"cancelled before the first token", ctxErr, errCancelled, false, schemas.CodeCancelled, actAck},
-		{"cancelled after tokens", ctxErr, errCancelled, true, schemas.CodeCancelled, actAck},
-		{"prompt too long", fmt.Errorf("x: %w", infer.ErrContextExceeded), nil, false, schemas.CodeContextExceeded, actAck},
-		{"bad template", fmt.Errorf("x: %w", infer.ErrTemplate), nil, false, schemas.CodeTemplateError, actAck},
-		{"engine failure", engine, nil, true, schemas.CodeEngineFailure, actAck},
+		{"success", nil, nil, "", actAck},
+		{"success as shutdown began", nil, errShutdown, "", actAck},
+		{"shutdown: another worker resumes", ctxErr, errShutdown, "", actNak},
+		{"lease lost: another worker holds the job", ctxErr, errLeaseLost, "", actLeave},
+		{"fenced by a newer delivery", ctxErr, errFenced, "", actLeave},
+		{"an earlier delivery finished the job", ctxErr, errEnded, "", actAck},
+		{"cancelled", ctxErr, errCancelled, schemas.CodeCancelled, actAck},
+		{"deadline", ctxErr, errDeadline, schemas.CodeDeadlineExceeded, actAck},
+		{"prompt too long", fmt.Errorf("x: %w", infer.ErrContextExceeded), nil, schemas.CodeContextExceeded, actAck},
+		{"bad template", fmt.Errorf("x: %w", infer.ErrTemplate), nil, schemas.CodeTemplateError, actAck},
+		{"KV pool too small", fmt.Errorf("x: %w", infer.ErrKVExhausted), nil, schemas.CodeNoCapacity, actAck},
+		{"engine failure", engine, nil, schemas.CodeEngineFailure, actAck},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, act := settle(tc.err, tc.cause, tc.streamed)
+			code, act := settle(tc.err, tc.cause)
 			if code != tc.code || act != tc.act {
 				t.Errorf("settle = %q, %d; want %q, %d", code, act, tc.code, tc.act)
 			}

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,9 +20,10 @@ import (
 
 // Causes of a job's context ending early.
 var (
-	errCancelled = errors.New("cancelled on the cancel subject")
+	errCancelled = errors.New("cancelled")
 	errShutdown  = errors.New("shutdown grace expired")
 	errLeaseLost = errors.New("job lease lost")
+	errDeadline  = errors.New("the job's deadline passed")
 )
 
 // ackProgress is JetStream's in-progress ack. Sent as a request, unlike
@@ -33,86 +34,44 @@ const ackProgress = "+WPI"
 type action int
 
 const (
-	// actAck removes the job: it ended, and the client was told how.
+	// actAck removes the job: its stream ended with an end or error event.
 	actAck action = iota
-	// actNak requeues the job for another worker: the client saw nothing.
+	// actNak requeues the job: its stream has not ended, and the worker
+	// that takes it next resumes from what the stream holds, so the
+	// client's stream goes on where it stopped.
 	actNak
-	// actTerm removes the job without an answer the client can use: it saw
-	// part of one, and a retry would send that part twice.
-	actTerm
+	// actLeave does nothing: another worker holds the job now.
+	actLeave
 )
 
 // settle decides how a generation that returned err ends, given the cause
-// of the job's context ending (nil while it has not) and whether token
-// events went out. A code of "" means success.
-func settle(err, cause error, streamed bool) (schemas.Code, action) {
+// of the job's context ending (nil while it has not): the code of the
+// error event that ends its stream ("" for the end event, or none when
+// the action is not actAck) and what happens to the message.
+func settle(err, cause error) (schemas.Code, action) {
 	if err == nil {
 		return "", actAck
 	}
-	interrupted := func(code schemas.Code) (schemas.Code, action) {
-		if !streamed {
-			return "", actNak
-		}
-		return code, actTerm
-	}
 	switch {
 	case errors.Is(cause, errShutdown):
-		return interrupted(schemas.CodeWorkerShutdown)
-	case errors.Is(cause, errLeaseLost):
-		return interrupted(schemas.CodeBusUnavailable)
+		return "", actNak
+	case errors.Is(cause, errLeaseLost), errors.Is(cause, errFenced):
+		return "", actLeave
+	case errors.Is(cause, errEnded):
+		return "", actAck
 	case errors.Is(cause, errCancelled):
 		return schemas.CodeCancelled, actAck
+	case errors.Is(cause, errDeadline):
+		return schemas.CodeDeadlineExceeded, actAck
 	case errors.Is(err, infer.ErrContextExceeded):
 		return schemas.CodeContextExceeded, actAck
 	case errors.Is(err, infer.ErrTemplate):
 		return schemas.CodeTemplateError, actAck
+	case errors.Is(err, infer.ErrKVExhausted):
+		return schemas.CodeNoCapacity, actAck
 	default:
 		return schemas.CodeEngineFailure, actAck
 	}
-}
-
-// replies publishes one job's events with consecutive sequence numbers.
-type replies struct {
-	nc       *nats.Conn
-	subject  string
-	jobID    string
-	workerID string
-	seq      int
-	tokens   int // token events sent
-}
-
-func (r *replies) send(ev schemas.Event) error {
-	ev.JobID, ev.WorkerID, ev.Seq = r.jobID, r.workerID, r.seq
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	if err := r.nc.Publish(r.subject, data); err != nil {
-		return err
-	}
-	r.seq++
-	if ev.Type == schemas.EventToken {
-		r.tokens++
-	}
-	return nil
-}
-
-// finish sends the last event and the empty message that closes the stream.
-func (r *replies) finish(ev schemas.Event) error {
-	if err := r.send(ev); err != nil {
-		return err
-	}
-	return r.nc.Publish(r.subject, nil)
-}
-
-func (r *replies) fail(code schemas.Code, msg string) error {
-	return r.finish(schemas.Event{Type: schemas.EventError, Error: &schemas.Error{Code: code, Message: msg}})
-}
-
-// usableReply reports whether a reply subject read from a job that failed
-// validation can still be published to.
-func usableReply(s string) bool {
-	return s != "" && !strings.ContainsAny(s, " \t\r\n*>")
 }
 
 // handle runs one job pulled from the queue, from decoding to the ack.
@@ -122,40 +81,38 @@ func (w *Worker) handle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	defer w.addBusy(-1)
 
 	var queuedAt time.Time
+	delivery := 1
 	if meta, err := msg.Metadata(); err == nil {
-		queuedAt = meta.Timestamp
-		if meta.NumDelivered > 1 {
-			log.Info("job redelivered", "job_id", msg.Headers().Get(schemas.HeaderMsgID), "delivery", meta.NumDelivered)
+		queuedAt, delivery = meta.Timestamp, int(meta.NumDelivered)
+		if delivery > 1 {
+			log.Info("job redelivered", "job_id", msg.Headers().Get(schemas.HeaderMsgID), "delivery", delivery)
 		}
 	}
 	var job schemas.Job
 	if err := json.Unmarshal(msg.Data(), &job); err != nil {
-		w.reject(log, msg, job, schemas.Errorf(schemas.CodeInvalidRequest, "decode job: %v", err))
+		w.reject(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest, "decode job: %v", err))
 		return
 	}
 	if err := job.Validate(); err != nil {
-		w.reject(log, msg, job, err)
+		w.reject(log, msg, job, delivery, err)
 		return
 	}
 	if job.Model != w.cfg.Model {
-		w.reject(log, msg, job, schemas.Errorf(schemas.CodeModelNotFound,
+		w.reject(log, msg, job, delivery, schemas.Errorf(schemas.CodeModelNotFound,
 			"job for model %q reached a worker of %q", job.Model, w.cfg.Model))
-		return
-	}
-	if job.Expired(taken) {
-		w.reject(log, msg, job, schemas.Errorf(schemas.CodeTimeout,
-			"job waited in the queue past its deadline %s", job.ExpiresAt.Format(time.RFC3339)))
 		return
 	}
 	if !job.CreatedAt.IsZero() {
 		queuedAt = job.CreatedAt
 	}
-	w.run(ctx, log.With("job_id", job.ID), msg, job, taken, queuedAt)
+	w.run(ctx, log.With("job_id", job.ID, "delivery", delivery), msg, job, delivery, taken, queuedAt)
 }
 
 // reject answers a job that cannot run and terminates its message, so that
-// poison input is never redelivered.
-func (w *Worker) reject(log *slog.Logger, msg jetstream.Msg, job schemas.Job, err error) {
+// poison input is never redelivered. The answer goes to the job's stream
+// only when that is a job events subject: a worker never publishes where a
+// job it could not read points it.
+func (w *Worker) reject(log *slog.Logger, msg jetstream.Msg, job schemas.Job, delivery int, err error) {
 	id := job.ID
 	if id == "" {
 		id = msg.Headers().Get(schemas.HeaderMsgID)
@@ -163,11 +120,9 @@ func (w *Worker) reject(log *slog.Logger, msg jetstream.Msg, job schemas.Job, er
 	log = log.With("job_id", id)
 	code := schemas.CodeOf(err)
 	log.Warn("job rejected", "code", code, "err", err)
-	if usableReply(job.Reply) {
-		r := &replies{nc: w.nc, subject: job.Reply, jobID: job.ID, workerID: w.cfg.ID}
-		if perr := r.fail(code, err.Error()); perr != nil {
-			log.Warn("publish rejection", "err", perr)
-		}
+	if schemas.ValidID(job.ID) && w.cfg.Subjects.IsJobEvents(job.Stream) {
+		es := newEventStream(w.js, w.cfg.Subjects.StreamsStream(), job, w.cfg.ID, delivery, func(error) {})
+		w.endStream(log, es, code, err.Error())
 	}
 	if terr := msg.TermWithReason(string(code)); terr != nil {
 		log.Warn("terminate rejected job", "err", terr)
@@ -178,48 +133,107 @@ func (w *Worker) reject(log *slog.Logger, msg jetstream.Msg, job schemas.Job, er
 	}
 }
 
-// run generates a valid job's answer in the worker's batch and settles its
-// message.
-func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, job schemas.Job, taken, queuedAt time.Time) {
+// endStream publishes one terminal error event on a stream nobody else
+// writes to at the moment and waits for it.
+func (w *Worker) endStream(log *slog.Logger, es *eventStream, code schemas.Code, msg string) {
+	ctx, cancel := context.WithTimeout(context.Background(), busTimeout)
+	defer cancel()
+	if _, err := es.resume(ctx); err != nil {
+		log.Warn("read the job's events", "err", err)
+	}
+	es.add(schemas.Event{Type: schemas.EventError, Error: schemas.Errorf(code, "%s", msg)})
+	es.close()
+	go es.run(ctx)
+	if err := es.wait(); err != nil {
+		log.Warn("publish the job's error event", "err", err)
+	}
+}
+
+// run generates a valid job's answer in the worker's batch, publishing its
+// events on the job's stream, and settles its message.
+func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, job schemas.Job, delivery int, taken, queuedAt time.Time) {
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if sub, err := w.nc.Subscribe(w.cfg.Subjects.Cancel(job.ID), func(*nats.Msg) { cancel(errCancelled) }); err != nil {
-		log.Warn("subscribe to the cancel subject; the job cannot be cancelled", "err", err)
+	if !w.cfg.Subjects.IsJobEvents(job.Stream) {
+		w.reject(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest,
+			"stream %q: want a job events subject %s", job.Stream, w.cfg.Subjects.JobEvents("<owner>", job.ID)))
+		return
+	}
+	es := newEventStream(w.js, w.cfg.Subjects.StreamsStream(), job, w.cfg.ID, delivery, cancel)
+	rctx, rcancel := context.WithTimeout(ctx, busTimeout)
+	state, err := es.resume(rctx)
+	rcancel()
+	switch {
+	case err != nil:
+		// The bus cannot tell what was sent: leave the job to a later try.
+		log.Warn("read the job's events; handing the job back", "err", err)
+		w.settleMsg(ctx, log, msg, actNak)
+		return
+	case state.newer:
+		log.Info("a newer delivery already holds the job")
+		return
+	case state.ended:
+		log.Info("the job's events already ended; acknowledging it")
+		w.settleMsg(ctx, log, msg, actAck)
+		return
+	}
+	if len(state.tokens) > 0 {
+		log.Info("job taken over: resuming", "tokens_sent", len(state.tokens))
+	}
+	if job.Expired(taken) {
+		w.finishEarly(ctx, log, msg, es, job, schemas.CodeDeadlineExceeded,
+			fmt.Sprintf("the job's deadline %s passed before it started", job.Deadline.Format(time.RFC3339Nano)))
+		return
+	}
+	if w.cancelled(ctx, log, job.ID) {
+		w.finishEarly(ctx, log, msg, es, job, schemas.CodeCancelled, "the job was cancelled before it started")
+		return
+	}
+	if sub, err := w.nc.Subscribe(w.cfg.Subjects.CancelKey(job.ID), func(*nats.Msg) { cancel(errCancelled) }); err != nil {
+		log.Warn("watch the job's cancel key; the job cannot be cancelled while it runs", "err", err)
 	} else {
 		defer func() {
 			if err := sub.Unsubscribe(); err != nil {
-				log.Debug("unsubscribe from the cancel subject", "err", err)
+				log.Debug("unsubscribe from the cancel key", "err", err)
 			}
 		}()
 	}
-	var lease sync.WaitGroup
-	leaseCtx, stopLease := context.WithCancel(jobCtx)
-	lease.Go(func() { w.keepLease(leaseCtx, log, msg, cancel) })
+	if !job.Deadline.IsZero() {
+		var stopDeadline context.CancelFunc
+		jobCtx, stopDeadline = context.WithDeadlineCause(jobCtx, job.Deadline, errDeadline)
+		defer stopDeadline()
+	}
 
-	out := &replies{nc: w.nc, subject: job.Reply, jobID: job.ID, workerID: w.cfg.ID}
+	// The publisher outlives the job's context: the events that end the
+	// stream still go out after a cancel or a deadline.
+	var bg sync.WaitGroup
+	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPub()
+	bg.Go(func() { es.run(pubCtx) })
+	leaseCtx, stopLease := context.WithCancel(jobCtx)
+	bg.Go(func() { w.keepLease(leaseCtx, log, msg, cancel) })
+
 	log.Debug("job started", "prompt_bytes", len(job.Prompt), "messages", len(job.Messages), "max_tokens", job.MaxTokens)
-	res, err := w.sched.Generate(jobCtx, request(job), func(t infer.Token) error {
+	req := request(job)
+	req.Resume = state.tokens
+	res, err := w.sched.Generate(jobCtx, req, func(t infer.Token) error {
 		id := t.ID
-		return out.send(schemas.Event{Type: schemas.EventToken, Text: t.Text, TokenID: &id})
+		es.add(schemas.Event{Type: schemas.EventToken, Text: t.Text, TokenID: &id})
+		return nil
 	})
 	stopLease()
-	lease.Wait()
 	w.observe(res)
 
-	code, act := settle(err, context.Cause(jobCtx), out.tokens > 0)
-	var perr error
+	code, act := settle(err, context.Cause(jobCtx))
 	var usage *schemas.Usage
 	var jobTimings *schemas.Timings
 	switch {
-	case act == actNak:
-		// The client has seen nothing and will see the job's next run.
+	case act != actAck || errors.Is(context.Cause(jobCtx), errEnded):
 	case code == "":
 		usage = &schemas.Usage{PromptTokens: len(res.PromptIDs), CompletionTokens: len(res.GeneratedIDs)}
 		usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
 		jobTimings = timings(res.Timings, taken, queuedAt)
-		perr = out.finish(schemas.Event{
-			Type: schemas.EventEnd, StopReason: res.StopReason, Usage: usage, Timings: jobTimings,
-		})
+		es.add(schemas.Event{Type: schemas.EventEnd, StopReason: res.StopReason, Usage: usage, Timings: jobTimings})
 		log.Info("job done", "stop_reason", res.StopReason, "prompt_tokens", usage.PromptTokens,
 			"completion_tokens", usage.CompletionTokens, "decode_tokens_per_second", res.Timings.DecodeTokensPerSecond())
 	default:
@@ -227,38 +241,100 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 		if c := context.Cause(jobCtx); c != nil {
 			cause = c
 		}
-		perr = out.fail(code, cause.Error())
-		log.Info("job failed", "code", code, "err", err, "tokens_sent", out.tokens)
+		es.add(schemas.Event{Type: schemas.EventError, Error: schemas.Errorf(code, "%s", cause.Error())})
+		log.Info("job failed", "code", code, "err", err, "tokens_sent", es.sentTokens())
 	}
-	if perr != nil {
-		log.Warn("publish the end of the token stream", "err", perr)
+	if act == actAck {
+		// What is queued goes out, within a lease: past it, the job is
+		// someone else's anyway.
+		es.close()
+		flush := time.AfterFunc(w.cfg.AckWait, stopPub)
+		defer flush.Stop()
+	} else {
+		stopPub()
 	}
+	outcome := es.wait()
+	bg.Wait()
+	switch {
+	case act == actAck && errors.Is(outcome, errFenced):
+		act = actLeave
+	case act == actAck && outcome != nil && !errors.Is(outcome, errEnded):
+		log.Warn("publish the job's events; handing the job back", "err", outcome)
+		act = actNak
+	}
+	w.settleMsg(ctx, log, msg, act)
+	w.record(log, msg, job.ID, act, code, usage, jobTimings)
+}
 
-	outcome := outcomeCompleted
+// finishEarly ends a job that never started with one error event.
+func (w *Worker) finishEarly(ctx context.Context, log *slog.Logger, msg jetstream.Msg, es *eventStream, job schemas.Job, code schemas.Code, why string) {
+	log.Info("job not started", "code", code, "reason", why)
+	es.add(schemas.Event{Type: schemas.EventError, Error: schemas.Errorf(code, "%s", why)})
+	es.close()
+	pctx, cancel := context.WithTimeout(ctx, busTimeout)
+	defer cancel()
+	go es.run(pctx)
+	act := actAck
+	if err := es.wait(); errors.Is(err, errFenced) {
+		act = actLeave
+	} else if err != nil && !errors.Is(err, errEnded) {
+		log.Warn("publish the job's error event; handing the job back", "err", err)
+		act = actNak
+	}
+	w.settleMsg(ctx, log, msg, act)
+	w.record(log, msg, job.ID, act, code, nil, nil)
+}
+
+// cancelled reports whether the job's key is in the cancels bucket.
+func (w *Worker) cancelled(ctx context.Context, log *slog.Logger, jobID string) bool {
+	ctx, cancel := context.WithTimeout(ctx, busTimeout)
+	defer cancel()
+	kv, err := w.js.KeyValue(ctx, w.cfg.Subjects.CancelsBucket())
+	if err == nil {
+		_, err = kv.Get(ctx, jobID)
+	}
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false
+	default:
+		log.Warn("read the cancels bucket; running the job", "err", err)
+		return false
+	}
+}
+
+// settleMsg acks, naks or leaves the job's message.
+func (w *Worker) settleMsg(ctx context.Context, log *slog.Logger, msg jetstream.Msg, act action) {
 	switch act {
 	case actAck:
-		if code != "" {
-			outcome = string(code)
-		}
-		actx, cancelAck := context.WithTimeout(context.WithoutCancel(ctx), busTimeout)
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), busTimeout)
+		defer cancel()
 		if err := msg.DoubleAck(actx); err != nil {
-			log.Warn("ack job; it may run again", "err", err)
+			log.Warn("ack job; it may run again, and its stream tells the next worker it is done", "err", err)
 		}
-		cancelAck()
 	case actNak:
-		outcome = outcomeRequeued
-		log.Info("job handed back to the queue before its first token", "reason", context.Cause(jobCtx))
 		if err := msg.Nak(); err != nil {
 			log.Warn("hand back job; it returns when its lease ends", "err", err)
 		}
-	case actTerm:
+	case actLeave:
+		log.Info("job left to the worker that took it over")
+	}
+}
+
+// record counts the job's outcome and audits it.
+func (w *Worker) record(log *slog.Logger, msg jetstream.Msg, jobID string, act action, code schemas.Code, usage *schemas.Usage, t *schemas.Timings) {
+	outcome := outcomeCompleted
+	switch {
+	case act == actNak:
+		outcome = outcomeRequeued
+	case act == actLeave:
+		outcome = outcomeTakenOver
+	case code != "":
 		outcome = string(code)
-		if err := msg.TermWithReason(string(code)); err != nil {
-			log.Warn("terminate interrupted job", "err", err)
-		}
 	}
 	w.metrics.jobs.WithLabelValues(outcome).Inc()
-	w.audit(log, msg, schemas.AuditEvent{JobID: job.ID, Outcome: outcome, Usage: usage, Timings: jobTimings})
+	w.audit(log, msg, schemas.AuditEvent{JobID: jobID, Outcome: outcome, Usage: usage, Timings: t})
 }
 
 // audit publishes a job.finished event; the events stream keeps it. Core

@@ -171,11 +171,14 @@ func (b *bed) waitState(t *testing.T, id string, ok func(schemas.WorkerHeartbeat
 	return hb
 }
 
-// submit queues job as the queen does and returns a subscription to its
-// reply subject, which it sets.
-func (b *bed) submit(t *testing.T, job schemas.Job) *nats.Subscription {
+// testOwner owns the jobs the tests submit: their events go under it.
+const testOwner = "tests"
+
+// submit queues job as the queen does, with its events stream under
+// testOwner, and returns a reader of those events.
+func (b *bed) submit(t *testing.T, job schemas.Job) *events {
 	t.Helper()
-	job.Reply = b.nc.NewInbox()
+	job.Stream = b.subj.JobEvents(testOwner, job.ID)
 	if job.Model == "" {
 		job.Model = modelName
 	}
@@ -183,75 +186,93 @@ func (b *bed) submit(t *testing.T, job schemas.Job) *nats.Subscription {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b.submitRaw(t, job.ID, job.Reply, data)
+	r := b.read(t, job.ID)
+	b.submitRaw(t, job.ID, data)
+	return r
 }
 
 // submitRaw queues data, which need not be a valid job, on the model's
-// work queue and subscribes to reply first if it is not empty.
-func (b *bed) submitRaw(t *testing.T, id, reply string, data []byte) *nats.Subscription {
+// work queue.
+func (b *bed) submitRaw(t *testing.T, id string, data []byte) {
 	t.Helper()
-	var sub *nats.Subscription
-	if reply != "" {
-		var err error
-		if sub, err = b.nc.SubscribeSync(reply); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-	}
 	msg := nats.NewMsg(b.subj.Jobs(modelName))
 	msg.Header.Set(schemas.HeaderMsgID, id)
 	msg.Data = data
 	if _, err := b.js.PublishMsg(testContext(t), msg); err != nil {
 		t.Fatalf("queue job %s: %v", id, err)
 	}
-	return sub
 }
 
-// next reads one event from a reply subscription; done reports the empty
-// message that closes the stream.
-func next(t *testing.T, sub *nats.Subscription) (ev schemas.Event, done bool) {
+// events reads one job's events from the events stream, as the queen does:
+// in order, only what the stream stored.
+type events struct {
+	t    *testing.T
+	msgs chan []byte
+	buf  []schemas.Event
+	subj string
+}
+
+func (b *bed) read(t *testing.T, jobID string) *events {
 	t.Helper()
-	msg, err := sub.NextMsg(waitLong)
+	subject := b.subj.JobEvents(testOwner, jobID)
+	cons, err := b.js.OrderedConsumer(testContext(t), b.subj.StreamsStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+	})
 	if err != nil {
-		t.Fatalf("read %s: %v", sub.Subject, err)
+		t.Fatalf("read the events of %s: %v", jobID, err)
 	}
-	if len(msg.Data) == 0 {
-		return ev, true
+	r := &events{t: t, msgs: make(chan []byte, 4096), subj: subject}
+	cc, err := cons.Consume(func(msg jetstream.Msg) { r.msgs <- msg.Data() })
+	if err != nil {
+		t.Fatalf("read the events of %s: %v", jobID, err)
 	}
-	if err := json.Unmarshal(msg.Data, &ev); err != nil {
-		t.Fatalf("decode event %q: %v", msg.Data, err)
-	}
-	if err := ev.Validate(); err != nil {
-		t.Fatalf("event %q: %v", msg.Data, err)
-	}
-	return ev, false
+	t.Cleanup(cc.Stop)
+	return r
 }
 
-// drain reads events until the stream closes, checking that seq counts
-// from 0 without gaps and that exactly the last event is an end or error.
-func drain(t *testing.T, sub *nats.Subscription, seen ...schemas.Event) []schemas.Event {
-	t.Helper()
-	events := seen
-	for {
-		ev, done := next(t, sub)
-		if done {
-			break
+// tryNext returns the next event, or false when none comes within wait.
+func (r *events) tryNext(wait time.Duration) (schemas.Event, bool) {
+	r.t.Helper()
+	for len(r.buf) == 0 {
+		select {
+		case data := <-r.msgs:
+			var err error
+			if r.buf, err = schemas.DecodeEvents(r.buf, data); err != nil {
+				r.t.Fatalf("events %q: %v", data, err)
+			}
+		case <-time.After(wait):
+			return schemas.Event{}, false
 		}
-		events = append(events, ev)
 	}
-	for i, ev := range events {
+	ev := r.buf[0]
+	r.buf = r.buf[1:]
+	return ev, true
+}
+
+// next reads one event, failing the test if none comes in time.
+func (r *events) next() schemas.Event {
+	r.t.Helper()
+	ev, ok := r.tryNext(waitLong)
+	if !ok {
+		r.t.Fatalf("no event on %s within %v", r.subj, waitLong)
+	}
+	return ev
+}
+
+// drain reads events until the terminal one, checking that seq counts
+// from 0 without gaps and that exactly the last event is an end or error.
+func drain(t *testing.T, r *events, seen ...schemas.Event) []schemas.Event {
+	t.Helper()
+	evs := seen
+	for len(evs) == 0 || !evs[len(evs)-1].Terminal() {
+		evs = append(evs, r.next())
+	}
+	for i, ev := range evs {
 		if ev.Seq != i {
 			t.Fatalf("event %d has seq %d", i, ev.Seq)
 		}
-		last := i == len(events)-1
-		if (ev.Type != schemas.EventToken) != last {
-			t.Fatalf("event %d of %d is a %s event", i, len(events), ev.Type)
-		}
 	}
-	if len(events) == 0 {
-		t.Fatal("the stream closed without an end or error event")
-	}
-	return events
+	return evs
 }
 
 // text joins the text of token events.
@@ -264,11 +285,11 @@ func text(events []schemas.Event) string {
 }
 
 // firstToken waits for a job's first token event.
-func firstToken(t *testing.T, sub *nats.Subscription) schemas.Event {
+func firstToken(t *testing.T, r *events) schemas.Event {
 	t.Helper()
-	ev, done := next(t, sub)
-	if done || ev.Type != schemas.EventToken {
-		t.Fatalf("first message: %+v (stream closed: %v), want a token event", ev, done)
+	ev := r.next()
+	if ev.Type != schemas.EventToken {
+		t.Fatalf("first event: %+v, want a token event", ev)
 	}
 	return ev
 }

@@ -13,6 +13,7 @@ import (
 const (
 	outcomeCompleted = schemas.OutcomeCompleted
 	outcomeRequeued  = schemas.OutcomeRequeued
+	outcomeTakenOver = schemas.OutcomeTakenOver
 )
 
 type metrics struct {

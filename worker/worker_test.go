@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -129,9 +130,14 @@ func metric(t *testing.T, r *running, name string, labels ...string) float64 {
 	return 0
 }
 
+// cancelJob puts the job's key in the cancels bucket, as the queen does.
 func cancelJob(t *testing.T, b *bed, id string) {
 	t.Helper()
-	if err := b.nc.Publish(b.subj.Cancel(id), nil); err != nil {
+	kv, err := b.js.KeyValue(testContext(t), b.subj.CancelsBucket())
+	if err != nil {
+		t.Fatalf("cancels bucket: %v", err)
+	}
+	if _, err := kv.Put(testContext(t), id, []byte("test")); err != nil {
 		t.Fatalf("cancel %s: %v", id, err)
 	}
 }
@@ -200,7 +206,7 @@ func TestInvalidJobsAreTerminated(t *testing.T) {
 	wantError(t, drain(t, other), schemas.CodeModelNotFound)
 
 	// Not JSON: there is no reply subject to answer on.
-	b.submitRaw(t, "garbage-1", "", []byte("{not json"))
+	b.submitRaw(t, "garbage-1", []byte("{not json"))
 	checkFor(t, waitLong, func() error {
 		if got := metric(t, r, "rbee_worker_jobs_total", "outcome", "invalid_request"); got != 2 {
 			return fmt.Errorf("invalid_request jobs metric %v, want 2", got)
@@ -215,14 +221,14 @@ func TestInvalidJobsAreTerminated(t *testing.T) {
 	wantEnd(t, drain(t, b.submit(t, quickJob("good-1"))))
 }
 
-// A job whose requester stopped waiting is answered, not run.
+// A job whose deadline passed while it was queued is answered, not run.
 func TestExpiredJobIsNotRun(t *testing.T) {
 	b := newBed(t)
 	r := b.startWorker(t, worker.Config{})
 	job := quickJob("expired-1")
-	job.ExpiresAt = time.Now().Add(-time.Second)
+	job.Deadline = time.Now().Add(-time.Second)
 	events := drain(t, b.submit(t, job))
-	wantError(t, events, schemas.CodeTimeout)
+	wantError(t, events, schemas.CodeDeadlineExceeded)
 	if len(events) != 1 {
 		t.Errorf("%d events, want only the error", len(events))
 	}
@@ -232,8 +238,39 @@ func TestExpiredJobIsNotRun(t *testing.T) {
 	b.waitQueueEmpty(t)
 
 	job = quickJob("fresh-1")
-	job.ExpiresAt = time.Now().Add(time.Hour)
+	job.Deadline = time.Now().Add(time.Hour)
 	wantEnd(t, drain(t, b.submit(t, job)))
+}
+
+// A job whose deadline passes while it runs stops there, with an error event.
+func TestDeadlineStopsRunningJob(t *testing.T) {
+	b := newBed(t)
+	b.startWorker(t, worker.Config{ContextLength: longContext})
+	job := longJob("late-1")
+	job.Deadline = time.Now().Add(300 * time.Millisecond)
+	events := drain(t, b.submit(t, job))
+	wantError(t, events, schemas.CodeDeadlineExceeded)
+	if len(events) < 2 {
+		t.Errorf("%d events: the job stopped before it streamed", len(events))
+	}
+	b.waitQueueEmpty(t)
+}
+
+// A job cancelled while it waits in the queue never starts.
+func TestCancelledQueuedJobNeverStarts(t *testing.T) {
+	b := newBed(t)
+	cancelJob(t, b, "gone-1")
+	sub := b.submit(t, longJob("gone-1"))
+	r := b.startWorker(t, worker.Config{ContextLength: longContext})
+	events := drain(t, sub)
+	wantError(t, events, schemas.CodeCancelled)
+	if len(events) != 1 {
+		t.Errorf("%d events, want only the error", len(events))
+	}
+	if got := metric(t, r, "rbee_worker_tokens_generated_total"); got != 0 {
+		t.Errorf("%v tokens generated for a cancelled job", got)
+	}
+	b.waitQueueEmpty(t)
 }
 
 // Every settled job leaves an audit event in the events stream.
@@ -396,19 +433,52 @@ func TestShutdownFinishesJobInHand(t *testing.T) {
 	b.waitQueueEmpty(t)
 }
 
-func TestShutdownGraceInterruptsStreamingJob(t *testing.T) {
+// A worker stopped mid-stream hands the job back, and the next worker goes
+// on from the last token sent: the reader sees one unbroken stream, the
+// same as a run that was never interrupted.
+func TestShutdownMidStreamResumesOnAnotherWorker(t *testing.T) {
 	b := newBed(t)
 	r := b.startWorker(t, worker.Config{ContextLength: longContext, ShutdownGrace: time.Millisecond})
-	sub := b.submit(t, longJob("job-g"))
+	const n = 300
+	job := schemas.Job{ID: "job-g", Prompt: "Once upon a time", MaxTokens: n, Sampling: greedy()}
+	sub := b.submit(t, job)
 	first := firstToken(t, sub)
 	r.wait(t)
-	wantError(t, drain(t, sub, first), schemas.CodeWorkerShutdown)
-	if info := b.waitQueueEmpty(t); info.NumRedelivered != 0 {
-		t.Errorf("%d jobs redelivered", info.NumRedelivered)
+	if got := metric(t, r, "rbee_worker_jobs_total", "outcome", "requeued"); got != 1 {
+		t.Errorf("requeued jobs metric %v, want 1", got)
 	}
-	if got := metric(t, r, "rbee_worker_jobs_total", "outcome", "worker_shutdown"); got != 1 {
-		t.Errorf("worker_shutdown jobs metric %v, want 1", got)
+	b.startWorker(t, worker.Config{ID: "w2", ContextLength: longContext})
+	events := drain(t, sub, first)
+	end := wantEnd(t, events)
+	if end.WorkerID != "w2" || end.Delivery != 2 || end.Usage.CompletionTokens != n {
+		t.Errorf("end event %+v, want %d tokens from w2's delivery 2", end, n)
 	}
+	var ids []int32
+	for _, ev := range events[:len(events)-1] {
+		if *ev.TokenID >= 0 {
+			ids = append(ids, *ev.TokenID)
+		}
+	}
+	solo := soloRun(t, job)
+	if got := text(events); got != solo.Text || !slices.Equal(ids, solo.GeneratedIDs) {
+		t.Errorf("resumed stream:\n%q\nuninterrupted run:\n%q", got, solo.Text)
+	}
+	b.waitQueueEmpty(t)
+}
+
+// soloRun is what the engine generates for job on its own.
+func soloRun(t *testing.T, job schemas.Job) infer.Result {
+	t.Helper()
+	s, err := testModel.NewSession(longContext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Generate(context.Background(), infer.Request{Prompt: job.Prompt, MaxTokens: job.MaxTokens,
+		Sampling: sample.Params{Temperature: 0}}, func(infer.Token) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }
 
 func TestLeaseRenewedWhileGenerating(t *testing.T) {
@@ -422,8 +492,8 @@ func TestLeaseRenewedWhileGenerating(t *testing.T) {
 	events := []schemas.Event{firstToken(t, sub)}
 	start := time.Now()
 	for time.Since(start) < 5*ackWait/2 {
-		ev, done := next(t, sub)
-		if done || ev.Type != schemas.EventToken {
+		ev := sub.next()
+		if ev.Type != schemas.EventToken {
 			t.Fatalf("job ended after %v: %+v", time.Since(start), ev)
 		}
 		events = append(events, ev)
@@ -502,8 +572,8 @@ func TestShutdownGraceRequeuesJobWithoutTokens(t *testing.T) {
 	if got := metric(t, r, "rbee_worker_jobs_total", "outcome", "requeued"); got != 1 {
 		t.Fatalf("requeued jobs metric %v, want 1", got)
 	}
-	if msg, err := sub.NextMsg(100 * time.Millisecond); err == nil {
-		t.Fatalf("the client was told about the requeued job: %q", msg.Data)
+	if ev, ok := sub.tryNext(100 * time.Millisecond); ok {
+		t.Fatalf("the client was told about the requeued job: %+v", ev)
 	}
 
 	// Another worker takes it up, and the client sees one clean stream.
@@ -543,7 +613,7 @@ func TestFourSlotsBatchEightJobs(t *testing.T) {
 	b.startWorker(t, worker.Config{Slots: 4, ContextLength: 256})
 	prompts := []string{"Once upon a time", "The cat", "Lily and Ben went", "One day, a big dog",
 		"Tom had a red ball", "The sun was hot", "Mia liked to sing", "There was a little bird"}
-	subs := make([]*nats.Subscription, len(prompts))
+	subs := make([]*events, len(prompts))
 	for i, p := range prompts {
 		subs[i] = b.submit(t, schemas.Job{ID: fmt.Sprintf("batch-%d", i), Prompt: p, MaxTokens: 40 + 10*i, Sampling: greedy()})
 	}

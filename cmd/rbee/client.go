@@ -17,8 +17,10 @@ import (
 	"github.com/rbee-dev/rbee/schemas"
 )
 
-// runRun sends a prompt to the queen's rbee.v1.infer service and prints the
-// token stream as it arrives, like `nats req --wait-for-empty` but as text.
+// runRun sends a prompt to the queen's infer service and prints the token
+// stream as it arrives, like `nats req --wait-for-empty` but as text. When
+// it stops early (Ctrl-C, its timeout), it cancels the job, so the worker
+// stops too.
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	nf, err := addNATSFlags(fs, "rbee-run")
@@ -55,11 +57,27 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	nc, _, err := nf.connect(ctx, newLogger(stderr, "warn"))
+	nc, js, err := nf.connect(ctx, newLogger(stderr, "warn"))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	jobID := ""
+	defer func() {
+		if jobID == "" || ctx.Err() == nil {
+			return
+		}
+		// Stopped early: nobody reads the rest, so the worker need not write it.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		kv, err := js.KeyValue(cctx, subj.CancelsBucket())
+		if err == nil {
+			_, err = kv.Put(cctx, jobID, []byte("rbee run"))
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "run: cancel job %s: %v\n", jobID, err)
+		}
+	}()
 
 	inbox := nc.NewRespInbox()
 	msgs := make(chan *nats.Msg, 256)
@@ -92,6 +110,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				return fmt.Errorf("run: event %d arrived, expected %d: the stream lost messages", ev.Seq, next)
 			}
 			next++
+			jobID = ev.JobID
 			switch ev.Type {
 			case schemas.EventToken:
 				fmt.Fprint(stdout, ev.Text)

@@ -1,0 +1,279 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// Outcomes of publishing a job's events, besides nil (all published).
+var (
+	// errFenced: a newer delivery of the job wrote to its stream, so this
+	// worker no longer holds the job. It stops and leaves the message alone.
+	errFenced = errors.New("a newer delivery of the job took it over")
+	// errEnded: the job's stream already holds a terminal event, written
+	// by an earlier delivery that finished: the job is done.
+	errEnded = errors.New("the job's events already ended")
+)
+
+// eventStream publishes one job's events on its subject in the events
+// stream, fenced: every publish expects the subject's last stream sequence
+// to be the one this worker last saw there, so two workers can never both
+// append after the same event. Tokens are queued by add, which never
+// blocks the engine, and published by run with one publish in flight:
+// whatever accumulated meanwhile goes out together in the next message,
+// so a fast engine costs one round trip per message, not per token.
+//
+// When a publish finds someone else's message last, the stream decides: an
+// event of a newer delivery means this worker lost the job (errFenced);
+// one of an older delivery (a worker that was paused past its lease and
+// woke) already wrote the next events, which are the same ones this worker
+// would write, so it skips them and goes on after them.
+type eventStream struct {
+	js       jetstream.JetStream
+	stream   string // the events stream's name
+	subject  string
+	jobID    string
+	workerID string
+	delivery int
+	// stop ends the job's generation when the stream is lost or ended.
+	stop func(error)
+
+	mu      sync.Mutex
+	wake    chan struct{} // signalled when events are queued or the stream closes
+	pending []schemas.Event
+	nextSeq int    // seq of the next event queued
+	lastSeq uint64 // stream sequence of the subject's last message, as far as this worker knows
+	skip    int    // events up to this seq are in the stream already (-1: none)
+	closed  bool
+	tokens  int // token events queued
+
+	done    chan struct{}
+	outcome error
+}
+
+// resumeState is what a job's stream holds when a worker takes the job.
+type resumeState struct {
+	tokens []int32 // the token ids already sent, in order
+	ended  bool    // a terminal event is there: nothing is left to do
+	newer  bool    // a newer delivery has written: this delivery is stale
+}
+
+func newEventStream(js jetstream.JetStream, stream string, job schemas.Job, workerID string, delivery int, stop func(error)) *eventStream {
+	return &eventStream{
+		js: js, stream: stream, subject: job.Stream, jobID: job.ID, workerID: workerID, delivery: delivery,
+		stop: stop, wake: make(chan struct{}, 1), skip: -1, done: make(chan struct{}),
+	}
+}
+
+// resume reads what the job's stream already holds: nothing for a new job;
+// for a job taken over, the tokens sent so far, from which the engine
+// re-creates the sequence, and where this worker's events go on.
+func (s *eventStream) resume(ctx context.Context) (resumeState, error) {
+	var st resumeState
+	str, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return st, fmt.Errorf("events stream %s: %w", s.stream, err)
+	}
+	last, err := str.GetLastMsgForSubject(ctx, s.subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("read the last event of %s: %w", s.subject, err)
+	}
+	// A job taken over: read all of it, oldest first.
+	var events []schemas.Event
+	for seq := uint64(1); seq <= last.Sequence; {
+		msg, err := str.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.subject))
+		if err != nil {
+			return st, fmt.Errorf("read the events of %s: %w", s.subject, err)
+		}
+		if events, err = schemas.DecodeEvents(events, msg.Data); err != nil {
+			return st, fmt.Errorf("event message %d of %s: %w", msg.Sequence, s.subject, err)
+		}
+		seq = msg.Sequence + 1
+	}
+	for i, ev := range events {
+		switch {
+		case ev.Seq != i:
+			return st, fmt.Errorf("events of %s: event %d has seq %d", s.subject, i, ev.Seq)
+		case ev.Delivery > s.delivery:
+			st.newer = true
+		case ev.Terminal():
+			st.ended = true
+		case ev.Type == schemas.EventToken && *ev.TokenID >= 0:
+			st.tokens = append(st.tokens, *ev.TokenID)
+		}
+	}
+	s.lastSeq, s.nextSeq = last.Sequence, len(events)
+	for _, ev := range events {
+		if ev.Type == schemas.EventToken {
+			s.tokens++
+		}
+	}
+	return st, nil
+}
+
+// add queues the job's next event, numbering it.
+func (s *eventStream) add(ev schemas.Event) {
+	ev.JobID, ev.WorkerID, ev.Delivery = s.jobID, s.workerID, s.delivery
+	s.mu.Lock()
+	ev.Seq = s.nextSeq
+	s.nextSeq++
+	if ev.Type == schemas.EventToken {
+		s.tokens++
+	}
+	if ev.Seq > s.skip {
+		s.pending = append(s.pending, ev)
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *eventStream) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sentTokens is the number of token events the job has, sent or queued.
+func (s *eventStream) sentTokens() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokens
+}
+
+// close queues nothing more; wait then returns once everything queued is
+// published, or the stream was lost.
+func (s *eventStream) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *eventStream) wait() error {
+	<-s.done
+	return s.outcome
+}
+
+// publishRetry bounds the wait between attempts while the bus is down.
+const publishRetry = 250 * time.Millisecond
+
+// run publishes queued events until the stream is closed and empty, it is
+// fenced or ended, or ctx is done (then queued events are left unsent: the
+// job's lease is lost or the worker is stopping, and whoever takes the
+// job over resumes from what the stream holds).
+func (s *eventStream) run(ctx context.Context) {
+	defer close(s.done)
+	for {
+		s.mu.Lock()
+		batch := s.pending[:min(len(s.pending), schemas.MaxEventsPerMessage)]
+		closed := s.closed
+		s.mu.Unlock()
+		if len(batch) == 0 {
+			if closed {
+				return
+			}
+			select {
+			case <-s.wake:
+			case <-ctx.Done():
+				s.outcome = ctx.Err()
+				return
+			}
+			continue
+		}
+		err := s.publish(ctx, batch)
+		switch {
+		case err == nil:
+			s.mu.Lock()
+			s.pending = s.pending[:copy(s.pending, s.pending[len(batch):])]
+			s.mu.Unlock()
+		case errors.Is(err, errResynced):
+		case errors.Is(err, errFenced), errors.Is(err, errEnded):
+			s.outcome = err
+			s.stop(err)
+			return
+		case ctx.Err() != nil:
+			s.outcome = ctx.Err()
+			return
+		default:
+			t := time.NewTimer(publishRetry)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+	}
+}
+
+// errResynced: a publish found an older delivery's events after the last
+// message this worker knew of; what they cover is dropped from the queue,
+// and the rest goes out in the next attempt.
+var errResynced = errors.New("resynced with the stream")
+
+// publish appends batch to the stream after the last message this worker
+// knows of. On a conflict it reads what is there instead and either gives
+// up the job or skips what an older delivery already wrote.
+func (s *eventStream) publish(ctx context.Context, batch []schemas.Event) error {
+	data, err := schemas.EncodeEvents(batch)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, busTimeout)
+	defer cancel()
+	ack, err := s.js.Publish(pctx, s.subject, data, jetstream.WithExpectLastSequencePerSubject(s.lastSeq))
+	if err == nil {
+		s.lastSeq = ack.Sequence
+		return nil
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+		return fmt.Errorf("publish events of %s: %w", s.jobID, err)
+	}
+	return s.resync(ctx)
+}
+
+// resync reads the subject's last message after a conflict.
+func (s *eventStream) resync(ctx context.Context) error {
+	str, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return fmt.Errorf("events stream %s: %w", s.stream, err)
+	}
+	msg, err := str.GetLastMsgForSubject(ctx, s.subject)
+	if err != nil {
+		return fmt.Errorf("read the last event of %s: %w", s.subject, err)
+	}
+	events, err := schemas.DecodeEvents(nil, msg.Data)
+	if err != nil {
+		return fmt.Errorf("event message %d of %s: %w", msg.Sequence, s.subject, err)
+	}
+	last := events[len(events)-1]
+	switch {
+	case last.Delivery > s.delivery:
+		return errFenced
+	case last.Terminal():
+		return errEnded
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastSeq = msg.Sequence
+	s.skip = max(s.skip, last.Seq)
+	keep := s.pending[:0]
+	for _, ev := range s.pending {
+		if ev.Seq > s.skip {
+			keep = append(keep, ev)
+		}
+	}
+	s.pending = keep
+	return errResynced
+}
