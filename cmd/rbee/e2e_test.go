@@ -231,6 +231,40 @@ func collect(t *testing.T, msgs <-chan *nats.Msg) (string, schemas.Event) {
 	}
 }
 
+// collectEvents reads a job's event messages (one or more events each, as
+// workers publish them on the job's stream subject) until the terminal
+// event, checking the sequence.
+func collectEvents(t *testing.T, msgs <-chan *nats.Msg) (string, schemas.Event) {
+	t.Helper()
+	var text strings.Builder
+	next := 0
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case <-timeout:
+			t.Fatalf("no end of the job's events after %d", next)
+		case m := <-msgs:
+			events, err := schemas.DecodeEvents(nil, m.Data)
+			if err != nil {
+				t.Fatalf("bad events %q: %v", m.Data, err)
+			}
+			for _, ev := range events {
+				if ev.Seq != next {
+					t.Fatalf("event seq %d, want %d", ev.Seq, next)
+				}
+				next++
+				switch ev.Type {
+				case schemas.EventError:
+					t.Fatalf("error event: %v", ev.Error)
+				case schemas.EventEnd:
+					return text.String(), ev
+				}
+				text.WriteString(ev.Text)
+			}
+		}
+	}
+}
+
 func TestWholePathOverTheBus(t *testing.T) {
 	srv := bustest.RunServer(t)
 	nc, js := bustest.Connect(t, srv)
@@ -339,7 +373,7 @@ func TestWholePathOverTheBus(t *testing.T) {
 		}
 		got, end := collect(t, msgs)
 		if got != wantPrompt {
-			t.Errorf("rbee.v1.infer gave %q, want %q", got, wantPrompt)
+			t.Errorf("rbee.v2.infer gave %q, want %q", got, wantPrompt)
 		}
 		if end.Usage == nil || end.Usage.CompletionTokens != 48 {
 			t.Errorf("end event usage %+v", end.Usage)
@@ -348,17 +382,17 @@ func TestWholePathOverTheBus(t *testing.T) {
 
 	t.Run("job on the work queue", func(t *testing.T) {
 		msgs := make(chan *nats.Msg, 512)
-		reply := "e2e.direct.reply"
-		sub, err := nc.ChanSubscribe(reply, msgs)
+		stream := subj.JobEvents("e2e", "direct-1")
+		sub, err := nc.ChanSubscribe(stream, msgs)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer sub.Unsubscribe()
-		job := fmt.Sprintf(`{"id":"direct-1","model":"stories260K","reply":%q,"prompt":"Once upon a time","max_tokens":48,"temperature":0}`, reply)
+		job := fmt.Sprintf(`{"id":"direct-1","model":"stories260K","stream":%q,"prompt":"Once upon a time","max_tokens":48,"temperature":0}`, stream)
 		if _, err := js.Publish(ctx, subj.Jobs("stories260K"), []byte(job), jetstream.WithMsgID("direct-1")); err != nil {
 			t.Fatal(err)
 		}
-		if got, _ := collect(t, msgs); got != wantPrompt {
+		if got, _ := collectEvents(t, msgs); got != wantPrompt {
 			t.Errorf("direct job gave %q, want %q", got, wantPrompt)
 		}
 	})

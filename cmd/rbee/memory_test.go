@@ -77,20 +77,20 @@ func TestWorkerResidentMemory(t *testing.T) {
 	msgs := make([]chan *nats.Msg, jobs)
 	for i := range jobs {
 		msgs[i] = make(chan *nats.Msg, 1024)
-		reply := fmt.Sprintf("mem.reply.%d", i)
-		sub, err := nc.ChanSubscribe(reply, msgs[i])
+		stream := subj.JobEvents("mem", fmt.Sprintf("mem-%d", i))
+		sub, err := nc.ChanSubscribe(stream, msgs[i])
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer sub.Unsubscribe()
-		job := fmt.Sprintf(`{"id":"mem-%d","model":"tiny","reply":%q,"prompt":"Once upon a time there was number %d","max_tokens":400,"temperature":0}`,
-			i, reply, i)
+		job := fmt.Sprintf(`{"id":"mem-%d","model":"tiny","stream":%q,"prompt":"Once upon a time there was number %d","max_tokens":400,"temperature":0}`,
+			i, stream, i)
 		if _, err := js.Publish(ctx, subj.Jobs("tiny"), []byte(job), jetstream.WithMsgID(fmt.Sprintf("mem-%d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range jobs {
-		collect(t, msgs[i])
+		collectEvents(t, msgs[i])
 	}
 	rss := residentBytes(t, worker.Process.Pid)
 	limit := fi.Size() + kvTokens*kvBytesPerToken + 64<<20

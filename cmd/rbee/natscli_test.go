@@ -29,12 +29,12 @@ func TestReadmeNatsExamples(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	out, err := nats(ctx, "req", "rbee.v1.infer", `{"model":"stories260K","prompt":"Once upon a time","max_tokens":32}`, "--wait-for-empty").CombinedOutput()
+	out, err := nats(ctx, "req", "rbee.v2.infer", `{"model":"stories260K","prompt":"Once upon a time","max_tokens":32}`, "--wait-for-empty").CombinedOutput()
 	if err != nil || strings.Count(string(out), `"type":"token"`) < 32 || !strings.Contains(string(out), `"type":"end"`) {
 		t.Errorf("nats req: %v\n%s", err, out)
 	}
 
-	sub := nats(ctx, "sub", "demo.tokens")
+	sub := nats(ctx, "sub", "rbee.v2.stream.demo.>")
 	subOut, err := sub.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -44,10 +44,10 @@ func TestReadmeNatsExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := bufio.NewScanner(subOut)
-	for lines.Scan() && !strings.Contains(lines.Text(), "Subscribing on demo.tokens") {
+	for lines.Scan() && !strings.Contains(lines.Text(), "Subscribing on rbee.v2.stream.demo.>") {
 	}
-	pub := `{"id":"job-1","model":"stories260K","reply":"demo.tokens","prompt":"Once upon a time","max_tokens":32}`
-	if out, err := nats(ctx, "pub", "rbee.v1.jobs.stories260K", pub).CombinedOutput(); err != nil {
+	pub := `{"id":"job-1","model":"stories260K","stream":"rbee.v2.stream.demo.job-1","prompt":"Once upon a time","max_tokens":32}`
+	if out, err := nats(ctx, "pub", "rbee.v2.jobs.stories260K", pub).CombinedOutput(); err != nil {
 		t.Fatalf("nats pub: %v\n%s", err, out)
 	}
 	ended := false
@@ -66,6 +66,7 @@ func TestReadmeNatsExamples(t *testing.T) {
 	}{
 		{[]string{"micro", "ls"}, "rbee-queen"},
 		{[]string{"stream", "info", "RBEE_JOBS"}, "Messages: 0"},
+		{[]string{"stream", "subjects", "RBEE_STREAMS"}, "rbee.v2.stream.demo.job-1"},
 		{[]string{"kv", "ls", "RBEE_WORKERS"}, "stories260K-0"},
 	} {
 		out, err := nats(ctx, c.args...).CombinedOutput()
