@@ -3,6 +3,7 @@ package infer
 import (
 	"context"
 	"fmt"
+	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -285,4 +286,54 @@ func synthShapeFile(t testing.TB, dir, shape string, ft synth.FileType, want str
 		t.Fatalf("regenerated %s has sha256 %s (%v), want %s", path, sum, err, want)
 	}
 	return path
+}
+
+// TestLogitsDoNotDependOnTheChunk holds every operation of the forward pass
+// to batch invariance bit for bit: the bundled model's logits at each of
+// 300 positions are the same whether the tokens go through one at a time
+// or in chunks of 7, 64 and 128. (An element-wise op that handled the
+// batch as one long vector once broke this: its scalar tail moved with the
+// batch size.)
+func TestLogitsDoNotDependOnTheChunk(t *testing.T) {
+	m := loadStories(t)
+	tokens := make([]int32, 300)
+	for i := range tokens {
+		tokens[i] = int32(3 + (i*7919)%500)
+	}
+	one := forwardLogits(t, m, tokens, 1)
+	for _, chunk := range []int{7, 64, 128} {
+		got := forwardLogits(t, m, tokens, chunk)
+		for p := range one {
+			for i := range one[p] {
+				if math.Float32bits(one[p][i]) != math.Float32bits(got[p][i]) {
+					t.Fatalf("chunks of %d: position %d, logit %d: %g, one token at a time %g", chunk, p, i, got[p][i], one[p][i])
+				}
+			}
+		}
+	}
+}
+
+// A sampled request resumed anywhere continues with the original's ids,
+// on the bundled model (whose FFN width leaves scalar tails in SwiGLU).
+func TestResumeSampledStories(t *testing.T) {
+	m := loadStories(t)
+	p := sample.Params{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, HasSeed: true, Seed: 42}
+	run := func(resume []int32) []int32 {
+		s, err := m.NewSession(1024)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.Generate(context.Background(), Request{Prompt: "Once upon a time", MaxTokens: 300, Sampling: p, Resume: resume},
+			func(Token) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.GeneratedIDs
+	}
+	orig := run(nil)
+	for _, at := range []int{1, 50, 111, 200} {
+		if got := run(orig[:at]); !slices.Equal(got, orig) {
+			t.Errorf("resumed after %d tokens: %v, original %v", at, got, orig)
+		}
+	}
 }

@@ -247,8 +247,13 @@ func (b *cpuBackend) attention(out, q tensor, layer int, l *stepLayout) {
 	o.l = nil
 }
 
+// swiGLU runs row by row, as ggml does: a row's last len%8 elements take the
+// scalar exp, so running a whole batch as one vector would make a token's
+// result depend on the batch.
 func (b *cpuBackend) swiGLU(gate, up tensor) {
-	vec.SwiGLU(gate.host[:gate.rows*gate.cols], up.host[:up.rows*up.cols])
+	for r := range gate.rows {
+		vec.SwiGLU(gate.row(r), up.row(r))
+	}
 }
 
 func (b *cpuBackend) add(dst, src tensor) {

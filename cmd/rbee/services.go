@@ -177,6 +177,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		slots      = fs.Int("slots", 1, "jobs decoded together in one batch")
 		ctxLen     = fs.Int("ctx", 0, "context length per job (0: the model's own)")
 		kvTokens   = fs.Int("kv-tokens", 0, "KV cache in tokens, shared by the jobs (0: slots × ctx)")
+		ackWait    = fs.Duration("ack-wait", worker.DefaultAckWait, "job lease: how long a job stays with a worker that stopped renewing it")
 		threads    = fs.Int("threads", 0, "threads (0: one per CPU)")
 	)
 	if err := parse(fs, args); err != nil {
@@ -206,7 +207,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer nc.Close()
 	w, err := worker.New(nc, m, worker.Config{
 		ID: *id, HiveID: *parentHive, Model: *name, Slots: *slots, ContextLength: *ctxLen, KVTokens: *kvTokens,
-		Subjects: subj,
+		AckWait: *ackWait, Subjects: subj,
 	}, log, newRegistry())
 	if err != nil {
 		return err

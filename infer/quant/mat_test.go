@@ -16,9 +16,16 @@ var (
 	matCount = []int{1, 2, 3, 4, 5, 7, 8, 9, 17, 64}
 )
 
+// matColsFloat are row lengths only the float types take: any length, with
+// leftovers after whole SIMD steps (172 is stories260K's FFN width).
+var matColsFloat = []int{1, 7, 33, 64, 172}
+
 func colsFor(typ Type) []int {
-	if typ == Q8_0 || typ == Q4_0 {
+	switch typ {
+	case Q8_0, Q4_0:
 		return append(append([]int{}, matCols...), matCols0...)
+	case F32, F16, BF16:
+		return append(append([]int{}, matCols...), matColsFloat...)
 	}
 	return matCols
 }
