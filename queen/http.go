@@ -55,7 +55,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.q.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(sw.code())).Inc()
 	}()
 	if !rt.q.inflight.add() {
-		writeError(sw, schemas.Errorf(schemas.CodeBusUnavailable, "the queen is shutting down"))
+		writeError(sw, schemas.Errorf(schemas.CodeShuttingDown, "the queen is shutting down"))
 		return
 	}
 	defer rt.q.inflight.done()
@@ -328,7 +328,9 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 		}
 		first = false
 		if ev, err = rl.recv(ctx); err != nil {
-			if ctx.Err() == nil {
+			// A client still there gets the error and the stream's end;
+			// one that went away gets nothing.
+			if ctx.Err() == nil || errors.Is(context.Cause(ctx), errShuttingDown) {
 				send(schemas.ErrorResponse{Error: wireError(err)})
 				done()
 			}

@@ -143,7 +143,6 @@ func (j *fakeJob) fail(code schemas.Code, msg string) {
 	j.emit(schemas.Event{Type: schemas.EventError, Error: &schemas.Error{Code: code, Message: msg}})
 }
 
-
 // startWorker runs a fake worker for model: it pulls jobs from the real work
 // queue through the durable consumer workers share, acks each and runs
 // script on it. Jobs taken are sent on the returned channel after script.

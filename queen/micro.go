@@ -26,7 +26,7 @@ const microSubmitTimeout = 10 * time.Second
 // goroutine, so the service's subscription goes on taking requests.
 func (q *Queen) handleInfer(ctx context.Context, req micro.Request) {
 	if !q.inflight.add() {
-		q.countInfer(q.inferError(req, schemas.Errorf(schemas.CodeBusUnavailable, "the queen is shutting down")))
+		q.countInfer(q.inferError(req, schemas.Errorf(schemas.CodeShuttingDown, "the queen is shutting down")))
 		return
 	}
 	go func() {

@@ -29,8 +29,10 @@ const (
 	DefaultFirstTokenTimeout = 5 * time.Minute
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxTokens         = 256
-	DefaultShutdownGrace     = 10 * time.Second
-	DefaultTimeout           = 10 * time.Minute
+	// DefaultShutdownGrace outlasts a worker's drain (30 s), so a stream
+	// whose worker finishes in time ends normally.
+	DefaultShutdownGrace = 35 * time.Second
+	DefaultTimeout       = 10 * time.Minute
 )
 
 // ServiceName and ServiceVersion identify the micro service (nats micro ls).
@@ -171,6 +173,14 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	return q, nil
 }
 
+// endStreamsTimeout bounds the wait for streams to write their last event
+// once the shutdown grace has run out.
+const endStreamsTimeout = 5 * time.Second
+
+// errShuttingDown is the cause of requests' contexts ending when the
+// shutdown grace runs out.
+var errShuttingDown = schemas.Errorf(schemas.CodeShuttingDown, "the queen is shutting down")
+
 // Close stops reading job events; Run calls it when it returns. Use it
 // when serving Handler without Run.
 func (q *Queen) Close() { q.router.close() }
@@ -205,9 +215,10 @@ func (q *Queen) Run(ctx context.Context) error {
 		return fmt.Errorf("queen: listen on %s: %w", q.cfg.HTTPAddr, err)
 	}
 	// Requests outlive ctx by the grace period: their context is cancelled
-	// by hardStop, not by ctx.
-	hardCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
-	defer hardStop()
+	// by hardStop, not by ctx, with a cause that makes streams end with an
+	// error event rather than a cut connection.
+	hardCtx, hardStop := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer hardStop(nil)
 
 	svc, err := q.startService(hardCtx)
 	if err != nil {
@@ -240,7 +251,12 @@ func (q *Queen) Run(ctx context.Context) error {
 	defer cancel()
 	if err := srv.Shutdown(graceCtx); err != nil {
 		q.log.Warn("shutdown grace expired: cancelling in-flight requests", "grace", q.cfg.ShutdownGrace)
-		hardStop()
+		hardStop(errShuttingDown)
+		// Streams end now with an error event and their end; let them
+		// write it before the connections close.
+		if !q.inflight.waitFor(endStreamsTimeout) {
+			q.log.Warn("requests still running after their streams were ended", "waited", endStreamsTimeout)
+		}
 		srv.Close()
 	}
 	<-served
@@ -293,6 +309,24 @@ func (t *tracker) add() bool {
 }
 
 func (t *tracker) done() { t.wg.Done() }
+
+// waitFor waits for the running handlers, at most d; it reports whether
+// they all returned.
+func (t *tracker) waitFor(d time.Duration) bool {
+	all := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		close(all)
+	}()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-all:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
 
 func (t *tracker) closeAndWait() {
 	t.mu.Lock()

@@ -2,6 +2,7 @@ package queen
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -147,6 +148,9 @@ func (r *relay) wait(ctx context.Context) error {
 	case <-r.wake:
 		return nil
 	case <-ctx.Done():
+		if cause := context.Cause(ctx); errors.Is(cause, errShuttingDown) {
+			return cause
+		}
 		return &codedError{code: schemas.CodeCancelled, err: fmt.Errorf("client went away: %w", context.Cause(ctx))}
 	case <-t.C:
 	}

@@ -32,6 +32,9 @@ const (
 	CodeQueueFull Code = "queue_full"
 	// CodeFenced: a newer delivery of the job took it over from this worker.
 	CodeFenced Code = "fenced"
+	// CodeShuttingDown: the component answering is stopping; another may
+	// take the request.
+	CodeShuttingDown Code = "shutting_down"
 )
 
 var httpStatus = map[Code]int{
@@ -51,13 +54,14 @@ var httpStatus = map[Code]int{
 	CodeDeadlineExceeded: http.StatusGatewayTimeout,
 	CodeQueueFull:        http.StatusTooManyRequests,
 	CodeFenced:           http.StatusConflict,
+	CodeShuttingDown:     http.StatusServiceUnavailable,
 }
 
 // retryable lists the codes for which the same request may succeed later:
 // the failure was the system's state, not the request.
 var retryable = map[Code]bool{
 	CodeNoCapacity: true, CodeTimeout: true, CodeWorkerShutdown: true, CodeBusUnavailable: true,
-	CodeQueueFull: true, CodeModelNotFound: true, CodeInternal: true, CodeFenced: true,
+	CodeQueueFull: true, CodeModelNotFound: true, CodeInternal: true, CodeFenced: true, CodeShuttingDown: true,
 }
 
 // Retryable reports whether sending the same request again may succeed.

@@ -36,6 +36,7 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	addr := fs.String("http", envOr("RBEE_HTTP", "127.0.0.1:8080"), "HTTP listen address (env RBEE_HTTP)")
+	grace := fs.Duration("shutdown-grace", queen.DefaultShutdownGrace, "how long streams may finish after a stop signal before they end with an error")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -49,7 +50,7 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	q, err := queen.New(nc, queen.Config{HTTPAddr: *addr, Subjects: subj}, log, newRegistry())
+	q, err := queen.New(nc, queen.Config{HTTPAddr: *addr, Subjects: subj, ShutdownGrace: *grace}, log, newRegistry())
 	if err != nil {
 		return err
 	}

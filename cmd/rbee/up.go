@@ -34,6 +34,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		dataDir  = fs.String("data-dir", defaultDataDir(), "JetStream storage of the embedded server")
 		prefix   = fs.String("prefix", envOr("RBEE_PREFIX", schemas.DefaultPrefix), "subject prefix (env RBEE_PREFIX)")
 		level    = fs.String("log-level", envOr("RBEE_LOG_LEVEL", "info"), "debug, info, warn or error (env RBEE_LOG_LEVEL)")
+		grace    = fs.Duration("shutdown-grace", queen.DefaultShutdownGrace, "how long streams may finish after Ctrl-C before they end with an error")
 	)
 	opts := addHiveFlags(fs, host)
 	if err := parse(fs, args); err != nil {
@@ -64,7 +65,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer nc.Close()
 
-	q, err := queen.New(nc, queen.Config{HTTPAddr: *httpAddr, Subjects: subj}, log.With("component", "queen"), newRegistry())
+	q, err := queen.New(nc, queen.Config{HTTPAddr: *httpAddr, Subjects: subj, ShutdownGrace: *grace}, log.With("component", "queen"), newRegistry())
 	if err != nil {
 		return err
 	}

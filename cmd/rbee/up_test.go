@@ -31,11 +31,12 @@ type upInstance struct {
 
 // startUp runs `rbee up` on free ports and temporary directories and
 // returns once its banner says it is ready. The test stops it.
-func startUp(t *testing.T) upInstance {
+func startUp(t *testing.T, extra ...string) upInstance {
 	t.Helper()
 	httpAddr := freeAddr(t)
 	dir := t.TempDir()
-	cmd := exec.Command(rbeeBin, "up", "--http", httpAddr, "--nats-port", "-1", "--data-dir", dir+"/nats", "--cache-dir", dir+"/cache")
+	args := append([]string{"up", "--http", httpAddr, "--nats-port", "-1", "--data-dir", dir + "/nats", "--cache-dir", dir + "/cache"}, extra...)
+	cmd := exec.Command(rbeeBin, args...)
 	cmd.Stderr = os.Stderr
 	cmd.Env = append(os.Environ(), "RBEE_LOG_LEVEL=warn", "NATS_URL=nats://127.0.0.1:1") // ignored by up
 	stdout, err := cmd.StdoutPipe()
@@ -124,4 +125,47 @@ func TestUpServesAndStopsCleanly(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Ctrl-C on rbee up while a stream outlasts the shutdown grace: the client
+// gets an error event with a code and the stream's end, not a cut
+// connection, and rbee up still exits cleanly.
+func TestUpCtrlCDuringStream(t *testing.T) {
+	up := startUp(t, "--shutdown-grace", "1s", "--ctx", "8192")
+	resp := postJSON(t, "http://"+up.httpAddr+"/v1/completions", map[string]any{
+		"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 8000, "temperature": 0, "stream": true,
+	})
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	var chunks []string
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		chunks = append(chunks, data)
+		if len(chunks) == 5 {
+			if err := up.cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := len(chunks); n < 7 || chunks[n-1] != "[DONE]" || !strings.Contains(chunks[n-2], `"code":"shutting_down"`) {
+		t.Fatalf("the stream ended with %q, want an error event with code shutting_down, then [DONE]", chunks[max(len(chunks)-2, 0):])
+	}
+	done := make(chan error, 1)
+	go func() { done <- up.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("rbee up exited with %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Error("rbee up did not stop within 60s of Ctrl-C")
+		_ = up.cmd.Process.Kill()
+	}
 }
