@@ -340,7 +340,9 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 }
 
 func (q *Queen) handleModels(w http.ResponseWriter, r *http.Request) {
-	workers, err := q.liveWorkers(r.Context())
+	ctx, cancel := context.WithTimeout(r.Context(), lookupTimeout)
+	defer cancel()
+	workers, err := q.registry.live(ctx)
 	if err != nil {
 		writeError(w, err)
 		return

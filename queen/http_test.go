@@ -520,6 +520,7 @@ func TestCustomPrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer q.Close()
 	err = q.checkModel(f.ctx(), model)
 	if got := wireError(err).Code; got != schemas.CodeModelNotFound {
 		t.Errorf("checkModel under prefix other: %v, want model_not_found", err)
@@ -570,28 +571,38 @@ func TestJobIDs(t *testing.T) {
 	}
 }
 
-// A model seen with a live worker is trusted for liveFor; a model not seen
-// is looked up again on every request, so a new worker counts at once.
-func TestLiveModelCache(t *testing.T) {
+// Admission follows the workers bucket through the queen's one watch: a
+// worker counts as soon as its heartbeat is put and stops counting as soon
+// as its key goes, or once its heartbeat is older than WorkerStaleAfter.
+func TestRegistryFollowsTheBucket(t *testing.T) {
 	f := newFixture(t, nil)
-	now := time.Now()
-	f.q.now = func() time.Time { return now }
-
 	if err := f.q.checkModel(f.ctx(), model); wireError(err).Code != schemas.CodeModelNotFound {
 		t.Fatalf("no worker yet: %v", err)
 	}
 	f.putWorker("w1", model, schemas.WorkerReady)
-	if err := f.q.checkModel(f.ctx(), model); err != nil {
-		t.Fatalf("a worker registered: %v", err)
-	}
+	checkFor(t, func() error { return f.q.checkModel(f.ctx(), model) })
+	f.putWorker("w1", model, schemas.WorkerDraining)
+	checkFor(t, func() error {
+		if err := f.q.checkModel(f.ctx(), model); wireError(err).Code != schemas.CodeNoCapacity {
+			return fmt.Errorf("only a draining worker: %v, want no_capacity", err)
+		}
+		return nil
+	})
+	f.putWorker("w1", model, schemas.WorkerReady)
+	checkFor(t, func() error { return f.q.checkModel(f.ctx(), model) })
 	f.deleteWorker("w1")
-	now = now.Add(liveFor / 2)
-	if err := f.q.checkModel(f.ctx(), model); err != nil {
-		t.Errorf("within liveFor of the last sighting: %v", err)
-	}
-	now = now.Add(liveFor)
+	checkFor(t, func() error {
+		if err := f.q.checkModel(f.ctx(), model); wireError(err).Code != schemas.CodeModelNotFound {
+			return fmt.Errorf("the worker's key deleted: %v, want model_not_found", err)
+		}
+		return nil
+	})
+	f.putWorker("w1", model, schemas.WorkerReady)
+	checkFor(t, func() error { return f.q.checkModel(f.ctx(), model) })
+	now := time.Now().Add(DefaultWorkerStaleAfter + time.Second)
+	f.q.now = func() time.Time { return now }
 	if err := f.q.checkModel(f.ctx(), model); wireError(err).Code != schemas.CodeModelNotFound {
-		t.Errorf("after liveFor with the worker gone: %v", err)
+		t.Errorf("a heartbeat older than WorkerStaleAfter: %v, want model_not_found", err)
 	}
 }
 

@@ -33,6 +33,9 @@ const (
 	// whose worker finishes in time ends normally.
 	DefaultShutdownGrace = 35 * time.Second
 	DefaultTimeout       = 10 * time.Minute
+	// DefaultWorkerStaleAfter is the workers bucket's default TTL: a
+	// heartbeat that old has expired whether or not its marker was seen.
+	DefaultWorkerStaleAfter = 15 * time.Second
 )
 
 // ServiceName and ServiceVersion identify the micro service (nats micro ls).
@@ -52,6 +55,9 @@ type Config struct {
 	// DefaultTimeout bounds a job, queueing included, when the request
 	// gives no deadline or timeout.
 	DefaultTimeout time.Duration
+	// WorkerStaleAfter is how old a worker's heartbeat may be for the
+	// worker to count as live, even before its key expires.
+	WorkerStaleAfter time.Duration
 	// FirstTokenTimeout bounds the wait for a job's first event, queueing
 	// included.
 	FirstTokenTimeout time.Duration
@@ -80,6 +86,7 @@ func (c *Config) setDefaults() error {
 		{"idle timeout", &c.IdleTimeout, DefaultIdleTimeout},
 		{"shutdown grace", &c.ShutdownGrace, DefaultShutdownGrace},
 		{"default timeout", &c.DefaultTimeout, DefaultTimeout},
+		{"worker stale after", &c.WorkerStaleAfter, DefaultWorkerStaleAfter},
 	} {
 		switch {
 		case *d.v < 0:
@@ -116,12 +123,9 @@ type Queen struct {
 
 	now func() time.Time // the clock, replaced in tests
 
-	workersMu  sync.Mutex
-	workers    jetstream.KeyValue   // bound on first use: the bucket may be created after New
-	liveModels map[string]time.Time // model -> when a worker taking its jobs was last seen
-
 	inflight tracker
 	router   *eventRouter
+	registry *registry
 
 	running atomic.Bool
 	addr    atomic.Value // string
@@ -158,17 +162,17 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		return nil, fmt.Errorf("queen: metrics: %w", err)
 	}
 	q := &Queen{
-		nc:         nc,
-		js:         js,
-		cfg:        cfg,
-		log:        logger,
-		metrics:    m,
-		started:    time.Now(),
-		now:        time.Now,
-		liveModels: map[string]time.Time{},
-		ready:      make(chan struct{}),
+		nc:      nc,
+		js:      js,
+		cfg:     cfg,
+		log:     logger,
+		metrics: m,
+		started: time.Now(),
+		now:     time.Now,
+		ready:   make(chan struct{}),
 	}
 	q.router = newEventRouter(q)
+	q.registry = newRegistry(q)
 	q.handler = q.routes(gatherer)
 	return q, nil
 }
@@ -183,7 +187,10 @@ var errShuttingDown = schemas.Errorf(schemas.CodeShuttingDown, "the queen is shu
 
 // Close stops reading job events; Run calls it when it returns. Use it
 // when serving Handler without Run.
-func (q *Queen) Close() { q.router.close() }
+func (q *Queen) Close() {
+	q.router.close()
+	q.registry.close()
+}
 
 // Handler is the queen's HTTP API: the OpenAI-compatible endpoints,
 // /healthz, /readyz and /metrics.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
@@ -76,79 +75,6 @@ func newJobID() string { return strings.ToLower(crand.Text()) }
 // lookupTimeout bounds reading the workers bucket, which takes
 // milliseconds while JetStream is up.
 const lookupTimeout = 5 * time.Second
-
-// liveFor is how long a model that had a worker taking jobs counts as
-// served without reading the bucket again. It spares JetStream a watch per
-// request and is far below the bucket's TTL, the staleness already accepted.
-const liveFor = time.Second
-
-// checkModel fails with model_not_found when no live worker serves model,
-// and with no_capacity when every one of them is draining.
-func (q *Queen) checkModel(ctx context.Context, model string) error {
-	q.workersMu.Lock()
-	seenAt, ok := q.liveModels[model]
-	q.workersMu.Unlock()
-	if ok && q.now().Sub(seenAt) < liveFor {
-		return nil
-	}
-	workers, err := q.liveWorkers(ctx)
-	if err != nil {
-		return err
-	}
-	now := q.now()
-	live, seen := false, false
-	q.workersMu.Lock()
-	for _, w := range workers {
-		if w.State != schemas.WorkerDraining {
-			q.liveModels[w.Model] = now
-		}
-		if w.Model == model {
-			seen = true
-			live = live || w.State != schemas.WorkerDraining
-		}
-	}
-	q.workersMu.Unlock()
-	if live {
-		return nil
-	}
-	if seen {
-		return schemas.Errorf(schemas.CodeNoCapacity, "every worker of model %q is draining", model)
-	}
-	return schemas.Errorf(schemas.CodeModelNotFound, "no live worker serves model %q", model)
-}
-
-// liveWorkers reads the heartbeats in the workers bucket.
-func (q *Queen) liveWorkers(ctx context.Context) ([]schemas.WorkerHeartbeat, error) {
-	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-	defer cancel()
-	kv, err := q.workersBucket(ctx)
-	if err != nil {
-		return nil, err
-	}
-	workers, err := bus.LiveWorkers(ctx, kv, q.log)
-	if err != nil {
-		return nil, busError(ctx, err)
-	}
-	return workers, nil
-}
-
-func (q *Queen) workersBucket(ctx context.Context) (jetstream.KeyValue, error) {
-	q.workersMu.Lock()
-	kv := q.workers
-	q.workersMu.Unlock()
-	if kv != nil {
-		return kv, nil
-	}
-	name := q.cfg.Subjects.WorkersBucket()
-	kv, err := q.js.KeyValue(ctx, name)
-	if err != nil {
-		return nil, busError(ctx, fmt.Errorf("workers bucket %s: %w", name, err))
-	}
-	q.workersMu.Lock()
-	q.workers = kv
-	q.workersMu.Unlock()
-	return kv, nil
-}
 
 // enqueue publishes job on its model's work queue. While JetStream does not
 // answer (a leader election, a restart) it retries with backoff until ctx is
