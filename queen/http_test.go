@@ -2,6 +2,7 @@ package queen
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -620,4 +621,130 @@ func TestUncleanPathRedirects(t *testing.T) {
 		t.Errorf("status %d Location %q, want a redirect to /v1/models", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	wantMetric(t, f.scrape(), fmt.Sprintf(`rbee_queen_requests_total{code="%d",endpoint="GET /v1/models"} 1`, resp.StatusCode))
+}
+
+// postHeader posts body with one extra header and decodes the answer.
+func (f *fixture) postHeader(path, body, key, value string) (*http.Response, map[string]any) {
+	f.t.Helper()
+	req, err := http.NewRequestWithContext(f.ctx(), http.MethodPost, f.http.URL+path, strings.NewReader(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(key, value)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		f.t.Fatalf("body: %v", err)
+	}
+	return resp, v
+}
+
+func errorCode(body map[string]any) any {
+	e, _ := body["error"].(map[string]any)
+	return e["code"]
+}
+
+// A deadline already past is refused before anything is queued.
+func TestDeadlineInThePast(t *testing.T) {
+	f := newFixture(t, nil)
+	f.putWorker("w1", model, schemas.WorkerReady)
+	resp, body := f.postHeader("/v1/completions", `{"model":"stories260K","prompt":"x"}`,
+		HeaderDeadline, time.Now().Add(-time.Second).Format(time.RFC3339Nano))
+	if resp.StatusCode != http.StatusGatewayTimeout || errorCode(body) != string(schemas.CodeDeadlineExceeded) {
+		t.Errorf("status %d, body %v: want 504 deadline_exceeded", resp.StatusCode, body)
+	}
+	if n := f.jobsQueued(); n != 0 {
+		t.Errorf("%d jobs queued for a request past its deadline", n)
+	}
+	resp, body = f.postHeader("/v1/completions", `{"model":"stories260K","prompt":"x"}`, HeaderDeadline, "tomorrow")
+	if resp.StatusCode != http.StatusBadRequest || errorCode(body) != string(schemas.CodeInvalidRequest) {
+		t.Errorf("status %d, body %v: want 400 invalid_request for an unreadable deadline", resp.StatusCode, body)
+	}
+}
+
+// A deadline that passes while the job waits answers 504 at the deadline,
+// and cancels the job so no worker starts it later.
+func TestDeadlinePassesWhileQueued(t *testing.T) {
+	f := newFixture(t, nil)
+	f.putWorker("w1", model, schemas.WorkerReady) // alive, but it never pulls
+	cancels := f.subscribeCancel()
+	deadline := time.Now().Add(300 * time.Millisecond)
+	resp, body := f.postHeader("/v1/completions", `{"model":"stories260K","prompt":"x"}`, HeaderDeadline, deadline.Format(time.RFC3339Nano))
+	if resp.StatusCode != http.StatusGatewayTimeout || errorCode(body) != string(schemas.CodeDeadlineExceeded) {
+		t.Errorf("status %d, body %v: want 504 deadline_exceeded", resp.StatusCode, body)
+	}
+	if time.Now().Before(deadline) {
+		t.Error("answered before the deadline")
+	}
+	if _, err := cancels.NextMsg(waitFor); err != nil {
+		t.Errorf("no cancel after the deadline: %v", err)
+	}
+}
+
+// A timeout in the request body becomes the job's deadline.
+func TestTimeoutBecomesDeadline(t *testing.T) {
+	f := newFixture(t, nil)
+	taken := f.startWorker(model, say("a"))
+	resp, _ := f.post("/v1/completions", `{"model":"stories260K","prompt":"x","timeout":30}`)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	j := recvJob(t, taken)
+	if d := j.Job.Deadline.Sub(j.Job.CreatedAt); d != 30*time.Second {
+		t.Errorf("deadline %v after creation, want 30s", d)
+	}
+	if j.Job.Seed == nil {
+		t.Error("the queen gave the job no seed")
+	}
+}
+
+// A worker that stops a job at its deadline: 504 for a plain request, an
+// error event and the stream's end for a streaming one.
+func TestDeadlineMidStream(t *testing.T) {
+	f := newFixture(t, nil)
+	f.startWorker(model, func(j *fakeJob) {
+		j.token("Once")
+		j.fail(schemas.CodeDeadlineExceeded, "the job's deadline passed")
+	})
+	resp, body := f.post("/v1/completions", `{"model":"stories260K","prompt":"x"}`)
+	if resp.StatusCode != http.StatusGatewayTimeout || errorCode(body) != string(schemas.CodeDeadlineExceeded) {
+		t.Errorf("status %d, body %v: want 504 deadline_exceeded", resp.StatusCode, body)
+	}
+	events := f.stream(`{"model":"stories260K","messages":[{"role":"user","content":"x"}],"stream":true}`)
+	if n := len(events); n < 3 || events[n-1] != "[DONE]" || !strings.Contains(events[n-2], string(schemas.CodeDeadlineExceeded)) {
+		t.Errorf("stream %q: want an error event with deadline_exceeded, then [DONE]", events)
+	}
+}
+
+// DELETE /v1/jobs/{id} records the cancel, for a running or a queued job.
+func TestCancelEndpoint(t *testing.T) {
+	f := newFixture(t, nil)
+	cancels := f.subscribeCancel()
+	resp, body := f.do(http.MethodDelete, "/v1/jobs/job-7", "")
+	if resp.StatusCode != http.StatusAccepted || body["id"] != "job-7" {
+		t.Errorf("status %d, body %v: want 202 for job-7", resp.StatusCode, body)
+	}
+	expectCancel(t, cancels, f.subj.CancelKey("job-7"))
+	if resp, _ := f.do(http.MethodDelete, "/v1/jobs/a.b", ""); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a job ID with a dot: status %d, want 400", resp.StatusCode)
+	}
+}
+
+// jobsQueued is the number of jobs in the work queue.
+func (f *fixture) jobsQueued() uint64 {
+	f.t.Helper()
+	s, err := f.js.Stream(f.ctx(), f.subj.JobsStream())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	info, err := s.Info(f.ctx())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return info.State.Msgs
 }

@@ -12,20 +12,23 @@ import (
 // The OpenAI request fields rbee understands; clients send many more, which
 // are ignored.
 type commonRequest struct {
-	Model            string         `json:"model"`
-	MaxTokens        *int           `json:"max_tokens"`
-	Temperature      *float64       `json:"temperature"`
-	TopP             *float64       `json:"top_p"`
-	TopK             *int           `json:"top_k"`
-	MinP             *float64       `json:"min_p"`
-	Seed             *int64         `json:"seed"`
-	Stop             stringOrList   `json:"stop"`
-	PresencePenalty  *float64       `json:"presence_penalty"`
-	FrequencyPenalty *float64       `json:"frequency_penalty"`
-	RepeatPenalty    *float64       `json:"repeat_penalty"`
-	N                *int           `json:"n"`
-	Stream           bool           `json:"stream"`
-	StreamOptions    *streamOptions `json:"stream_options"`
+	Model            string       `json:"model"`
+	MaxTokens        *int         `json:"max_tokens"`
+	Temperature      *float64     `json:"temperature"`
+	TopP             *float64     `json:"top_p"`
+	TopK             *int         `json:"top_k"`
+	MinP             *float64     `json:"min_p"`
+	Seed             *int64       `json:"seed"`
+	Stop             stringOrList `json:"stop"`
+	PresencePenalty  *float64     `json:"presence_penalty"`
+	FrequencyPenalty *float64     `json:"frequency_penalty"`
+	RepeatPenalty    *float64     `json:"repeat_penalty"`
+	N                *int         `json:"n"`
+	Stream           bool         `json:"stream"`
+	// Timeout bounds the job, queueing included, in seconds (an rbee
+	// extension; X-Request-Deadline sets an absolute one).
+	Timeout       *float64       `json:"timeout"`
+	StreamOptions *streamOptions `json:"stream_options"`
 }
 
 type streamOptions struct {
@@ -128,7 +131,7 @@ func (r *commonRequest) inferRequest(maxTokens *int) (schemas.InferRequest, erro
 		src *float64
 	}{
 		{&s.TopP, r.TopP}, {&s.MinP, r.MinP}, {&s.PresencePenalty, r.PresencePenalty},
-		{&s.FrequencyPenalty, r.FrequencyPenalty}, {&s.RepeatPenalty, r.RepeatPenalty},
+		{&s.FrequencyPenalty, r.FrequencyPenalty}, {&s.RepeatPenalty, r.RepeatPenalty}, {&ir.Timeout, r.Timeout},
 	} {
 		if f.src != nil {
 			*f.dst = *f.src
