@@ -196,10 +196,42 @@ func Provision(ctx context.Context, js jetstream.JetStream, subj schemas.Subject
 	return nil
 }
 
-// EnsureJobsConsumer creates, or updates to the given lease and delivery
-// limit, the durable pull consumer that all workers of one model share.
-// ackWait is the lease a worker holds on a job before it is redelivered;
-// maxDeliver bounds deliveries (-1: unbounded).
+// ErrNotProvisioned is wrapped by Check's error when a stream or bucket is
+// missing.
+var ErrNotProvisioned = errors.New("not provisioned")
+
+// Check verifies that every stream and bucket Provision makes exists. The
+// components that do not own provisioning (workers, hives) bind to what is
+// there and run Check instead: several processes re-provisioning with their
+// own defaults would undo an operator's settings, the last one to start
+// winning.
+func Check(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects) error {
+	var missing []string
+	for _, name := range []string{subj.JobsStream(), subj.StreamsStream(), subj.EventsStream(),
+		"KV_" + subj.WorkersBucket(), "KV_" + subj.CancelsBucket()} {
+		_, err := js.Stream(ctx, name)
+		switch {
+		case err == nil:
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			missing = append(missing, name)
+		default:
+			return fmt.Errorf("check stream %s: %w", name, err)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s missing (run rbee provision, or start the queen, which provisions)",
+			ErrNotProvisioned, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// EnsureJobsConsumer binds to the durable pull consumer that all workers of
+// one model share, creating it with the given lease and delivery limit when
+// it does not exist. An existing consumer is used as it is: the first
+// worker's settings (or the operator's) stand, and the caller reads the
+// lease it must renew from the consumer's config. ackWait is the lease a
+// worker holds on a job before it is redelivered; maxDeliver bounds
+// deliveries (-1: unbounded).
 func EnsureJobsConsumer(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects, model string, ackWait time.Duration, maxDeliver int) (jetstream.Consumer, error) {
 	switch {
 	case !schemas.ValidModel(model):
@@ -209,8 +241,16 @@ func EnsureJobsConsumer(ctx context.Context, js jetstream.JetStream, subj schema
 	case maxDeliver == 0 || maxDeliver < -1:
 		return nil, fmt.Errorf("jobs consumer for %s: max deliver %d: want -1 or at least 1", model, maxDeliver)
 	}
+	name := subj.JobsConsumer(model)
+	c, err := js.Consumer(ctx, subj.JobsStream(), name)
+	if err == nil {
+		return c, nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("jobs consumer %s on %s: %w", name, subj.JobsStream(), err)
+	}
 	cfg := jetstream.ConsumerConfig{
-		Durable:       subj.JobsConsumer(model),
+		Durable:       name,
 		Description:   "rbee workers of " + model,
 		FilterSubject: subj.Jobs(model),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -220,9 +260,14 @@ func EnsureJobsConsumer(ctx context.Context, js jetstream.JetStream, subj schema
 		MaxAckPending: jobsMaxAckPending,
 		MaxWaiting:    jobsMaxWaiting,
 	}
-	c, err := js.CreateOrUpdateConsumer(ctx, subj.JobsStream(), cfg)
+	// Another worker may create it at the same moment: CreateConsumer
+	// accepts an identical config and then returns the existing consumer.
+	c, err = js.CreateConsumer(ctx, subj.JobsStream(), cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		c, err = js.Consumer(ctx, subj.JobsStream(), name)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("jobs consumer %s on %s: %w", cfg.Durable, subj.JobsStream(), err)
+		return nil, fmt.Errorf("jobs consumer %s on %s: %w", name, subj.JobsStream(), err)
 	}
 	return c, nil
 }

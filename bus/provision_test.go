@@ -157,13 +157,34 @@ func TestWorkQueueRemovesAckedJob(t *testing.T) {
 		t.Fatalf("after ack the stream holds %d jobs, want 1 (the other model's)", n)
 	}
 
-	// Ensuring again is idempotent and applies a new lease.
+	// Ensuring again binds to the consumer as it is: a second worker with
+	// other settings does not rewrite the first one's.
 	cons, err = bus.EnsureJobsConsumer(ctx, js, subj, "llama3:8b", 2*time.Minute, 3)
 	if err != nil {
 		t.Fatalf("EnsureJobsConsumer again: %v", err)
 	}
-	if cfg := cons.CachedInfo().Config; cfg.AckWait != 2*time.Minute || cfg.MaxDeliver != 3 {
-		t.Errorf("consumer not updated: ack wait %v, max deliver %d", cfg.AckWait, cfg.MaxDeliver)
+	if cfg := cons.CachedInfo().Config; cfg.AckWait != 30*time.Second || cfg.MaxDeliver != 5 {
+		t.Errorf("consumer rewritten: ack wait %v, max deliver %d; want the first 30s and 5", cfg.AckWait, cfg.MaxDeliver)
+	}
+}
+
+// Check names what is missing; with everything provisioned it passes.
+func TestCheck(t *testing.T) {
+	_, _, js, subj := bustest.Provisioned(t)
+	ctx := testContext(t, 30*time.Second)
+	if err := bus.Check(ctx, js, subj); err != nil {
+		t.Fatalf("provisioned: %v", err)
+	}
+	if err := js.DeleteStream(ctx, subj.StreamsStream()); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(ctx, subj.WorkersBucket()); err != nil {
+		t.Fatal(err)
+	}
+	err := bus.Check(ctx, js, subj)
+	if !errors.Is(err, bus.ErrNotProvisioned) || !strings.Contains(err.Error(), subj.StreamsStream()) ||
+		!strings.Contains(err.Error(), subj.WorkersBucket()) {
+		t.Errorf("Check with a stream and a bucket gone: %v", err)
 	}
 }
 

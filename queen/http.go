@@ -367,6 +367,10 @@ func (q *Queen) handleReady(w http.ResponseWriter, r *http.Request) {
 		writeError(w, schemas.Errorf(schemas.CodeBusUnavailable, "NATS connection is %s", st))
 		return
 	}
+	if err := q.keeper.ready(); err != nil {
+		writeError(w, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()
 	name := q.cfg.Subjects.JobsStream()

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	// WorkerStaleAfter is how old a worker's heartbeat may be for the
 	// worker to count as live, even before its key expires.
 	WorkerStaleAfter time.Duration
+	// Provisioning sizes the streams and buckets the queen keeps: Run
+	// provisions them, and makes again what the bus loses.
+	Provisioning bus.Provisioning
 	// FirstTokenTimeout bounds the wait for a job's first event, queueing
 	// included.
 	FirstTokenTimeout time.Duration
@@ -126,6 +130,7 @@ type Queen struct {
 	inflight tracker
 	router   *eventRouter
 	registry *registry
+	keeper   *keeper
 
 	running atomic.Bool
 	addr    atomic.Value // string
@@ -173,6 +178,7 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	}
 	q.router = newEventRouter(q)
 	q.registry = newRegistry(q)
+	q.keeper = newKeeper(q)
 	q.handler = q.routes(gatherer)
 	return q, nil
 }
@@ -227,6 +233,13 @@ func (q *Queen) Run(ctx context.Context) error {
 	hardCtx, hardStop := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer hardStop(nil)
 
+	var keeping sync.WaitGroup
+	keepCtx, stopKeeping := context.WithCancel(hardCtx)
+	keeping.Go(func() { q.keeper.run(keepCtx) })
+	defer func() {
+		stopKeeping()
+		keeping.Wait()
+	}()
 	svc, err := q.startService(hardCtx)
 	if err != nil {
 		ln.Close()

@@ -33,7 +33,11 @@ type relay struct {
 func (q *Queen) startRelay(ctx context.Context, job schemas.Job) (*relay, error) {
 	rl := &relay{q: q, job: job, start: time.Now(), wake: make(chan struct{}, 1)}
 	rl.job.Stream = q.cfg.Subjects.JobEvents(q.cfg.ID, job.ID)
+	if err := q.keeper.ready(); err != nil {
+		return nil, err
+	}
 	if err := q.router.ensure(ctx); err != nil {
+		q.keeper.recheck()
 		return nil, busError(ctx, err)
 	}
 	q.router.add(rl)

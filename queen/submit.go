@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
@@ -84,6 +85,9 @@ func (q *Queen) enqueue(ctx context.Context, job *schemas.Job) error {
 	if err := job.Validate(); err != nil {
 		return err
 	}
+	if err := q.keeper.ready(); err != nil {
+		return err
+	}
 	data, err := json.Marshal(job)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", job, err)
@@ -92,15 +96,43 @@ func (q *Queen) enqueue(ctx context.Context, job *schemas.Job) error {
 	msg.Header.Set(schemas.HeaderMsgID, job.ID)
 	msg.Header.Set(schemas.HeaderSchema, jobSchema)
 
-	_, err = bus.PublishRetry(ctx, q.js, msg)
+	err = q.publishJob(ctx, msg)
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, errNoJobsStream):
+		q.keeper.recheck()
+		return schemas.Errorf(schemas.CodeBusUnavailable, "the jobs stream %s is missing; the queen is provisioning it again", q.cfg.Subjects.JobsStream())
 	case bus.IsQueueFull(err):
 		return schemas.Errorf(schemas.CodeQueueFull, "the %s queue is full", job.Model)
 	default:
+		q.keeper.recheck()
 		return busError(ctx, fmt.Errorf("queue %s: %w", job, err))
 	}
+}
+
+var errNoJobsStream = errors.New("no jobs stream")
+
+// publishJob publishes msg, retrying through leader elections and
+// reconnects, except when the jobs stream does not exist at all: then the
+// request fails at once rather than wait for the keeper to make it.
+func (q *Queen) publishJob(ctx context.Context, msg *nats.Msg) error {
+	actx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	_, err := q.js.PublishMsg(actx, msg)
+	cancel()
+	if err == nil || bus.IsQueueFull(err) {
+		return err
+	}
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+		sctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		_, serr := q.js.Stream(sctx, q.cfg.Subjects.JobsStream())
+		cancel()
+		if errors.Is(serr, jetstream.ErrStreamNotFound) {
+			return errNoJobsStream
+		}
+	}
+	_, err = bus.PublishRetry(ctx, q.js, msg)
+	return err
 }
 
 // busError turns a failure to reach the bus into a coded error: cancelled
@@ -123,6 +155,9 @@ func (e *codedError) Unwrap() error { return e.err }
 
 // wireError is err as it travels in responses: its code and message.
 func wireError(err error) schemas.Error {
+	if err == nil {
+		return schemas.Error{}
+	}
 	var se *schemas.Error
 	if errors.As(err, &se) {
 		return *se

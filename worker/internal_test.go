@@ -92,6 +92,7 @@ func TestKeepLeaseStopsJobWhenRenewalsFail(t *testing.T) {
 	}
 	const ackWait = 300 * time.Millisecond
 	w := &Worker{nc: nc, cfg: Config{AckWait: ackWait}}
+	w.ackWait.Store(int64(ackWait))
 	jobCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	start := time.Now()
@@ -121,6 +122,7 @@ func TestKeepLeaseRenews(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &Worker{nc: nc, cfg: Config{AckWait: ackWait}}
+	w.ackWait.Store(int64(ackWait))
 	leaseCtx, stopLease := context.WithCancel(ctx)
 	jobCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)

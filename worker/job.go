@@ -248,7 +248,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 		// What is queued goes out, within a lease: past it, the job is
 		// someone else's anyway.
 		es.close()
-		flush := time.AfterFunc(w.cfg.AckWait, stopPub)
+		flush := time.AfterFunc(w.lease(), stopPub)
 		defer flush.Stop()
 	} else {
 		stopPub()
@@ -361,9 +361,10 @@ func (w *Worker) audit(log *slog.Logger, msg jetstream.Msg, ev schemas.AuditEven
 // answer: a renewal may wait for its answer until then, and when none came
 // by then the job may be running elsewhere and is stopped.
 func (w *Worker) keepLease(ctx context.Context, log *slog.Logger, msg jetstream.Msg, stop context.CancelCauseFunc) {
-	t := time.NewTicker(w.cfg.AckWait / 3)
+	ackWait := w.lease()
+	t := time.NewTicker(ackWait / 3)
 	defer t.Stop()
-	lapses := time.Now().Add(w.cfg.AckWait)
+	lapses := time.Now().Add(ackWait)
 	for {
 		select {
 		case <-ctx.Done():
@@ -375,7 +376,7 @@ func (w *Worker) keepLease(ctx context.Context, log *slog.Logger, msg jetstream.
 		cancel()
 		switch {
 		case err == nil:
-			lapses = time.Now().Add(w.cfg.AckWait)
+			lapses = time.Now().Add(ackWait)
 		case ctx.Err() != nil:
 			return
 		case !time.Now().Before(lapses):

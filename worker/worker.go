@@ -123,6 +123,7 @@ type Worker struct {
 	sched   *infer.Scheduler
 	ctxLen  int
 	started atomic.Bool
+	ackWait atomic.Int64 // the jobs consumer's lease, in nanoseconds
 
 	mu    sync.Mutex // guards state and busy
 	state string
@@ -199,7 +200,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 
-	cons, err := bus.EnsureJobsConsumer(ctx, w.js, w.cfg.Subjects, w.cfg.Model, w.cfg.AckWait, w.cfg.MaxDeliver)
+	cons, err := w.bindConsumer(ctx)
 	if err != nil {
 		return fmt.Errorf("worker %s: %w", w.cfg.ID, err)
 	}
@@ -229,6 +230,26 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker stopped")
 	return nil
 }
+
+// bindConsumer binds to the model's jobs consumer, creating it with this
+// worker's lease if it is missing, and adopts the lease the consumer has:
+// renewing on another worker's schedule would lose jobs to redelivery.
+func (w *Worker) bindConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := bus.EnsureJobsConsumer(ctx, w.js, w.cfg.Subjects, w.cfg.Model, w.cfg.AckWait, w.cfg.MaxDeliver)
+	if err != nil {
+		return nil, err
+	}
+	lease := cons.CachedInfo().Config.AckWait
+	if lease != w.cfg.AckWait {
+		w.log.Warn("the jobs consumer has another lease than this worker's configuration; using the consumer's",
+			"consumer_ack_wait", lease, "configured", w.cfg.AckWait)
+	}
+	w.ackWait.Store(int64(max(lease, minAckWait)))
+	return cons, nil
+}
+
+// lease is the jobs consumer's AckWait.
+func (w *Worker) lease() time.Duration { return time.Duration(w.ackWait.Load()) }
 
 // checkTTL warns when heartbeats are too rare to keep the worker's key alive.
 func (w *Worker) checkTTL(ctx context.Context, kv jetstream.KeyValue) {
@@ -288,15 +309,14 @@ func (w *Worker) next(ctx context.Context, cons *jetstream.Consumer) (jetstream.
 	case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
 		return nil, false
 	}
-	// The connection is down or the consumer is gone: wait, so as not to
-	// spin, and ask again.
+	// The connection is down or the consumer is gone (deleted, or lost
+	// with its stream, when pulls go unanswered): bind again, which makes
+	// the consumer if its stream is back; else wait, so as not to spin.
 	w.log.Warn("pull a job", "err", err)
-	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-		if c, err := bus.EnsureJobsConsumer(ctx, w.js, w.cfg.Subjects, w.cfg.Model, w.cfg.AckWait, w.cfg.MaxDeliver); err == nil {
-			w.log.Info("jobs consumer recreated")
-			*cons = c
-			return nil, false
-		}
+	if c, err := w.bindConsumer(ctx); err == nil {
+		w.log.Info("jobs consumer bound again")
+		*cons = c
+		return nil, false
 	}
 	t := time.NewTimer(pullWait)
 	defer t.Stop()

@@ -34,9 +34,19 @@ type benchConfig struct {
 	Requests     int      `json:"serve_requests_per_level"`
 	ServeSlots   int      `json:"serve_slots"`
 	ServeCtx     int      `json:"serve_ctx"`
-	MembwBytes   int      `json:"membw_buffer_bytes"`
-	MembwRuns    int      `json:"membw_runs"`
-	Sections     []string `json:"sections"`
+	// The bus figures' own rbee up (--slots, --replicas, --ctx), the 1-token
+	// jobs timed one at a time (through HTTP and in the engine alone), the
+	// raw NATS round trips, and the sustained run's clients and duration.
+	BusSlots    int      `json:"bus_slots"`
+	BusReplicas int      `json:"bus_replicas"`
+	BusCtx      int      `json:"bus_ctx"`
+	BusRuns     int      `json:"bus_ttft_runs"`
+	BusRTTs     int      `json:"bus_nats_round_trips"`
+	BusClients  int      `json:"bus_clients"`
+	BusSeconds  float64  `json:"bus_seconds"`
+	MembwBytes  int      `json:"membw_buffer_bytes"`
+	MembwRuns   int      `json:"membw_runs"`
+	Sections    []string `json:"sections"`
 
 	out, cacheDir, vocab string
 }
@@ -57,6 +67,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		types    = fs.String("types", "", "weight types to measure, comma-separated, or 'all' (default F32,Q8_0,Q4_0,Q4_K)")
 		sections = fs.String("only", strings.Join(benchSections, ","), "sections to run, comma-separated")
 		seed     = fs.Uint64("seed", 7, "seed of the generated models' weights")
+		busSlots = fs.Int("bus-slots", 0, "--slots of the rbee up that the bus figures run on (0: 16)")
+		busReps  = fs.Int("bus-replicas", 0, "--replicas of that rbee up (0: 1)")
+		busConc  = fs.Int("bus-clients", 0, "clients sending 1-token jobs at once (0: 64, or 16 with --quick)")
+		busTime  = fs.Duration("bus-time", 0, "how long they send (0: 5s, or 0.5s with --quick)")
 	)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -65,6 +79,24 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.out, cfg.Threads, cfg.Seed = *out, *threads, *seed
 	if *runs > 0 {
 		cfg.Runs = *runs
+	}
+	for _, o := range []struct {
+		flag string
+		v    int
+		dst  *int
+	}{{"bus-slots", *busSlots, &cfg.BusSlots}, {"bus-replicas", *busReps, &cfg.BusReplicas}, {"bus-clients", *busConc, &cfg.BusClients}} {
+		switch {
+		case o.v < 0:
+			return usageError{fmt.Errorf("bench: --%s must not be negative", o.flag)}
+		case o.v > 0:
+			*o.dst = o.v
+		}
+	}
+	switch {
+	case *busTime < 0:
+		return usageError{errors.New("bench: --bus-time must not be negative")}
+	case *busTime > 0:
+		cfg.BusSeconds = busTime.Seconds()
 	}
 	switch *types {
 	case "":
@@ -121,6 +153,7 @@ func defaultBenchConfig(quick bool) benchConfig {
 			Quick: true, Runs: 1, Budget: 10, Shape: "tiny", Types: []string{"Q8_0"},
 			PromptTokens: 16, DecodeTokens: 16, Seqs: []int{1, 2}, SeqTokens: 8,
 			Clients: []int{1, 2}, ServeTokens: 8, Requests: 2, ServeSlots: 2, ServeCtx: 128,
+			BusSlots: 16, BusReplicas: 1, BusCtx: 128, BusRuns: 20, BusRTTs: 100, BusClients: 16, BusSeconds: 0.5,
 			MembwBytes: 32 << 20, MembwRuns: 2,
 		}
 	}
@@ -128,6 +161,7 @@ func defaultBenchConfig(quick bool) benchConfig {
 		Runs: 3, Budget: 60, Shape: "stories110m", Types: []string{"F32", "Q8_0", "Q4_0", "Q4_K"},
 		PromptTokens: 64, DecodeTokens: 128, Seqs: []int{1, 4, 8}, SeqTokens: 64,
 		Clients: []int{1, 4, 16}, ServeTokens: 32, Requests: 16, ServeSlots: 4, ServeCtx: 512,
+		BusSlots: 16, BusReplicas: 1, BusCtx: 128, BusRuns: 200, BusRTTs: 1000, BusClients: 64, BusSeconds: 5,
 		MembwBytes: 512 << 20, MembwRuns: 5,
 	}
 }
@@ -293,6 +327,15 @@ func runBenchmarks(ctx context.Context, cfg benchConfig, progress io.Writer) (*b
 				return nil, ctx.Err()
 			}
 			fail("serve", err)
+		}
+		logf("the bus's cost on %s: rbee up --slots %d --replicas %d", stories.Name, cfg.BusSlots, cfg.BusReplicas)
+		b, err := measureBus(ctx, stories, cfg, logf)
+		rep.Bus = b
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			fail("serve bus", err)
 		}
 	}
 	rep.DurationSeconds = time.Since(start).Seconds()

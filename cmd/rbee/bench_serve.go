@@ -85,7 +85,7 @@ func measureServe(ctx context.Context, models []benchModel, cfg benchConfig, log
 	}
 	defer os.RemoveAll(dir)
 	t0 := time.Now()
-	up, err := startUpChild(ctx, dir, models, cfg)
+	up, err := startUpChild(ctx, dir, models, upOptions{Slots: cfg.ServeSlots, Replicas: 1, Ctx: cfg.ServeCtx, Threads: cfg.Threads})
 	if err != nil {
 		return r, err
 	}
@@ -340,7 +340,17 @@ type upChild struct {
 	stopErr  error
 }
 
-func startUpChild(ctx context.Context, dir string, models []benchModel, cfg benchConfig) (*upChild, error) {
+// upOptions are the `rbee up` flags a benchmark chooses.
+type upOptions struct {
+	Slots    int `json:"slots"`
+	Replicas int `json:"replicas"`
+	Ctx      int `json:"ctx"`
+	Threads  int `json:"threads"`
+}
+
+// startUpChild starts `rbee up` serving models in dir and waits for its
+// banner. Its workers log at warn, as it does.
+func startUpChild(ctx context.Context, dir string, models []benchModel, o upOptions) (*upChild, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("serve: find the rbee binary: %w", err)
@@ -351,7 +361,8 @@ func startUpChild(ctx context.Context, dir string, models []benchModel, cfg benc
 	}
 	args := []string{"up", "--http", httpAddr, "--nats-port", "-1", "--data-dir", dir + "/nats",
 		"--cache-dir", dir + "/cache", "--prefix", schemas.DefaultPrefix, "--log-level", "warn",
-		"--slots", strconv.Itoa(cfg.ServeSlots), "--ctx", strconv.Itoa(cfg.ServeCtx), "--threads", strconv.Itoa(cfg.Threads)}
+		"--slots", strconv.Itoa(o.Slots), "--replicas", strconv.Itoa(max(o.Replicas, 1)),
+		"--ctx", strconv.Itoa(o.Ctx), "--threads", strconv.Itoa(o.Threads)}
 	for _, m := range models {
 		args = append(args, "--serve", m.Name+"="+m.Path)
 	}
@@ -360,6 +371,9 @@ func startUpChild(ctx context.Context, dir string, models []benchModel, cfg benc
 		stdout: newWatchWriter("Ctrl-C"), stderr: newWatchWriter(""),
 	}
 	u.cmd.Stdout, u.cmd.Stderr = u.stdout, u.stderr
+	// --log-level reaches only rbee up's own logger; its workers read the
+	// environment.
+	u.cmd.Env = append(os.Environ(), "RBEE_LOG_LEVEL=warn")
 	if err := u.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("serve: start rbee up: %w", err)
 	}
@@ -416,6 +430,22 @@ func (u *upChild) stop() error {
 
 // workerPIDs asks the bus which worker processes serve the models.
 func (u *upChild) workerPIDs(ctx context.Context, want int) (map[string]int, error) {
+	workers, err := u.readyWorkers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pids := map[string]int{}
+	for _, w := range workers {
+		pids[w.Model] = w.PID
+	}
+	if len(pids) != want {
+		return pids, fmt.Errorf("serve: %d ready workers on the bus, want %d", len(pids), want)
+	}
+	return pids, nil
+}
+
+// readyWorkers reads the ready workers, with their PIDs, from the bus.
+func (u *upChild) readyWorkers(ctx context.Context) ([]schemas.WorkerHeartbeat, error) {
 	nc, err := nats.Connect(u.natsURL, nats.Name("rbee-bench"))
 	if err != nil {
 		return nil, fmt.Errorf("serve: connect to %s: %w", u.natsURL, err)
@@ -439,16 +469,13 @@ func (u *upChild) workerPIDs(ctx context.Context, want int) (map[string]int, err
 	if err != nil {
 		return nil, fmt.Errorf("serve: live workers: %w", err)
 	}
-	pids := map[string]int{}
+	var ready []schemas.WorkerHeartbeat
 	for _, w := range workers {
 		if w.State == schemas.WorkerReady && w.PID > 0 {
-			pids[w.Model] = w.PID
+			ready = append(ready, w)
 		}
 	}
-	if len(pids) != want {
-		return pids, fmt.Errorf("serve: %d ready workers on the bus, want %d", len(pids), want)
-	}
-	return pids, nil
+	return ready, nil
 }
 
 // waitGone polls until none of pids is a live process, and kills those

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -57,6 +59,14 @@ func TestBenchQuick(t *testing.T) {
 		Serve struct {
 			WorkerPIDs map[string]int `json:"worker_pids"`
 		} `json:"serve"`
+		Bus struct {
+			WorkerPIDs []int `json:"worker_pids"`
+			Jobs       []struct {
+				Via    string `json:"via"`
+				Jobs   int    `json:"jobs"`
+				Errors int    `json:"errors"`
+			} `json:"jobs"`
+		} `json:"bus"`
 		Errors []string `json:"errors"`
 	}
 	if err := json.Unmarshal(b, &rep); err != nil {
@@ -76,19 +86,31 @@ func TestBenchQuick(t *testing.T) {
 		"engine.tiny-Q8_0.bandwidth", "engine.stories260K.prompt", "engine.stories260K.decode",
 		"engine.stories260K.bandwidth", "concurrent.1", "concurrent.2", "concurrent.match",
 		"serve.tiny-Q8_0.c1.tps", "serve.tiny-Q8_0.c2.ttft_p50", "serve.tiny-Q8_0.c2.gain", "serve.tiny-Q8_0.c2.match",
-		"serve.tiny-Q8_0.worker_rss", "serve.stories260K.c1.tps", "serve.stories260K.c2.ttft_p99"}
+		"serve.tiny-Q8_0.worker_rss", "serve.stories260K.c1.tps", "serve.stories260K.c2.ttft_p99",
+		"bus.stories260K.http_ttft_p50", "bus.stories260K.engine_ttft_p50", "bus.stories260K.overhead_p50",
+		"bus.nats_rtt_p50", "bus.stories260K.nats.jobs_per_second", "bus.stories260K.nats.errors",
+		"bus.stories260K.http.jobs_per_second"}
 	for _, id := range want {
 		if !ids[id] {
 			t.Errorf("no figure %s in %s", id, b)
 		}
 	}
-	// Every worker rbee up started is gone.
-	for _, pid := range rep.Serve.WorkerPIDs {
+	// The sustained runs did jobs, and none failed.
+	if len(rep.Bus.Jobs) != 2 {
+		t.Errorf("bus runs %+v, want nats and http", rep.Bus.Jobs)
+	}
+	for _, j := range rep.Bus.Jobs {
+		if j.Jobs == 0 || j.Errors != 0 {
+			t.Errorf("bus run %+v", j)
+		}
+	}
+	// Every worker either rbee up started is gone.
+	for _, pid := range append(slices.Collect(maps.Values(rep.Serve.WorkerPIDs)), rep.Bus.WorkerPIDs...) {
 		if p, err := os.FindProcess(pid); err == nil && p.Signal(syscall.Signal(0)) == nil {
 			t.Errorf("worker %d still runs", pid)
 		}
 	}
-	if len(rep.Serve.WorkerPIDs) == 0 {
+	if len(rep.Serve.WorkerPIDs) == 0 || len(rep.Bus.WorkerPIDs) == 0 {
 		t.Error("no worker PIDs recorded")
 	}
 }
@@ -168,5 +190,45 @@ func TestPercentile(t *testing.T) {
 	}
 	if percentile(nil, 0.5) != 0 {
 		t.Error("percentile of nothing")
+	}
+}
+
+// A target is met from its side: at least its value, or at most it; the
+// JSON says which, and the table shows it.
+func TestBenchTargets(t *testing.T) {
+	r := &benchReport{targets: map[string]benchTarget{"low": atMost(1), "high": atLeast(3500)}}
+	r.add("low", "overhead under", 0.8, "ms")
+	r.add("low", "overhead over", 1.2, "ms")
+	r.add("high", "rate over", 3600, "jobs/s")
+	r.add("high", "rate under", 900, "jobs/s")
+	r.add("none", "no target", 5, "ms")
+	for i, want := range []struct {
+		met   bool
+		bound string
+	}{{true, "at_most"}, {false, "at_most"}, {true, "at_least"}, {false, "at_least"}} {
+		f := r.Figures[i]
+		if f.Met == nil || *f.Met != want.met || f.Bound != want.bound {
+			t.Errorf("%s: met %v bound %q, want %v %q", f.Name, f.Met, f.Bound, want.met, want.bound)
+		}
+	}
+	if f := r.Figures[4]; f.Target != nil || f.Met != nil || f.Bound != "" {
+		t.Errorf("a figure without a target got one: %+v", f)
+	}
+	var table strings.Builder
+	if err := r.writeTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for line := range strings.Lines(table.String()) {
+		f := strings.Fields(line)
+		if len(f) >= 3 {
+			rows[f[0]+" "+f[1]] = strings.Join(f[2:], " ")
+		}
+	}
+	for name, want := range map[string]string{"overhead under": "0.80 ms <= 1.00 yes", "overhead over": "1.20 ms <= 1.00 no",
+		"rate over": "3600 jobs/s >= 3500 yes", "rate under": "900 jobs/s >= 3500 no", "no target": "5.00 ms"} {
+		if rows[name] != want {
+			t.Errorf("row %q reads %q, want %q:\n%s", name, rows[name], want, table.String())
+		}
 	}
 }

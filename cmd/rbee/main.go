@@ -21,15 +21,16 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"up":       {"start NATS, a queen, a hive and a worker for the bundled model on this machine", runUp},
-	"queen":    {"run the orchestrator: OpenAI-compatible HTTP and the rbee.v1.infer NATS service", runQueen},
-	"hive":     {"run the machine agent that starts and supervises workers", runHive},
-	"worker":   {"serve one model from the work queue (the hive starts these)", runWorker},
-	"generate": {"run a model locally and print what it generates", runGenerate},
-	"run":      {"send a prompt through NATS and stream the answer", runRun},
-	"models":   {"list the models live workers serve", runModels},
-	"bench":    {"measure the engine and rbee up on this machine: a table, and every figure as JSON", runBench},
-	"model":    {"make model files: 'model synth' writes a random-weight llama GGUF", runModel},
+	"up":        {"start NATS, a queen, a hive and a worker for the bundled model on this machine", runUp},
+	"queen":     {"run the orchestrator: OpenAI-compatible HTTP and the rbee.v2.infer NATS service", runQueen},
+	"hive":      {"run the machine agent that starts and supervises workers", runHive},
+	"worker":    {"serve one model from the work queue (the hive starts these)", runWorker},
+	"generate":  {"run a model locally and print what it generates", runGenerate},
+	"run":       {"send a prompt through NATS and stream the answer", runRun},
+	"models":    {"list the models live workers serve", runModels},
+	"provision": {"create or update rbee's streams and buckets on the NATS server, and exit", runProvision},
+	"bench":     {"measure the engine and rbee up on this machine: a table, and every figure as JSON", runBench},
+	"model":     {"make model files: 'model synth' writes a random-weight llama GGUF", runModel},
 }
 
 func main() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"time"
 	"log/slog"
 	"os"
 
@@ -61,10 +62,38 @@ func (n *natsFlags) connect(ctx context.Context, log *slog.Logger) (*nats.Conn, 
 	return dial(ctx, n.cfg, log)
 }
 
-// connectProvisioned dials NATS and makes sure the streams and buckets exist.
-func (n *natsFlags) connectProvisioned(ctx context.Context, log *slog.Logger, subj schemas.Subjects) (*nats.Conn, jetstream.JetStream, error) {
-	return dialProvisioned(ctx, n.cfg, log, subj)
+// connectChecked dials NATS and waits, up to provisionWait, until the
+// streams and buckets exist: workers and hives bind to what the owner of
+// provisioning (the queen, rbee up or rbee provision) made, and refuse to
+// start with a message naming what is missing.
+func (n *natsFlags) connectChecked(ctx context.Context, log *slog.Logger, subj schemas.Subjects) (*nats.Conn, jetstream.JetStream, error) {
+	nc, js, err := dial(ctx, n.cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, provisionWait)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		err = bus.Check(wctx, js, subj)
+		if err == nil {
+			return nc, js, nil
+		}
+		if attempt == 0 {
+			log.Warn("waiting for the streams and buckets", "err", err, "wait", provisionWait)
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-wctx.Done():
+			t.Stop()
+			nc.Close()
+			return nil, nil, err
+		case <-t.C:
+		}
+	}
 }
+
+// provisionWait is how long a worker or hive waits for provisioning.
+const provisionWait = 60 * time.Second
 
 func dial(ctx context.Context, cfg bus.Config, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := bus.Connect(ctx, cfg, log)

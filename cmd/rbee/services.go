@@ -37,6 +37,7 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	addr := fs.String("http", envOr("RBEE_HTTP", "127.0.0.1:8080"), "HTTP listen address (env RBEE_HTTP)")
 	grace := fs.Duration("shutdown-grace", queen.DefaultShutdownGrace, "how long streams may finish after a stop signal before they end with an error")
+	prov := addProvisionFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -45,12 +46,14 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, nf.logLevel).With("component", "queen")
-	nc, _, err := nf.connectProvisioned(ctx, log, subj)
+	// The queen owns provisioning: its keeper makes the streams and
+	// buckets, and makes them again when the bus loses them.
+	nc, _, err := nf.connect(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	q, err := queen.New(nc, queen.Config{HTTPAddr: *addr, Subjects: subj, ShutdownGrace: *grace}, log, newRegistry())
+	q, err := queen.New(nc, queen.Config{HTTPAddr: *addr, Subjects: subj, ShutdownGrace: *grace, Provisioning: *prov}, log, newRegistry())
 	if err != nil {
 		return err
 	}
@@ -138,7 +141,7 @@ func runHive(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nc, _, err := nf.connectProvisioned(ctx, log, subj)
+	nc, _, err := nf.connectChecked(ctx, log, subj)
 	if err != nil {
 		return err
 	}
@@ -201,7 +204,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
-	nc, _, err := nf.connectProvisioned(ctx, log.With("worker_id", *id), subj)
+	nc, _, err := nf.connectChecked(ctx, log.With("worker_id", *id), subj)
 	if err != nil {
 		return err
 	}
