@@ -4,9 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"time"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/caarlos0/env/v11"
 	"github.com/nats-io/nats.go"
