@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -61,6 +62,11 @@ func TestWorkerResidentMemory(t *testing.T) {
 	srv := bustest.RunServer(t)
 	nc, js := bustest.Connect(t, srv)
 	subj, _ := schemas.NewSubjects("")
+	// No queen here: provision the way an operator would without one.
+	if out, err := exec.Command(rbeeBin, "provision", "--server", srv.ClientURL()).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "provisioned "+subj.JobsStream()) {
+		t.Fatalf("rbee provision: %v\n%s", err, out)
+	}
 	worker := start(t, "worker", "--server", srv.ClientURL(), "--model-name", "tiny", "--model", model,
 		"--worker-id", "mem-1", "--slots", "4", "--ctx", "512", "--kv-tokens", strconv.Itoa(kvTokens), "--threads", "2")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
