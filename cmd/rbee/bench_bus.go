@@ -542,8 +542,12 @@ func natsJobs(parent context.Context, meter cpuMeter, url, subject string, body 
 		nc := conns[c/clientsPerConn]
 		msgs := make(chan *nats.Msg, 64)
 		sub, err := nc.ChanSubscribe(nc.NewInbox(), msgs)
+		if err != nil {
+			inboxes[c] = inbox{}
+			return err
+		}
 		inboxes[c] = inbox{sub: sub, msgs: msgs}
-		return err
+		return nil
 	}
 	for c := range clients {
 		if err := subscribe(c); err != nil {
@@ -554,6 +558,11 @@ func natsJobs(parent context.Context, meter cpuMeter, url, subject string, body 
 	defer cancel()
 	var t tally
 	wall, cpu := sustain(ctx, clients, d, meter, &t, func(ctx context.Context, c int) error {
+		if inboxes[c].sub == nil { // its last subscribe failed
+			if err := subscribe(c); err != nil {
+				return err
+			}
+		}
 		in := inboxes[c]
 		_, err := natsJob(ctx, conns[c/clientsPerConn], subject, in.sub.Subject, body, in.msgs)
 		if err != nil {
@@ -564,7 +573,9 @@ func natsJobs(parent context.Context, meter cpuMeter, url, subject string, body 
 		return err
 	})
 	for _, in := range inboxes {
-		_ = in.sub.Unsubscribe()
+		if in.sub != nil {
+			_ = in.sub.Unsubscribe()
+		}
 	}
 	r = t.result(r, wall, cpu)
 	if err := parent.Err(); err != nil {
