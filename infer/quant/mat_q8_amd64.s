@@ -1,4 +1,5 @@
 #include "textflag.h"
+#include "funcdata.h"
 
 // The kernels follow ggml's AVX2 ggml_vec_dot_q8_0_q8_0 and ggml_vec_dot_q4_0_q8_0 operation for
 // operation, so that their results match llama.cpp's bit for bit: per block, the exact integer dot
@@ -929,5 +930,372 @@ q40v4oneblocks:
 	JMP  q40v4one
 
 q40v4done:
+	VZEROUPPER
+	RET
+
+// The prompt kernel for Q4_0 (eight or more vectors) decodes a chunk of rows once for all the
+// vectors, into its frame: the quants minus 8 in aligned blocks of 32 bytes, as LOADQ4 gives
+// them, two rows interleaved, and the fp16 scales as float32, eight blocks at a time. Then every
+// group of four vectors runs over the packed chunk (from L1 or L2) two rows at a time. The integer
+// lanes, the block scales wd*yd and the order of the FMAs and of hsum_float_8 are those of the
+// kernels above, so the results are the same bits. The frame has room for 65536 bytes of packed
+// rows (q4PackBytes in Go): per pair of rows, 64 bytes a block and 64 bytes of scales per group of
+// eight blocks.
+
+DATA lanemask<>+0(SB)/8, $-1
+DATA lanemask<>+8(SB)/8, $-1
+DATA lanemask<>+16(SB)/8, $-1
+DATA lanemask<>+24(SB)/8, $-1
+DATA lanemask<>+32(SB)/8, $0
+DATA lanemask<>+40(SB)/8, $0
+DATA lanemask<>+48(SB)/8, $0
+DATA lanemask<>+56(SB)/8, $0
+GLOBL lanemask<>(SB), RODATA|NOPTR, $64
+
+// DT2 stores the block scales of one vector with both rows of a pair: the vector's eight float32
+// scales at yd times each row's float32 scales in Y8 and Y9, to the frame slots at s0 and s1.
+// DT2M loads only the lanes that the mask in Y12 selects, and reads nothing past them.
+#define DT2(yd, s0, s1) \
+	VMOVUPS yd, Y10; \
+	VMULPS  Y10, Y8, Y11; \
+	VMOVUPS Y11, s0(SP); \
+	VMULPS  Y10, Y9, Y11; \
+	VMOVUPS Y11, s1(SP)
+
+#define DT2M(yd, s0, s1) \
+	VMASKMOVPS yd, Y12, Y10; \
+	VMULPS     Y10, Y8, Y11; \
+	VMOVUPS    Y11, s0(SP); \
+	VMULPS     Y10, Y9, Y11; \
+	VMOVUPS    Y11, s1(SP)
+
+// HSUM8 is HSUM of the eight accumulators Y0-Y7 (two rows by four vectors) at once, with the same
+// additions in the same order: high plus low half, then lanes 0,1 plus lanes 2,3, then lane 0 plus
+// lane 1. Y0 ends as the first row's sums for vectors 0-3, then the second row's.
+#define HSUM8 \
+	VPERM2F128 $0x20, Y4, Y0, Y8; \
+	VPERM2F128 $0x31, Y4, Y0, Y9; \
+	VADDPS     Y8, Y9, Y0; \
+	VPERM2F128 $0x20, Y5, Y1, Y8; \
+	VPERM2F128 $0x31, Y5, Y1, Y9; \
+	VADDPS     Y8, Y9, Y1; \
+	VPERM2F128 $0x20, Y6, Y2, Y8; \
+	VPERM2F128 $0x31, Y6, Y2, Y9; \
+	VADDPS     Y8, Y9, Y2; \
+	VPERM2F128 $0x20, Y7, Y3, Y8; \
+	VPERM2F128 $0x31, Y7, Y3, Y9; \
+	VADDPS     Y8, Y9, Y3; \
+	VSHUFPS    $0x44, Y1, Y0, Y8; \
+	VSHUFPS    $0xEE, Y1, Y0, Y9; \
+	VADDPS     Y9, Y8, Y0; \
+	VSHUFPS    $0x44, Y3, Y2, Y8; \
+	VSHUFPS    $0xEE, Y3, Y2, Y9; \
+	VADDPS     Y9, Y8, Y2; \
+	VSHUFPS    $0x88, Y2, Y0, Y8; \
+	VSHUFPS    $0xDD, Y2, Y0, Y9; \
+	VADDPS     Y9, Y8, Y0
+
+// UNPACKQ4 decodes a Q4_0 block's 16 bytes at src into its 32 quants minus 8 in x, as LOADQ4 does
+// (Y13 holds the shifts, Y14 the nibble mask, Y15 bytes of 8).
+#define UNPACKQ4(src, x) \
+	VBROADCASTI128 src, x; \
+	VPSRLVD        Y13, x, x; \
+	VPAND          Y14, x, x; \
+	VPSUBB         Y15, x, x
+
+// func q0Vec4PackedAVX2(dst *float32, ldd int, packed *byte, wd *float32, npairs, odd int, qs *int8, d *float32, nb int)
+//
+// Four consecutive vectors against npairs pairs of packed rows, eight accumulators (each row's
+// loaded quants and magnitudes serve four vectors, each vector's quants two rows). Pair i is rows
+// 2i and 2i+1: at packed, 64 bytes a block (the two rows' quants); at wd, 64 bytes a group of
+// eight blocks (the two rows' scales, zero past the last block). In the last pair the second row is
+// a copy of the first when odd is 1, and its results are not stored. The results of rows 2i and
+// 2i+1 go to dst[v*ldd+2i] and dst[v*ldd+2i+1]. The frame holds the eight (row, vector) block
+// scales of the current group, which the block loops read through AX so that CX, counting up to
+// 0, indexes them in full and partial groups alike, and the dst cursor.
+TEXT ·q0Vec4PackedAVX2(SB), NOSPLIT, $264-72
+	VMOVDQU ones16<>(SB), Y15
+	MOVQ dst+0(FP), AX
+	MOVQ AX, 256(SP)
+	MOVQ packed+16(FP), BX
+	MOVQ wd+24(FP), R9
+	MOVQ nb+64(FP), R10
+	MOVQ R10, DX
+	SHLQ $5, DX
+	SHLQ $2, R10
+	MOVQ npairs+32(FP), R13
+
+p4pair:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ qs+48(FP), SI
+	LEAQ (SI)(DX*2), R8
+	MOVQ d+56(FP), DI
+	LEAQ (DI)(R10*2), R11
+	MOVQ nb+64(FP), R12
+
+p4group:
+	VMOVUPS (R9), Y8
+	VMOVUPS 32(R9), Y9
+	ADDQ    $64, R9
+	CMPQ    R12, $8
+	JB      p4tail
+	DT2((DI), 0, 128)
+	DT2((DI)(R10*1), 32, 160)
+	DT2((R11), 64, 192)
+	DT2((R11)(R10*1), 96, 224)
+	ADDQ $32, DI
+	ADDQ $32, R11
+	SUBQ $8, R12
+	MOVQ $-8, CX
+	LEAQ 32(SP), AX
+
+	// A full group, two blocks an iteration.
+p4blocks2:
+	VMOVDQU 0(BX), Y8
+	VPABSB  Y8, Y10
+	VMOVDQU 32(BX), Y9
+	VPABSB  Y9, Y11
+	VMOVDQU (SI), Y12
+	PAIR(Y12, Y8, Y10, 0(AX)(CX*4), Y0)
+	PAIR(Y12, Y9, Y11, 128(AX)(CX*4), Y4)
+	VMOVDQU (SI)(DX*1), Y12
+	PAIR(Y12, Y8, Y10, 32(AX)(CX*4), Y1)
+	PAIR(Y12, Y9, Y11, 160(AX)(CX*4), Y5)
+	VMOVDQU (R8), Y12
+	PAIR(Y12, Y8, Y10, 64(AX)(CX*4), Y2)
+	PAIR(Y12, Y9, Y11, 192(AX)(CX*4), Y6)
+	VMOVDQU (R8)(DX*1), Y12
+	PAIR(Y12, Y8, Y10, 96(AX)(CX*4), Y3)
+	PAIR(Y12, Y9, Y11, 224(AX)(CX*4), Y7)
+	VMOVDQU 64(BX), Y8
+	VPABSB  Y8, Y10
+	VMOVDQU 96(BX), Y9
+	VPABSB  Y9, Y11
+	VMOVDQU 32(SI), Y12
+	PAIR(Y12, Y8, Y10, 4(AX)(CX*4), Y0)
+	PAIR(Y12, Y9, Y11, 132(AX)(CX*4), Y4)
+	VMOVDQU 32(SI)(DX*1), Y12
+	PAIR(Y12, Y8, Y10, 36(AX)(CX*4), Y1)
+	PAIR(Y12, Y9, Y11, 164(AX)(CX*4), Y5)
+	VMOVDQU 32(R8), Y12
+	PAIR(Y12, Y8, Y10, 68(AX)(CX*4), Y2)
+	PAIR(Y12, Y9, Y11, 196(AX)(CX*4), Y6)
+	VMOVDQU 32(R8)(DX*1), Y12
+	PAIR(Y12, Y8, Y10, 100(AX)(CX*4), Y3)
+	PAIR(Y12, Y9, Y11, 228(AX)(CX*4), Y7)
+	ADDQ $128, BX
+	ADDQ $64, SI
+	ADDQ $64, R8
+	ADDQ $2, CX
+	JNZ  p4blocks2
+	JMP  p4next
+
+p4tail:
+	// The last g = R12 < 8 blocks: the vectors' scales are loaded under a mask of g lanes and the
+	// products stored from lane 0; AX = SP+4g makes CX run from -g.
+	LEAQ    lanemask<>+32(SB), AX
+	MOVQ    R12, CX
+	SHLQ    $2, CX
+	SUBQ    CX, AX
+	VMOVDQU (AX), Y12
+	DT2M((DI), 0, 128)
+	DT2M((DI)(R10*1), 32, 160)
+	DT2M((R11), 64, 192)
+	DT2M((R11)(R10*1), 96, 224)
+	LEAQ (SP)(CX*1), AX
+	MOVQ R12, CX
+	NEGQ CX
+	XORQ R12, R12
+
+p4blocks:
+	VMOVDQU 0(BX), Y8
+	VPABSB  Y8, Y10
+	VMOVDQU 32(BX), Y9
+	VPABSB  Y9, Y11
+	VMOVDQU (SI), Y12
+	PAIR(Y12, Y8, Y10, 0(AX)(CX*4), Y0)
+	PAIR(Y12, Y9, Y11, 128(AX)(CX*4), Y4)
+	VMOVDQU (SI)(DX*1), Y12
+	PAIR(Y12, Y8, Y10, 32(AX)(CX*4), Y1)
+	PAIR(Y12, Y9, Y11, 160(AX)(CX*4), Y5)
+	VMOVDQU (R8), Y12
+	PAIR(Y12, Y8, Y10, 64(AX)(CX*4), Y2)
+	PAIR(Y12, Y9, Y11, 192(AX)(CX*4), Y6)
+	VMOVDQU (R8)(DX*1), Y12
+	PAIR(Y12, Y8, Y10, 96(AX)(CX*4), Y3)
+	PAIR(Y12, Y9, Y11, 224(AX)(CX*4), Y7)
+	ADDQ $64, BX
+	ADDQ $32, SI
+	ADDQ $32, R8
+	INCQ CX
+	JNZ  p4blocks
+
+p4next:
+	TESTQ R12, R12
+	JNZ   p4group
+
+	HSUM8
+	MOVQ 256(SP), AX
+	MOVQ ldd+8(FP), CX
+	SHLQ $2, CX
+	LEAQ (AX)(CX*2), R12
+	CMPQ R13, $1
+	JNE  p4both
+	CMPQ odd+40(FP), $0
+	JNE  p4one
+
+p4both:
+	VEXTRACTF128 $1, Y0, X1
+	VUNPCKLPS    X1, X0, X2
+	VUNPCKHPS    X1, X0, X3
+	VMOVLPS      X2, (AX)
+	VMOVHPS      X2, (AX)(CX*1)
+	VMOVLPS      X3, (R12)
+	VMOVHPS      X3, (R12)(CX*1)
+	ADDQ $8, AX
+	MOVQ AX, 256(SP)
+	DECQ R13
+	JNZ  p4pair
+	VZEROUPPER
+	RET
+
+p4one:
+	VMOVSS     X0, (AX)
+	VEXTRACTPS $1, X0, (AX)(CX*1)
+	VEXTRACTPS $2, X0, (R12)
+	VEXTRACTPS $3, X0, (R12)(CX*1)
+	VZEROUPPER
+	RET
+
+// func q4_0MatAVX2(dst *float32, ldd int, rows *byte, rowBytes, nrows int, qs *int8, d *float32, nb, groups int)
+//
+// Packs the nrows rows (no more than 65536 bytes of them packed) into the frame, then runs
+// q0Vec4PackedAVX2 for each of the groups of four consecutive vectors at qs and d, writing vector
+// v's results to dst[v*ldd:]. The frame holds q0Vec4PackedAVX2's arguments, the group count and
+// the packed rows, from the first 64-byte boundary past 128(SP): npairs*nb blocks of 64 bytes, then
+// the scales. It has no pointers the collector must see: its pointers are copies of the arguments'
+// or point into the frame.
+TEXT ·q4_0MatAVX2(SB), $65728-72
+	NO_LOCAL_POINTERS
+	MOVQ rows+16(FP), BX
+	MOVQ rowBytes+24(FP), R9
+	LEAQ 191(SP), DI
+	ANDQ $-64, DI
+	MOVQ DI, 16(SP)
+	MOVQ nrows+32(FP), R13
+	MOVQ R13, AX
+	ANDQ $1, AX
+	MOVQ AX, 40(SP)
+	INCQ R13
+	SHRQ $1, R13
+	MOVQ R13, 32(SP)
+	MOVQ nb+56(FP), AX
+	IMULQ R13, AX
+	SHLQ $6, AX
+	LEAQ (DI)(AX*1), SI
+	MOVQ SI, 24(SP)
+	VMOVDQU shifts<>(SB), Y13
+	VMOVDQU nibbles<>(SB), Y14
+	VMOVDQU eights<>(SB), Y15
+
+	// DI and SI are the packing cursors (quants, scales); BX and R8 the pair's rows (R8 = BX in an
+	// odd last pair).
+q4mpair:
+	LEAQ (BX)(R9*1), R8
+	CMPQ R13, $1
+	JNE  q4mrows
+	CMPQ 40(SP), $0
+	JE   q4mrows
+	MOVQ BX, R8
+
+q4mrows:
+	MOVQ nb+56(FP), R12
+
+q4mgroup:
+	CMPQ R12, $8
+	JB   q4mtail
+	WD8Q4((BX), AX, DX)
+	VMOVUPS Y12, (SI)
+	WD8Q4((R8), AX, DX)
+	VMOVUPS Y12, 32(SI)
+	ADDQ $64, SI
+	MOVQ $8, CX
+
+q4mgroupk:
+	UNPACKQ4(2(BX), Y0)
+	VMOVDQU Y0, (DI)
+	UNPACKQ4(2(R8), Y1)
+	VMOVDQU Y1, 32(DI)
+	ADDQ $18, BX
+	ADDQ $18, R8
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  q4mgroupk
+	SUBQ $8, R12
+	JMP  q4mgroup
+
+q4mtail:
+	TESTQ R12, R12
+	JZ    q4mpairdone
+	VXORPS  Y2, Y2, Y2
+	VMOVUPS Y2, (SI)
+	VMOVUPS Y2, 32(SI)
+	XORQ CX, CX
+
+q4mtailk:
+	WD1((BX))
+	VMOVSS X12, (SI)(CX*4)
+	WD1((R8))
+	VMOVSS X12, 32(SI)(CX*4)
+	UNPACKQ4(2(BX), Y0)
+	VMOVDQU Y0, (DI)
+	UNPACKQ4(2(R8), Y1)
+	VMOVDQU Y1, 32(DI)
+	ADDQ $18, BX
+	ADDQ $18, R8
+	ADDQ $64, DI
+	INCQ CX
+	CMPQ CX, R12
+	JB   q4mtailk
+	ADDQ $64, SI
+
+q4mpairdone:
+	MOVQ R8, BX
+	DECQ R13
+	JNZ  q4mpair
+
+	MOVQ dst+0(FP), AX
+	MOVQ AX, 0(SP)
+	MOVQ ldd+8(FP), AX
+	MOVQ AX, 8(SP)
+	MOVQ qs+40(FP), AX
+	MOVQ AX, 48(SP)
+	MOVQ d+48(FP), AX
+	MOVQ AX, 56(SP)
+	MOVQ nb+56(FP), AX
+	MOVQ AX, 64(SP)
+	MOVQ groups+64(FP), AX
+	MOVQ AX, 72(SP)
+
+q4mvecs:
+	CALL ·q0Vec4PackedAVX2(SB)
+	MOVQ ldd+8(FP), AX
+	SHLQ $4, AX
+	ADDQ AX, 0(SP)
+	MOVQ nb+56(FP), AX
+	SHLQ $7, AX
+	ADDQ AX, 48(SP)
+	MOVQ nb+56(FP), AX
+	SHLQ $4, AX
+	ADDQ AX, 56(SP)
+	DECQ 72(SP)
+	JNZ  q4mvecs
 	VZEROUPPER
 	RET
