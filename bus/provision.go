@@ -193,6 +193,17 @@ func Provision(ctx context.Context, js jetstream.JetStream, subj schemas.Subject
 	if _, err := js.CreateOrUpdateKeyValue(ctx, cancels); err != nil {
 		return fmt.Errorf("provision bucket %s: %w", cancels.Bucket, err)
 	}
+	idem := jetstream.KeyValueConfig{
+		Bucket:      subj.IdempotencyBucket(),
+		Description: "rbee idempotency keys: the job each one started, as long as its events are kept",
+		History:     1,
+		TTL:         p.StreamsMaxAge,
+		Storage:     jetstream.FileStorage,
+		Replicas:    p.Replicas,
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, idem); err != nil {
+		return fmt.Errorf("provision bucket %s: %w", idem.Bucket, err)
+	}
 	return nil
 }
 
@@ -208,7 +219,7 @@ var ErrNotProvisioned = errors.New("not provisioned")
 func Check(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects) error {
 	var missing []string
 	for _, name := range []string{subj.JobsStream(), subj.StreamsStream(), subj.EventsStream(),
-		"KV_" + subj.WorkersBucket(), "KV_" + subj.CancelsBucket()} {
+		"KV_" + subj.WorkersBucket(), "KV_" + subj.CancelsBucket(), "KV_" + subj.IdempotencyBucket()} {
 		_, err := js.Stream(ctx, name)
 		switch {
 		case err == nil:

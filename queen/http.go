@@ -244,16 +244,21 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 		writeError(w, err)
 		return
 	}
-	rl, err := q.startRelay(ctx, job)
+	key := r.Header.Get(HeaderIdempotencyKey)
+	if key == "" {
+		key = ir.IdempotencyKey
+	}
+	rl, err := q.startRelay(ctx, job, key)
 	if err != nil {
 		q.log.Warn("queue job", "job_id", job.ID, "model", job.Model, "err", err)
 		writeError(w, err)
 		return
 	}
 	defer rl.close()
-	// Operators trace a response to its job and worker on the bus.
-	w.Header().Set("X-Rbee-Job-Id", job.ID)
-	a := newAPI(chat, &job)
+	// Operators trace a response to its job and worker on the bus; a
+	// repeated request gets the original job's answer, under its ID.
+	w.Header().Set("X-Rbee-Job-Id", rl.job.ID)
+	a := newAPI(chat, &rl.job)
 	if req.Stream {
 		q.stream(ctx, w, rl, a, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
 		return

@@ -748,3 +748,64 @@ func (f *fixture) jobsQueued() uint64 {
 	}
 	return info.State.Msgs
 }
+
+// Requests with one Idempotency-Key run one job: a repeat while it runs and
+// one after it ended both get its answer, under its job ID.
+func TestIdempotencyKeyRunsOneJob(t *testing.T) {
+	f := newFixture(t, nil)
+	release, started := make(chan struct{}), make(chan string, 4)
+	taken := f.startWorker(model, func(j *fakeJob) {
+		started <- j.Job.ID
+		j.token("Once")
+		<-release
+		j.token(" upon")
+		j.end(schemas.StopReasonStop, schemas.Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3})
+	})
+	body := `{"model":"stories260K","prompt":"x"}`
+	type answer struct {
+		resp *http.Response
+		body map[string]any
+	}
+	answers := make(chan answer, 2)
+	for range 2 {
+		go func() {
+			resp, v := f.postHeader("/v1/completions", body, HeaderIdempotencyKey, "order-1234")
+			answers <- answer{resp, v}
+		}()
+	}
+	var jobID string
+	select {
+	case jobID = <-started:
+	case <-time.After(waitFor):
+		t.Fatal("the fake worker took no job")
+	}
+	close(release)
+	var ids []string
+	for range 2 {
+		a := <-answers
+		if a.resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %v", a.resp.StatusCode, a.body)
+		}
+		text := a.body["choices"].([]any)[0].(map[string]any)["text"]
+		if text != "Once upon" {
+			t.Errorf("text %q, want the one job's", text)
+		}
+		ids = append(ids, a.resp.Header.Get("X-Rbee-Job-Id"))
+	}
+	resp, v := f.postHeader("/v1/completions", body, HeaderIdempotencyKey, "order-1234")
+	if resp.StatusCode != http.StatusOK || v["choices"].([]any)[0].(map[string]any)["text"] != "Once upon" {
+		t.Errorf("a repeat after the job ended: %d %v", resp.StatusCode, v)
+	}
+	ids = append(ids, resp.Header.Get("X-Rbee-Job-Id"))
+	for _, id := range ids {
+		if id != jobID {
+			t.Errorf("X-Rbee-Job-Id %q, want the one job %q", id, jobID)
+		}
+	}
+	recvJob(t, taken)
+	select {
+	case again := <-started:
+		t.Errorf("a second job %s ran for the same idempotency key", again)
+	default:
+	}
+}

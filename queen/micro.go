@@ -60,19 +60,19 @@ func (q *Queen) serveInfer(ctx context.Context, req micro.Request) (status int) 
 		q.log.Info("infer request refused", "model", ir.Model, "err", err)
 		return q.inferError(req, err)
 	}
-	rl, err := q.startRelay(sctx, job)
+	rl, err := q.startRelay(sctx, job, ir.IdempotencyKey)
 	if err != nil {
 		q.log.Warn("queue job", "job_id", job.ID, "model", job.Model, "err", err)
 		return q.inferError(req, err)
 	}
 	defer rl.close()
-	q.log.Info("job queued for a NATS requester", "job_id", job.ID, "model", job.Model)
+	q.log.Info("job queued for a NATS requester", "job_id", rl.job.ID, "model", job.Model)
 	for {
 		ev, err := rl.recv(ctx)
 		if err != nil && ev.Type != schemas.EventError {
 			// The stream broke on this side: tell the requester in the
 			// form the worker would have.
-			ev = schemas.Event{JobID: job.ID, Seq: rl.next, Type: schemas.EventError, Delivery: 1, Error: ptr(wireError(err))}
+			ev = schemas.Event{JobID: rl.job.ID, Seq: rl.next, Type: schemas.EventError, Delivery: 1, Error: ptr(wireError(err))}
 		}
 		data, merr := json.Marshal(ev)
 		if merr != nil {

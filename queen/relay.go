@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -26,18 +28,40 @@ type relay struct {
 	queue  []schemas.Event
 	broken error
 	wake   chan struct{}
+
+	// follower: the relay follows a job another request started (the same
+	// idempotency key), with its own consumer, and does not own the job.
+	follower bool
+	follow   jetstream.ConsumeContext
+}
+
+func newRelay(q *Queen, job schemas.Job) *relay {
+	return &relay{q: q, job: job, start: time.Now(), wake: make(chan struct{}, 1)}
 }
 
 // startRelay registers the job with the router and then queues it, so no
-// event can arrive before someone follows it.
-func (q *Queen) startRelay(ctx context.Context, job schemas.Job) (*relay, error) {
-	rl := &relay{q: q, job: job, start: time.Now(), wake: make(chan struct{}, 1)}
+// event can arrive before someone follows it. With an idempotency key used
+// before, it follows the job that use started instead.
+func (q *Queen) startRelay(ctx context.Context, job schemas.Job, idempotencyKey string) (*relay, error) {
+	rl := newRelay(q, job)
 	rl.job.Stream = q.cfg.Subjects.JobEvents(q.cfg.ID, job.ID)
 	if err := q.keeper.ready(); err != nil {
 		return nil, err
 	}
+	if idempotencyKey != "" {
+		original, fresh, err := q.claim(ctx, idempotencyKey, rl.job)
+		if err != nil {
+			return nil, err
+		}
+		if !fresh {
+			return q.replay(ctx, original)
+		}
+	}
 	if err := q.router.ensure(ctx); err != nil {
 		q.keeper.recheck()
+		if idempotencyKey != "" {
+			q.release(ctx, idempotencyKey)
+		}
 		return nil, busError(ctx, err)
 	}
 	q.router.add(rl)
@@ -47,6 +71,9 @@ func (q *Queen) startRelay(ctx context.Context, job schemas.Job) (*relay, error)
 	cancel()
 	if err != nil {
 		q.router.remove(rl)
+		if idempotencyKey != "" {
+			q.release(ctx, idempotencyKey)
+		}
 		return nil, err
 	}
 	q.metrics.jobsInFlight.Inc()
@@ -177,10 +204,14 @@ func (r *relay) fail(err error) error {
 // went away, the stream broke or stalled) it cancels the job, whether it
 // runs or still waits in the queue: nobody reads its tokens any more.
 func (r *relay) close() {
-	r.q.router.remove(r)
 	log := r.q.log.With("job_id", r.job.ID, "model", r.job.Model)
-	if !r.done {
-		r.q.cancel(context.Background(), r.job.ID)
+	if r.follower {
+		r.follow.Stop()
+	} else {
+		r.q.router.remove(r)
+		if !r.done {
+			r.q.cancel(context.Background(), r.job.ID)
+		}
 	}
 	if r.result == "" {
 		r.result = string(schemas.CodeCancelled)

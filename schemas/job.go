@@ -15,6 +15,8 @@ const (
 	MaxTokensLimit = 1 << 17
 	// MaxTimeoutSeconds bounds a request's timeout: a day.
 	MaxTimeoutSeconds = 86400
+	// MaxIdempotencyKey bounds an idempotency key's length.
+	MaxIdempotencyKey = 255
 )
 
 // Message is one chat turn.
@@ -102,12 +104,19 @@ type InferRequest struct {
 	// Timeout bounds the whole job, queueing included, in seconds (0: the
 	// queen's default).
 	Timeout float64 `json:"timeout,omitempty"`
+	// IdempotencyKey makes a repeated request follow the job the first
+	// one started, within the idempotency window, instead of running it
+	// twice.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
 
 // Validate checks a request before the queen turns it into a job.
 func (r *InferRequest) Validate() error {
 	if !ValidModel(r.Model) {
 		return Errorf(CodeInvalidRequest, "model %q: want 1-128 letters, digits, '-', '_' or ':'", r.Model)
+	}
+	if len(r.IdempotencyKey) > MaxIdempotencyKey || strings.ContainsFunc(r.IdempotencyKey, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
+		return Errorf(CodeInvalidRequest, "idempotency key: want at most %d printable characters", MaxIdempotencyKey)
 	}
 	if r.Timeout < 0 || r.Timeout > MaxTimeoutSeconds || r.Timeout != r.Timeout {
 		return Errorf(CodeInvalidRequest, "timeout %v: want 0 to %d seconds", r.Timeout, MaxTimeoutSeconds)

@@ -126,6 +126,11 @@ func (s Subjects) StreamsStream() string { return s.upper() + "_STREAMS" }
 // running it, so a cancel reaches queued and running jobs alike.
 func (s Subjects) CancelsBucket() string { return s.upper() + "_CANCELS" }
 
+// IdempotencyBucket maps a client's idempotency key (hashed) to the job it
+// started, so a repeated request follows that job instead of running
+// another.
+func (s Subjects) IdempotencyBucket() string { return s.upper() + "_IDEMPOTENCY" }
+
 // CancelKey is the subject a put of jobID's key in the cancels bucket is
 // published on, which a worker running the job subscribes to.
 func (s Subjects) CancelKey(jobID string) string { return "$KV." + s.CancelsBucket() + "." + jobID }
