@@ -37,7 +37,7 @@ var (
 // would write, so it skips them and goes on after them.
 type eventStream struct {
 	js       jetstream.JetStream
-	stream   string // the events stream's name
+	stream   func(context.Context) (jetstream.Stream, error) // the events stream
 	subject  string
 	jobID    string
 	workerID string
@@ -65,7 +65,7 @@ type resumeState struct {
 	newer  bool    // a newer delivery has written: this delivery is stale
 }
 
-func newEventStream(js jetstream.JetStream, stream string, job schemas.Job, workerID string, delivery int, stop func(error)) *eventStream {
+func newEventStream(js jetstream.JetStream, stream func(context.Context) (jetstream.Stream, error), job schemas.Job, workerID string, delivery int, stop func(error)) *eventStream {
 	return &eventStream{
 		js: js, stream: stream, subject: job.Stream, jobID: job.ID, workerID: workerID, delivery: delivery,
 		stop: stop, wake: make(chan struct{}, 1), skip: -1, done: make(chan struct{}),
@@ -74,12 +74,17 @@ func newEventStream(js jetstream.JetStream, stream string, job schemas.Job, work
 
 // resume reads what the job's stream already holds: nothing for a new job;
 // for a job taken over, the tokens sent so far, from which the engine
-// re-creates the sequence, and where this worker's events go on.
+// re-creates the sequence, and where this worker's events go on. A first
+// delivery reads nothing: it expects an empty subject, and should that not
+// hold, the first publish finds out and resyncs.
 func (s *eventStream) resume(ctx context.Context) (resumeState, error) {
 	var st resumeState
-	str, err := s.js.Stream(ctx, s.stream)
+	if s.delivery == 1 {
+		return st, nil
+	}
+	str, err := s.stream(ctx)
 	if err != nil {
-		return st, fmt.Errorf("events stream %s: %w", s.stream, err)
+		return st, err
 	}
 	last, err := str.GetLastMsgForSubject(ctx, s.subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -245,9 +250,9 @@ func (s *eventStream) publish(ctx context.Context, batch []schemas.Event) error 
 
 // resync reads the subject's last message after a conflict.
 func (s *eventStream) resync(ctx context.Context) error {
-	str, err := s.js.Stream(ctx, s.stream)
+	str, err := s.stream(ctx)
 	if err != nil {
-		return fmt.Errorf("events stream %s: %w", s.stream, err)
+		return err
 	}
 	msg, err := str.GetLastMsgForSubject(ctx, s.subject)
 	if err != nil {

@@ -121,7 +121,7 @@ func (w *Worker) reject(log *slog.Logger, msg jetstream.Msg, job schemas.Job, de
 	code := schemas.CodeOf(err)
 	log.Warn("job rejected", "code", code, "err", err)
 	if schemas.ValidID(job.ID) && w.cfg.Subjects.IsJobEvents(job.Stream) {
-		es := newEventStream(w.js, w.cfg.Subjects.StreamsStream(), job, w.cfg.ID, delivery, func(error) {})
+		es := newEventStream(w.js, w.eventsStream, job, w.cfg.ID, delivery, func(error) {})
 		w.endStream(log, es, code, err.Error())
 	}
 	if terr := msg.TermWithReason(string(code)); terr != nil {
@@ -159,7 +159,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 			"stream %q: want a job events subject %s", job.Stream, w.cfg.Subjects.JobEvents("<owner>", job.ID)))
 		return
 	}
-	es := newEventStream(w.js, w.cfg.Subjects.StreamsStream(), job, w.cfg.ID, delivery, cancel)
+	es := newEventStream(w.js, w.eventsStream, job, w.cfg.ID, delivery, cancel)
 	rctx, rcancel := context.WithTimeout(ctx, busTimeout)
 	state, err := es.resume(rctx)
 	rcancel()
@@ -289,7 +289,7 @@ func (w *Worker) finishEarly(ctx context.Context, log *slog.Logger, msg jetstrea
 func (w *Worker) cancelled(ctx context.Context, log *slog.Logger, jobID string) bool {
 	ctx, cancel := context.WithTimeout(ctx, busTimeout)
 	defer cancel()
-	kv, err := w.js.KeyValue(ctx, w.cfg.Subjects.CancelsBucket())
+	kv, err := w.cancels(ctx)
 	if err == nil {
 		_, err = kv.Get(ctx, jobID)
 	}

@@ -123,7 +123,13 @@ type Worker struct {
 	sched   *infer.Scheduler
 	ctxLen  int
 	started atomic.Bool
-	ackWait atomic.Int64 // the jobs consumer's lease, in nanoseconds
+
+	// Handles of the events stream and the cancels bucket, looked up once:
+	// each lookup is a round trip, and a job needs both before it starts.
+	handleMu      sync.Mutex
+	eventsHandle  jetstream.Stream
+	cancelsHandle jetstream.KeyValue
+	ackWait       atomic.Int64 // the jobs consumer's lease, in nanoseconds
 
 	mu    sync.Mutex // guards state and busy
 	state string
@@ -246,6 +252,34 @@ func (w *Worker) bindConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	}
 	w.ackWait.Store(int64(max(lease, minAckWait)))
 	return cons, nil
+}
+
+// eventsStream is the job events stream.
+func (w *Worker) eventsStream(ctx context.Context) (jetstream.Stream, error) {
+	w.handleMu.Lock()
+	defer w.handleMu.Unlock()
+	if w.eventsHandle == nil {
+		s, err := w.js.Stream(ctx, w.cfg.Subjects.StreamsStream())
+		if err != nil {
+			return nil, fmt.Errorf("events stream %s: %w", w.cfg.Subjects.StreamsStream(), err)
+		}
+		w.eventsHandle = s
+	}
+	return w.eventsHandle, nil
+}
+
+// cancels is the cancels bucket.
+func (w *Worker) cancels(ctx context.Context) (jetstream.KeyValue, error) {
+	w.handleMu.Lock()
+	defer w.handleMu.Unlock()
+	if w.cancelsHandle == nil {
+		kv, err := w.js.KeyValue(ctx, w.cfg.Subjects.CancelsBucket())
+		if err != nil {
+			return nil, fmt.Errorf("cancels bucket %s: %w", w.cfg.Subjects.CancelsBucket(), err)
+		}
+		w.cancelsHandle = kv
+	}
+	return w.cancelsHandle, nil
 }
 
 // lease is the jobs consumer's AckWait.
