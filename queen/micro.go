@@ -60,7 +60,12 @@ func (q *Queen) serveInfer(ctx context.Context, req micro.Request) (status int) 
 		q.log.Info("infer request refused", "model", ir.Model, "err", err)
 		return q.inferError(req, err)
 	}
-	rl, err := q.startRelay(sctx, job, ir.IdempotencyKey)
+	key := ir.IdempotencyKey
+	if key == "" && ir.ID != "" {
+		// A client's own job ID is its idempotency key: a repeat follows.
+		key = "id:" + ir.ID
+	}
+	rl, err := q.startRelay(sctx, job, key)
 	if err != nil {
 		q.log.Warn("queue job", "job_id", job.ID, "model", job.Model, "err", err)
 		return q.inferError(req, err)

@@ -117,6 +117,44 @@ func TestMicroInferStreamsFromWorker(t *testing.T) {
 	})
 }
 
+func TestMicroInferClientJobID(t *testing.T) {
+	f := newFixture(t, nil)
+	f.run()
+	started := make(chan string, 4)
+	taken := f.startWorker(model, func(j *fakeJob) {
+		started <- j.Job.ID
+		j.token("Once")
+		j.end(schemas.StopReasonStop, schemas.Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2})
+	})
+	body := `{"id":"my-job-7","model":"stories260K","prompt":"x"}`
+	for attempt := range 2 {
+		msgs := f.infer(body)
+		var text string
+		for _, m := range msgs {
+			var ev schemas.Event
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.JobID != "my-job-7" {
+				t.Errorf("attempt %d: event of job %q, want the client's ID", attempt, ev.JobID)
+			}
+			text += ev.Text
+		}
+		if text != "Once" {
+			t.Errorf("attempt %d: text %q", attempt, text)
+		}
+	}
+	if id := <-started; id != "my-job-7" {
+		t.Errorf("worker ran job %q", id)
+	}
+	recvJob(t, taken)
+	select {
+	case again := <-started:
+		t.Errorf("a repeat with the same ID ran job %s again", again)
+	default:
+	}
+}
+
 func TestMicroInferErrors(t *testing.T) {
 	f := newFixture(t, nil)
 	f.run()

@@ -46,7 +46,11 @@ func (q *Queen) admit(ctx context.Context, req *schemas.InferRequest, deadline t
 	if err := q.checkModel(ctx, req.Model); err != nil {
 		return schemas.Job{}, err
 	}
-	job := req.Job(newJobID(), "")
+	id := req.ID
+	if id == "" {
+		id = newJobID()
+	}
+	job := req.Job(id, "")
 	if job.Seed == nil {
 		seed := int64(rand.Uint64() >> 1)
 		job.Seed = &seed

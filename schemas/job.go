@@ -95,6 +95,10 @@ func validSubject(s string) bool {
 // InferRequest is what a client sends to the Infer endpoint: a job without
 // ID or stream, which the queen fills in.
 type InferRequest struct {
+	// ID, when set, is the job's ID: the client knows it before the first
+	// event (to cancel a job still queued), and a repeat with the same ID
+	// follows the job instead of running another.
+	ID        string    `json:"id,omitempty"`
 	Model     string    `json:"model"`
 	Prompt    string    `json:"prompt,omitempty"`
 	Messages  []Message `json:"messages,omitempty"`
@@ -112,6 +116,9 @@ type InferRequest struct {
 
 // Validate checks a request before the queen turns it into a job.
 func (r *InferRequest) Validate() error {
+	if r.ID != "" && !ValidID(r.ID) {
+		return Errorf(CodeInvalidRequest, "id %q: want 1-128 letters, digits, '-' or '_'", r.ID)
+	}
 	if !ValidModel(r.Model) {
 		return Errorf(CodeInvalidRequest, "model %q: want 1-128 letters, digits, '-', '_' or ':'", r.Model)
 	}

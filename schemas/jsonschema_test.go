@@ -254,7 +254,7 @@ func TestSchemaRejectsMalformedMessages(t *testing.T) {
 		{Job{}, `{"id":"j","model":"m","stream":"r","temperature":null}`, "type"},
 		{Job{}, `{"id":"j","model":"m","stream":"r","created_at":"yesterday"}`, "date-time"},
 		{Job{}, `[]`, "type"},
-		{InferRequest{}, `{"model":"m","id":"j"}`, `unknown property "id"`},
+		{InferRequest{}, `{"model":"m","stream":"r"}`, `unknown property "stream"`},
 		{Event{}, `{"job_id":"j","seq":0,"delivery":1,"type":"tok"}`, "not one of"},
 		{Event{}, `{"job_id":"j","seq":0,"delivery":1,"type":"error","error":{"code":"nope","message":""}}`, "not one of"},
 		{Event{}, `{"job_id":"j","seq":0,"delivery":1,"type":"end","usage":{"prompt_tokens":1}}`, `"completion_tokens" is missing`},

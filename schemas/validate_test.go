@@ -110,6 +110,9 @@ func TestInferRequestValidate(t *testing.T) {
 		{"bad role", func(r *InferRequest) { r.Messages[0].Role = "x" }, "role"},
 		{"bad sampling", func(r *InferRequest) { r.TopP = 2 }, "top_p"},
 		{"max tokens", func(r *InferRequest) { r.MaxTokens = -3 }, "max_tokens"},
+		{"client id", func(r *InferRequest) { r.ID = "my-job_1" }, ""},
+		{"bad id", func(r *InferRequest) { r.ID = "a.b" }, "id"},
+		{"wildcard id", func(r *InferRequest) { r.ID = "*" }, "id"},
 	} {
 		r := validInferRequest()
 		tc.change(&r)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -62,9 +63,11 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer nc.Close()
-	jobID := ""
+	// The job's ID is ours, so Ctrl-C can cancel it even before it starts.
+	jobID := strings.ToLower(rand.Text())
+	req.ID = jobID
 	defer func() {
-		if jobID == "" || ctx.Err() == nil {
+		if ctx.Err() == nil {
 			return
 		}
 		// Stopped early: nobody reads the rest, so the worker need not write it.
@@ -110,7 +113,6 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				return fmt.Errorf("run: event %d arrived, expected %d: the stream lost messages", ev.Seq, next)
 			}
 			next++
-			jobID = ev.JobID
 			switch ev.Type {
 			case schemas.EventToken:
 				fmt.Fprint(stdout, ev.Text)
