@@ -31,8 +31,14 @@ type Provisioning struct {
 	// WorkerTTL is how long a worker's heartbeat key lives in the workers
 	// bucket without being refreshed. Default 15s; at least 1s.
 	WorkerTTL time.Duration
+	// HiveTTL is how long a hive's key lives in the hives bucket without
+	// being refreshed. Default 15s; at least 1s.
+	HiveTTL time.Duration
 	// EventsMaxAge is how long audit events are kept. Default 7 days.
 	EventsMaxAge time.Duration
+	// DeadLetterMaxAge is how long dead-lettered jobs are kept for an
+	// operator to look at. Default 7 days.
+	DeadLetterMaxAge time.Duration
 	// StreamsMaxAge is how long a job's events are kept: the window in
 	// which a worker can take a job over, a client read its stream again,
 	// and rbee jobs show find it. Default 1h.
@@ -48,7 +54,9 @@ const (
 	DefaultJobsMaxAge      = time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultWorkerTTL       = 15 * time.Second
+	DefaultHiveTTL         = 15 * time.Second
 	DefaultEventsMaxAge    = 7 * 24 * time.Hour
+	DefaultDeadLetterAge   = 7 * 24 * time.Hour
 	DefaultJobsMaxPerModel = 1000
 	DefaultStreamsMaxAge   = time.Hour
 	DefaultStreamsMaxBytes = 1 << 30
@@ -78,7 +86,9 @@ func (p Provisioning) withDefaults() (Provisioning, error) {
 	set(&p.JobsMaxAge, DefaultJobsMaxAge)
 	set(&p.DuplicateWindow, DefaultDuplicateWindow)
 	set(&p.WorkerTTL, DefaultWorkerTTL)
+	set(&p.HiveTTL, DefaultHiveTTL)
 	set(&p.EventsMaxAge, DefaultEventsMaxAge)
+	set(&p.DeadLetterMaxAge, DefaultDeadLetterAge)
 	set(&p.StreamsMaxAge, DefaultStreamsMaxAge)
 	if p.JobsMaxPerModel == 0 {
 		p.JobsMaxPerModel = min(DefaultJobsMaxPerModel, p.JobsMaxMsgs)
@@ -99,6 +109,10 @@ func (p Provisioning) withDefaults() (Provisioning, error) {
 		// The server's delete markers, which tell watchers that a
 		// worker's key expired, live at least a second.
 		return p, fmt.Errorf("worker TTL %v: want at least 1s", p.WorkerTTL)
+	case p.HiveTTL < time.Second:
+		return p, fmt.Errorf("hive TTL %v: want at least 1s", p.HiveTTL)
+	case p.DeadLetterMaxAge < time.Minute:
+		return p, fmt.Errorf("dead letter max age %v: want at least 1m", p.DeadLetterMaxAge)
 	case p.EventsMaxAge < time.Second:
 		return p, fmt.Errorf("events max age %v: want at least 1s", p.EventsMaxAge)
 	case p.JobsMaxPerModel < 1 || p.JobsMaxPerModel > p.JobsMaxMsgs:
@@ -113,7 +127,8 @@ func (p Provisioning) withDefaults() (Provisioning, error) {
 
 // Provision creates what rbee needs on JetStream, or updates it to p: the
 // jobs work-queue stream, the job events stream, the audit events stream,
-// the workers bucket and the cancels bucket. It is idempotent.
+// the dead-letter stream, and the workers, hives, cancels and idempotency
+// buckets. It is idempotent.
 func Provision(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects, p Provisioning) error {
 	p, err := p.withDefaults()
 	if err != nil {
@@ -165,6 +180,33 @@ func Provision(ctx context.Context, js jetstream.JetStream, subj schemas.Subject
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, events); err != nil {
 		return fmt.Errorf("provision stream %s: %w", events.Name, err)
+	}
+	dlq := jetstream.StreamConfig{
+		Name:        subj.DeadLetterStream(),
+		Description: "rbee dead letters: jobs delivered as often as allowed without ending, or unreadable",
+		Subjects:    []string{subj.AllDeadLetters()},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      p.DeadLetterMaxAge,
+		// A worker dead-letters with the job's ID as message ID, so a
+		// retry after a lost answer does not keep two copies.
+		Duplicates: p.DuplicateWindow,
+		Replicas:   p.Replicas,
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, dlq); err != nil {
+		return fmt.Errorf("provision stream %s: %w", dlq.Name, err)
+	}
+	hives := jetstream.KeyValueConfig{
+		Bucket:         subj.HivesBucket(),
+		Description:    "rbee live hives: heartbeats expire after the TTL",
+		History:        1,
+		TTL:            p.HiveTTL,
+		Storage:        jetstream.MemoryStorage,
+		Replicas:       p.Replicas,
+		LimitMarkerTTL: p.HiveTTL,
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, hives); err != nil {
+		return fmt.Errorf("provision bucket %s: %w", hives.Bucket, err)
 	}
 	workers := jetstream.KeyValueConfig{
 		Bucket:      subj.WorkersBucket(),
@@ -218,8 +260,8 @@ var ErrNotProvisioned = errors.New("not provisioned")
 // winning.
 func Check(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects) error {
 	var missing []string
-	for _, name := range []string{subj.JobsStream(), subj.StreamsStream(), subj.EventsStream(),
-		"KV_" + subj.WorkersBucket(), "KV_" + subj.CancelsBucket(), "KV_" + subj.IdempotencyBucket()} {
+	for _, name := range []string{subj.JobsStream(), subj.StreamsStream(), subj.EventsStream(), subj.DeadLetterStream(),
+		"KV_" + subj.WorkersBucket(), "KV_" + subj.HivesBucket(), "KV_" + subj.CancelsBucket(), "KV_" + subj.IdempotencyBucket()} {
 		_, err := js.Stream(ctx, name)
 		switch {
 		case err == nil:

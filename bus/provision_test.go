@@ -61,6 +61,21 @@ func TestProvisionIsIdempotentAndUpdates(t *testing.T) {
 		cfg.MaxAge != bus.DefaultEventsMaxAge || cfg.Subjects[0] != subj.AllEvents() {
 		t.Errorf("events stream config %+v", cfg)
 	}
+	dlq, err := js.Stream(ctx, subj.DeadLetterStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := dlq.CachedInfo().Config; cfg.Retention != jetstream.LimitsPolicy || cfg.Storage != jetstream.FileStorage ||
+		cfg.MaxAge != bus.DefaultDeadLetterAge || cfg.Subjects[0] != subj.AllDeadLetters() {
+		t.Errorf("dead-letter stream config %+v", cfg)
+	}
+	hives, err := js.KeyValue(ctx, subj.HivesBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := hives.Status(ctx); err != nil || st.TTL() != bus.DefaultHiveTTL || st.LimitMarkerTTL() != bus.DefaultHiveTTL {
+		t.Errorf("hives bucket: %v %v", st, err)
+	}
 	kv, err := js.KeyValue(ctx, subj.WorkersBucket())
 	if err != nil {
 		t.Fatal(err)
@@ -105,6 +120,8 @@ func TestProvisionRejectsBadSettings(t *testing.T) {
 		{bus.Provisioning{JobsMaxAge: time.Minute, DuplicateWindow: time.Hour}, "duplicate window"},
 		{bus.Provisioning{WorkerTTL: 500 * time.Millisecond}, "worker TTL"},
 		{bus.Provisioning{EventsMaxAge: -time.Hour}, "events max age"},
+		{bus.Provisioning{HiveTTL: time.Millisecond}, "hive TTL"},
+		{bus.Provisioning{DeadLetterMaxAge: time.Second}, "dead letter max age"},
 	} {
 		err := bus.Provision(t.Context(), js, subj, tc.p)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -181,9 +198,16 @@ func TestCheck(t *testing.T) {
 	if err := js.DeleteKeyValue(ctx, subj.WorkersBucket()); err != nil {
 		t.Fatal(err)
 	}
+	if err := js.DeleteStream(ctx, subj.DeadLetterStream()); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(ctx, subj.HivesBucket()); err != nil {
+		t.Fatal(err)
+	}
 	err := bus.Check(ctx, js, subj)
 	if !errors.Is(err, bus.ErrNotProvisioned) || !strings.Contains(err.Error(), subj.StreamsStream()) ||
-		!strings.Contains(err.Error(), subj.WorkersBucket()) {
+		!strings.Contains(err.Error(), subj.WorkersBucket()) || !strings.Contains(err.Error(), subj.DeadLetterStream()) ||
+		!strings.Contains(err.Error(), subj.HivesBucket()) {
 		t.Errorf("Check with a stream and a bucket gone: %v", err)
 	}
 }

@@ -35,6 +35,10 @@ const (
 	// CodeShuttingDown: the component answering is stopping; another may
 	// take the request.
 	CodeShuttingDown Code = "shutting_down"
+	// CodeDeadLettered: the job was delivered as often as the jobs
+	// consumer allows without ending (its workers died on it), or could not
+	// be read; it is kept in the dead-letter stream for an operator.
+	CodeDeadLettered Code = "dead_lettered"
 )
 
 var httpStatus = map[Code]int{
@@ -55,6 +59,7 @@ var httpStatus = map[Code]int{
 	CodeQueueFull:        http.StatusTooManyRequests,
 	CodeFenced:           http.StatusConflict,
 	CodeShuttingDown:     http.StatusServiceUnavailable,
+	CodeDeadLettered:     http.StatusInternalServerError,
 }
 
 // retryable lists the codes for which the same request may succeed later:

@@ -21,6 +21,21 @@ const (
 	HeaderSchema = "Rbee-Schema"
 )
 
+// Headers of a message in the dead-letter stream, whose data is the job's
+// message as it was queued, byte for byte.
+const (
+	// HeaderDeadCode is the error code the job ended with.
+	HeaderDeadCode = "Rbee-Dead-Code"
+	// HeaderDeadReason says why, for a person.
+	HeaderDeadReason = "Rbee-Dead-Reason"
+	// HeaderDeadSubject is the work-queue subject the job was queued on.
+	HeaderDeadSubject = "Rbee-Dead-Subject"
+	// HeaderDeliveries is how often the job had been delivered.
+	HeaderDeliveries = "Rbee-Deliveries"
+	// HeaderDeadWorker is the worker that dead-lettered it.
+	HeaderDeadWorker = "Rbee-Dead-Worker"
+)
+
 var (
 	prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	// Model names become one subject token: no dots, wildcards or spaces.
@@ -135,6 +150,24 @@ func (s Subjects) IdempotencyBucket() string { return s.upper() + "_IDEMPOTENCY"
 // published on, which a worker running the job subscribes to.
 func (s Subjects) CancelKey(jobID string) string { return "$KV." + s.CancelsBucket() + "." + jobID }
 
+// DeadLetters is the dead-letter subject for one model's jobs:
+// <prefix>.v2.dlq.<model>.
+func (s Subjects) DeadLetters(model string) string { return s.base() + ".dlq." + model }
+
+// AllDeadLetters matches every model's dead letters.
+func (s Subjects) AllDeadLetters() string { return s.base() + ".dlq.>" }
+
+// DeadLetterStream keeps jobs that could not be run: poison that killed
+// its workers, or messages no worker could read.
+func (s Subjects) DeadLetterStream() string { return s.upper() + "_DLQ" }
+
+// ModelOfJobs returns the model of a work-queue subject from Jobs, and
+// whether subject is one.
+func (s Subjects) ModelOfJobs(subject string) (string, bool) {
+	model, ok := strings.CutPrefix(subject, s.base()+".jobs.")
+	return model, ok && ValidModel(model)
+}
+
 // EventsStream is the JetStream stream keeping audit events.
 func (s Subjects) EventsStream() string { return s.upper() + "_EVENTS" }
 
@@ -145,6 +178,9 @@ func (s Subjects) JobsConsumer(model string) string {
 
 // WorkersBucket is the KV bucket where live workers keep a key with a TTL.
 func (s Subjects) WorkersBucket() string { return s.upper() + "_WORKERS" }
+
+// HivesBucket is the KV bucket where live hives keep a key with a TTL.
+func (s Subjects) HivesBucket() string { return s.upper() + "_HIVES" }
 
 // ValidModel reports whether name can be a model name (one subject token).
 func ValidModel(name string) bool { return modelPattern.MatchString(name) }

@@ -55,6 +55,10 @@ func TestSubjectNames(t *testing.T) {
 		{def.EventsStream(), "RBEE_EVENTS"},
 		{def.WorkersBucket(), "RBEE_WORKERS"},
 		{def.JobsConsumer("llama3:8b"), "workers_llama3:8b"},
+		{def.DeadLetters("llama3:8b"), "rbee.v2.dlq.llama3:8b"},
+		{def.AllDeadLetters(), "rbee.v2.dlq.>"},
+		{def.DeadLetterStream(), "RBEE_DLQ"},
+		{def.HivesBucket(), "RBEE_HIVES"},
 		{custom.Jobs("m"), "team-a.v2.jobs.m"},
 		{custom.Infer(), "team-a.v2.infer"},
 		{custom.JobsStream(), "TEAM_A_JOBS"},
@@ -108,6 +112,10 @@ func TestSubjectsDoNotOverlap(t *testing.T) {
 		{s.AllJobs(), s.Heartbeat(KindWorker, "w1"), false},
 		{s.AllJobs(), s.Control(KindWorker, "w1"), false},
 		{s.AllEvents(), s.Jobs("m"), false},
+		// A dead letter never lands back on the work queue.
+		{s.AllJobs(), s.DeadLetters("m"), false},
+		{s.AllDeadLetters(), s.DeadLetters("m"), true},
+		{s.AllDeadLetters(), s.Jobs("m"), false},
 		// Installations under different prefixes stay apart.
 		{s.AllJobs(), other.Jobs("m"), false},
 	} {
@@ -117,7 +125,7 @@ func TestSubjectsDoNotOverlap(t *testing.T) {
 	}
 	// Stream, bucket and consumer names are single tokens JetStream accepts.
 	for _, name := range []string{s.JobsStream(), s.EventsStream(), s.StreamsStream(), s.WorkersBucket(),
-		s.CancelsBucket(), s.JobsConsumer("llama3:8b")} {
+		s.CancelsBucket(), s.JobsConsumer("llama3:8b"), s.DeadLetterStream(), s.HivesBucket()} {
 		if strings.ContainsAny(name, ". *>/\\\t\r\n") {
 			t.Errorf("name %q is not a valid JetStream name", name)
 		}
@@ -153,6 +161,23 @@ func TestValidModelAndID(t *testing.T) {
 		}
 		if got := ValidID(tc.s); got != tc.id {
 			t.Errorf("ValidID(%q) = %v, want %v", tc.s, got, tc.id)
+		}
+	}
+}
+
+func TestModelOfJobs(t *testing.T) {
+	s, _ := NewSubjects("")
+	for subject, want := range map[string]string{
+		s.Jobs("llama3:8b"):      "llama3:8b",
+		"rbee.v2.jobs.a.b":       "",
+		"rbee.v2.jobs.":          "",
+		"other.v2.jobs.m":        "",
+		s.JobEvents("q1", "j"):   "",
+		"rbee.v2.jobs.bad model": "",
+	} {
+		got, ok := s.ModelOfJobs(subject)
+		if got != want && ok || ok != (want != "") {
+			t.Errorf("ModelOfJobs(%q) = %q, %v; want %q", subject, got, ok, want)
 		}
 	}
 }

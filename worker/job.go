@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/infer"
 	"github.com/rbee-dev/rbee/infer/chat"
 	"github.com/rbee-dev/rbee/infer/sample"
@@ -90,15 +91,15 @@ func (w *Worker) handle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	}
 	var job schemas.Job
 	if err := json.Unmarshal(msg.Data(), &job); err != nil {
-		w.reject(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest, "decode job: %v", err))
+		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest, "decode job: %v", err))
 		return
 	}
 	if err := job.Validate(); err != nil {
-		w.reject(log, msg, job, delivery, err)
+		w.deadLetter(log, msg, job, delivery, err)
 		return
 	}
 	if job.Model != w.cfg.Model {
-		w.reject(log, msg, job, delivery, schemas.Errorf(schemas.CodeModelNotFound,
+		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeModelNotFound,
 			"job for model %q reached a worker of %q", job.Model, w.cfg.Model))
 		return
 	}
@@ -108,27 +109,53 @@ func (w *Worker) handle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	w.run(ctx, log.With("job_id", job.ID, "delivery", delivery), msg, job, delivery, taken, queuedAt)
 }
 
-// reject answers a job that cannot run and terminates its message, so that
-// poison input is never redelivered. The answer goes to the job's stream
-// only when that is a job events subject: a worker never publishes where a
-// job it could not read points it.
-func (w *Worker) reject(log *slog.Logger, msg jetstream.Msg, job schemas.Job, delivery int, err error) {
+// exhausted reports whether delivery is the one after the last attempt the
+// jobs consumer allows: the job is dead-lettered instead of run.
+func (w *Worker) exhausted(delivery int) bool {
+	md := w.maxDeliver.Load()
+	return md > 1 && int64(delivery) >= md
+}
+
+// deadLetter gives up on a job that cannot run (poison input is never
+// redelivered) or ran out of attempts. It keeps the job's message, as queued, in the dead-letter stream,
+// ends the job's stream with err's code, and terminates the message so it
+// is never delivered again. The answer goes to the job's stream only when
+// that is a job events subject: a worker never publishes where a job it
+// could not read points it. When the dead-letter stream cannot take the
+// job, it is handed back instead: never dropped.
+func (w *Worker) deadLetter(log *slog.Logger, msg jetstream.Msg, job schemas.Job, delivery int, err error) {
 	id := job.ID
 	if id == "" {
 		id = msg.Headers().Get(schemas.HeaderMsgID)
 	}
 	log = log.With("job_id", id)
 	code := schemas.CodeOf(err)
-	log.Warn("job rejected", "code", code, "err", err)
+	reason := err.Error()
+	if e := (*schemas.Error)(nil); errors.As(err, &e) {
+		reason = e.Message
+	}
+	log.Warn("job dead-lettered", "code", code, "reason", reason, "delivery", delivery)
+	ctx, cancel := context.WithTimeout(context.Background(), busTimeout)
+	defer cancel()
+	d := bus.DeadLetter{JobID: id, Subject: msg.Subject(), Data: msg.Data(), Code: code, Reason: reason,
+		Deliveries: delivery, Worker: w.cfg.ID}
+	if !schemas.ValidID(id) {
+		d.JobID = ""
+	}
+	if perr := bus.PublishDeadLetter(ctx, w.js, w.cfg.Subjects, d); perr != nil {
+		log.Error("dead-letter the job; handing it back", "err", perr)
+		w.settleMsg(ctx, log, msg, actNak)
+		return
+	}
 	if schemas.ValidID(job.ID) && w.cfg.Subjects.IsJobEvents(job.Stream) {
 		es := newEventStream(w.js, w.eventsStream, job, w.cfg.ID, delivery, func(error) {})
-		w.endStream(log, es, code, err.Error())
+		w.endStream(log, es, code, reason)
 	}
 	if terr := msg.TermWithReason(string(code)); terr != nil {
-		log.Warn("terminate rejected job", "err", terr)
+		log.Warn("terminate the dead-lettered job", "err", terr)
 	}
 	w.metrics.jobs.WithLabelValues(string(code)).Inc()
-	if id != "" && schemas.ValidID(id) {
+	if schemas.ValidID(id) {
 		w.audit(log, msg, schemas.AuditEvent{JobID: id, Outcome: string(code)})
 	}
 }
@@ -155,7 +182,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if !w.cfg.Subjects.IsJobEvents(job.Stream) {
-		w.reject(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest,
+		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest,
 			"stream %q: want a job events subject %s", job.Stream, w.cfg.Subjects.JobEvents("<owner>", job.ID)))
 		return
 	}
@@ -175,6 +202,11 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	case state.ended:
 		log.Info("the job's events already ended; acknowledging it")
 		w.settleMsg(ctx, log, msg, actAck)
+		return
+	case w.exhausted(delivery):
+		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeDeadLettered,
+			"the job was delivered %d times without ending (its workers stopped on it); it is kept as a dead letter",
+			delivery-1))
 		return
 	}
 	if len(state.tokens) > 0 {

@@ -24,7 +24,7 @@ import (
 const (
 	DefaultSlots             = 1
 	DefaultAckWait           = 30 * time.Second
-	DefaultMaxDeliver        = 3
+	DefaultMaxAttempts       = 3
 	DefaultHeartbeatInterval = 2 * time.Second
 	DefaultShutdownGrace     = 30 * time.Second
 )
@@ -57,8 +57,12 @@ type Config struct {
 	Subjects schemas.Subjects
 	// AckWait is the job lease (default 30s), renewed while generating.
 	AckWait time.Duration
-	// MaxDeliver bounds deliveries of one job (default 3; -1 unbounded).
-	MaxDeliver int
+	// MaxAttempts bounds the deliveries of one job that may run it (default
+	// 3; -1 unbounded). A worker creating the jobs consumer allows one
+	// delivery more, in which whichever worker gets it dead-letters the
+	// job instead: a job that kills its workers stops there, and its
+	// client gets an error instead of silence.
+	MaxAttempts int
 	// HeartbeatInterval is how often the worker refreshes its key in
 	// Subjects.WorkersBucket() and publishes on Subjects.Heartbeat (default
 	// 2s). It must be well below the bucket's TTL.
@@ -75,8 +79,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.AckWait == 0 {
 		c.AckWait = DefaultAckWait
 	}
-	if c.MaxDeliver == 0 {
-		c.MaxDeliver = DefaultMaxDeliver
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
@@ -102,8 +106,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("KV tokens %d: want 0 (slots × context) or more", c.KVTokens)
 	case c.AckWait < minAckWait:
 		return c, fmt.Errorf("ack wait %v: want at least %v", c.AckWait, minAckWait)
-	case c.MaxDeliver < -1:
-		return c, fmt.Errorf("max deliver %d: want -1 (unbounded) or at least 1", c.MaxDeliver)
+	case c.MaxAttempts < -1:
+		return c, fmt.Errorf("max attempts %d: want -1 (unbounded) or at least 1", c.MaxAttempts)
 	case c.HeartbeatInterval < 0:
 		return c, fmt.Errorf("heartbeat interval %v: want more than 0", c.HeartbeatInterval)
 	case c.ShutdownGrace < 0:
@@ -130,6 +134,7 @@ type Worker struct {
 	eventsHandle  jetstream.Stream
 	cancelsHandle jetstream.KeyValue
 	ackWait       atomic.Int64 // the jobs consumer's lease, in nanoseconds
+	maxDeliver    atomic.Int64 // the jobs consumer's MaxDeliver; -1 unbounded
 
 	mu    sync.Mutex // guards state and busy
 	state string
@@ -238,13 +243,19 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 // bindConsumer binds to the model's jobs consumer, creating it with this
-// worker's lease if it is missing, and adopts the lease the consumer has:
-// renewing on another worker's schedule would lose jobs to redelivery.
+// worker's lease and attempts if it is missing, and adopts the lease and
+// delivery limit the consumer has: renewing on another worker's schedule
+// would lose jobs to redelivery.
 func (w *Worker) bindConsumer(ctx context.Context) (jetstream.Consumer, error) {
-	cons, err := bus.EnsureJobsConsumer(ctx, w.js, w.cfg.Subjects, w.cfg.Model, w.cfg.AckWait, w.cfg.MaxDeliver)
+	maxDeliver := -1
+	if w.cfg.MaxAttempts > 0 {
+		maxDeliver = w.cfg.MaxAttempts + 1
+	}
+	cons, err := bus.EnsureJobsConsumer(ctx, w.js, w.cfg.Subjects, w.cfg.Model, w.cfg.AckWait, maxDeliver)
 	if err != nil {
 		return nil, err
 	}
+	w.maxDeliver.Store(int64(cons.CachedInfo().Config.MaxDeliver))
 	lease := cons.CachedInfo().Config.AckWait
 	if lease != w.cfg.AckWait {
 		w.log.Warn("the jobs consumer has another lease than this worker's configuration; using the consumer's",

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/bus/bustest"
 	"github.com/rbee-dev/rbee/infer"
 	"github.com/rbee-dev/rbee/infer/sample"
@@ -216,9 +218,70 @@ func TestInvalidJobsAreTerminated(t *testing.T) {
 	if info := b.waitQueueEmpty(t); info.NumRedelivered != 0 {
 		t.Errorf("%d jobs redelivered", info.NumRedelivered)
 	}
+	// Each is kept, as it was queued, with why.
+	dead, err := bus.ReadDeadLetters(testContext(t), b.js, b.subj, modelName, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]schemas.Code{"bad-1": schemas.CodeInvalidRequest, "other-1": schemas.CodeModelNotFound, "garbage-1": schemas.CodeInvalidRequest}
+	if len(dead) != len(want) {
+		t.Fatalf("%d dead letters, want %d: %+v", len(dead), len(want), dead)
+	}
+	for _, d := range dead {
+		if d.Code != want[d.JobID] || d.Worker != "w1" || d.Deliveries != 1 || d.Subject != b.subj.Jobs(modelName) || d.Reason == "" {
+			t.Errorf("dead letter %+v", d)
+		}
+	}
+	if garbage := dead[2]; string(garbage.Data) != "{not json" {
+		t.Errorf("dead letter of garbage-1 holds %q, want the bytes queued", garbage.Data)
+	}
 
 	// Poison jobs do not stop the worker.
 	wantEnd(t, drain(t, b.submit(t, quickJob("good-1"))))
+}
+
+// A job delivered as often as the consumer allows without ending (its
+// holders died on it) is dead-lettered by the next worker, not run again,
+// and its stream ends with an error.
+func TestExhaustedJobIsDeadLettered(t *testing.T) {
+	b := newBed(t)
+	ctx := testContext(t)
+	const lease = 300 * time.Millisecond
+	cons, err := bus.EnsureJobsConsumer(ctx, b.js, b.subj, modelName, lease, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := b.submit(t, quickJob("poison-1"))
+	// The first holder takes the job and dies with it: no ack, no events.
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(waitLong))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() {
+	}
+	if batch.Error() != nil {
+		t.Fatal(batch.Error())
+	}
+	r := b.startWorker(t, worker.Config{})
+	events := drain(t, sub)
+	wantError(t, events, schemas.CodeDeadLettered)
+	if len(events) != 1 || events[0].WorkerID != "w1" || events[0].Delivery != 2 || events[0].Error.Retryable {
+		t.Errorf("events %+v, want one final error from w1's delivery 2", events)
+	}
+	if got := metric(t, r, "rbee_worker_tokens_generated_total"); got != 0 {
+		t.Errorf("%v tokens generated for a dead-lettered job", got)
+	}
+	b.waitQueueEmpty(t)
+	dead, err := bus.ReadDeadLetters(ctx, b.js, b.subj, "", 0)
+	if err != nil || len(dead) != 1 || dead[0].JobID != "poison-1" || dead[0].Code != schemas.CodeDeadLettered || dead[0].Deliveries != 2 {
+		t.Fatalf("dead letters %+v, %v", dead, err)
+	}
+	var job schemas.Job
+	if err := json.Unmarshal(dead[0].Data, &job); err != nil || job.ID != "poison-1" {
+		t.Errorf("dead letter holds %q: %v", dead[0].Data, err)
+	}
+	// The next job runs.
+	wantEnd(t, drain(t, b.submit(t, quickJob("after-poison"))))
 }
 
 // A job whose deadline passed while it was queued is answered, not run.
@@ -521,7 +584,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"huge context", worker.Config{ID: "w", Model: modelName, ContextLength: 1 << 30}, "context"},
 		{"negative ack wait", worker.Config{ID: "w", Model: modelName, AckWait: -1}, "ack wait"},
 		{"tiny ack wait", worker.Config{ID: "w", Model: modelName, AckWait: time.Millisecond}, "ack wait"},
-		{"bad max deliver", worker.Config{ID: "w", Model: modelName, MaxDeliver: -2}, "max deliver"},
+		{"bad max attempts", worker.Config{ID: "w", Model: modelName, MaxAttempts: -2}, "max attempts"},
 		{"negative heartbeat", worker.Config{ID: "w", Model: modelName, HeartbeatInterval: -1}, "heartbeat"},
 		{"negative grace", worker.Config{ID: "w", Model: modelName, ShutdownGrace: -1}, "shutdown grace"},
 		{"bad prefix", worker.Config{ID: "w", Model: modelName, Subjects: schemas.Subjects{Prefix: "a.b"}}, "prefix"},
