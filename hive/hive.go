@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rbee-dev/rbee/schemas"
@@ -31,12 +32,17 @@ const hiveHeartbeatSchema = "hive_heartbeat/v1"
 // subscription; a hive whose server is away starts its workers anyway.
 const flushTimeout = 5 * time.Second
 
+// busTimeout bounds one put or delete of the hive's registry key.
+const busTimeout = 5 * time.Second
+
 // errShutdownRequested is the cause of a stop asked for on the control subject.
 var errShutdownRequested = errors.New("shutdown requested on the control subject")
 
 // Hive supervises the worker processes of one machine.
 type Hive struct {
 	nc       *nats.Conn
+	js       jetstream.JetStream
+	hives    jetstream.KeyValue // the hives bucket, once found
 	cfg      Config
 	log      *slog.Logger
 	hostname string
@@ -67,7 +73,11 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	if err != nil {
 		logger.Warn("no hostname for heartbeats", "err", err)
 	}
-	h := &Hive{nc: nc, cfg: cfg, log: logger, hostname: hostname, starter: newExecStarter()}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("hive: jetstream: %w", err)
+	}
+	h := &Hive{nc: nc, js: js, cfg: cfg, log: logger, hostname: hostname, starter: newExecStarter()}
 	env := append([]string(nil), cfg.ExtraEnv...)
 	ids := map[string]bool{}
 	for _, model := range cfg.Models {
@@ -205,13 +215,16 @@ func (h *Hive) control(m *nats.Msg, stop context.CancelCauseFunc) {
 	}
 }
 
-// heartbeats publishes the hive's heartbeat now and every interval until ctx ends.
+// heartbeats publishes the hive's heartbeat now and every interval until
+// ctx ends, and keeps its key in the hives bucket, whose TTL removes a hive
+// that stopped; a hive that stops cleanly removes its key itself.
 func (h *Hive) heartbeats(ctx context.Context) {
 	subject := h.cfg.Subjects.Heartbeat(schemas.KindHive, h.cfg.ID)
 	t := time.NewTicker(h.cfg.HeartbeatInterval)
 	defer t.Stop()
+	defer h.removeKey()
 	for {
-		if err := h.publishHeartbeat(subject); err != nil {
+		if err := h.publishHeartbeat(ctx, subject); err != nil {
 			h.log.Warn("publish heartbeat", "err", err)
 		}
 		select {
@@ -222,11 +235,45 @@ func (h *Hive) heartbeats(ctx context.Context) {
 	}
 }
 
-func (h *Hive) publishHeartbeat(subject string) error {
+// registry is the hives bucket. A hive supervises its workers whether or
+// not the bucket is there, and looks for it again at the next beat.
+func (h *Hive) registry(ctx context.Context) (jetstream.KeyValue, error) {
+	if h.hives == nil {
+		kv, err := h.js.KeyValue(ctx, h.cfg.Subjects.HivesBucket())
+		if err != nil {
+			return nil, fmt.Errorf("hives bucket %s: %w", h.cfg.Subjects.HivesBucket(), err)
+		}
+		h.hives = kv
+	}
+	return h.hives, nil
+}
+
+func (h *Hive) removeKey() {
+	ctx, cancel := context.WithTimeout(context.Background(), busTimeout)
+	defer cancel()
+	kv, err := h.registry(ctx)
+	if err == nil {
+		err = kv.Delete(ctx, h.cfg.ID)
+	}
+	if err != nil {
+		h.log.Warn("delete the hive's registry key; it expires with the bucket's TTL", "err", err)
+	}
+}
+
+func (h *Hive) publishHeartbeat(ctx context.Context, subject string) error {
 	hb := h.heartbeat()
 	data, err := json.Marshal(hb)
 	if err != nil {
 		return fmt.Errorf("encode heartbeat: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, busTimeout)
+	defer cancel()
+	kv, err := h.registry(pctx)
+	if err == nil {
+		_, err = kv.Put(pctx, h.cfg.ID, data)
+	}
+	if err != nil {
+		h.log.Warn("put the hive's registry key", "err", err)
 	}
 	msg := nats.NewMsg(subject)
 	msg.Header.Set(schemas.HeaderSchema, hiveHeartbeatSchema)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rbee-dev/rbee/bus/bustest"
@@ -32,6 +33,7 @@ type realHive struct {
 	t        *testing.T
 	h        *Hive
 	nc       *nats.Conn
+	js       jetstream.JetStream
 	subj     schemas.Subjects
 	reg      *prometheus.Registry
 	log      *recorder
@@ -45,13 +47,13 @@ type realHive struct {
 // mod changes the config before New.
 func newRealHive(t *testing.T, mode string, mod func(*Config)) *realHive {
 	t.Helper()
-	s := bustest.RunServer(t)
-	nc, _ := bustest.Connect(t, s)
+	// Provisioned: the hive keeps its key in the hives bucket.
+	s, nc, js, _ := bustest.Provisioned(t)
 	model := filepath.Join(t.TempDir(), "tiny.gguf")
 	if err := os.WriteFile(model, []byte("GGUF"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := &realHive{t: t, nc: nc, reg: prometheus.NewRegistry(), log: &recorder{}, readyDir: t.TempDir()}
+	f := &realHive{t: t, nc: nc, js: js, reg: prometheus.NewRegistry(), log: &recorder{}, readyDir: t.TempDir()}
 	cfg := Config{
 		ID:                "test-hive",
 		Models:            []ModelSpec{{Name: "tiny:1b", Path: model}},
@@ -341,8 +343,31 @@ func TestHeartbeatReportsMachineAndRunningWorkers(t *testing.T) {
 	if _, _, err := memory(); err == nil && (hb.MemoryBytes == 0 || hb.FreeBytes == 0 || hb.FreeBytes > hb.MemoryBytes) {
 		t.Errorf("memory %d bytes, %d free", hb.MemoryBytes, hb.FreeBytes)
 	}
+	// The registry holds the same heartbeat under the hive's ID.
+	kv, err := f.js.KeyValue(t.Context(), f.subj.HivesBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, waitFor, func() error {
+		e, err := kv.Get(t.Context(), "test-hive")
+		if err != nil {
+			return err
+		}
+		var kept schemas.HiveHeartbeat
+		if err := json.Unmarshal(e.Value(), &kept); err != nil {
+			return err
+		}
+		if slices.Sort(kept.Workers); kept.HiveID != "test-hive" || !slices.Equal(kept.Workers, want) {
+			return fmt.Errorf("registry key holds %+v", kept)
+		}
+		return nil
+	})
 	if err := f.stop(); err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+	// A hive that stops leaves the registry at once, not after the TTL.
+	if _, err := kv.Get(t.Context(), "test-hive"); !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+		t.Errorf("registry key after stop: %v", err)
 	}
 }
 

@@ -64,7 +64,7 @@ func TestWorkerResidentMemory(t *testing.T) {
 	subj, _ := schemas.NewSubjects("")
 	// No queen here: provision the way an operator would without one.
 	if out, err := exec.Command(rbeeBin, "provision", "--server", srv.ClientURL()).CombinedOutput(); err != nil ||
-		!strings.Contains(string(out), "provisioned "+subj.JobsStream()) {
+		!strings.Contains(string(out), "provisioned the streams "+subj.JobsStream()) {
 		t.Fatalf("rbee provision: %v\n%s", err, out)
 	}
 	worker := start(t, "worker", "--server", srv.ClientURL(), "--model-name", "tiny", "--model", model,

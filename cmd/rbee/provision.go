@@ -18,6 +18,9 @@ func addProvisionFlags(fs *flag.FlagSet) *bus.Provisioning {
 	fs.Int64Var(&p.JobsMaxPerModel, "jobs-max-per-model", bus.DefaultJobsMaxPerModel, "jobs one model's queue holds at most")
 	fs.DurationVar(&p.JobsMaxAge, "jobs-max-age", bus.DefaultJobsMaxAge, "how long a job may wait for a worker")
 	fs.DurationVar(&p.StreamsMaxAge, "streams-max-age", bus.DefaultStreamsMaxAge, "how long a job's events are kept")
+	fs.DurationVar(&p.DeadLetterMaxAge, "dlq-max-age", bus.DefaultDeadLetterAge, "how long dead-lettered jobs are kept")
+	fs.DurationVar(&p.WorkerTTL, "worker-ttl", bus.DefaultWorkerTTL, "how soon a worker that stops heartbeating leaves the registry")
+	fs.DurationVar(&p.HiveTTL, "hive-ttl", bus.DefaultHiveTTL, "how soon a hive that stops heartbeating leaves the registry")
 	return p
 }
 
@@ -47,7 +50,8 @@ func runProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := bus.Provision(ctx, js, subj, *p); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "provisioned %s, %s, %s and the buckets %s, %s (%d replicas)\n",
-		subj.JobsStream(), subj.StreamsStream(), subj.EventsStream(), subj.WorkersBucket(), subj.CancelsBucket(), p.Replicas)
+	_, err = fmt.Fprintf(stdout, "provisioned the streams %s, %s, %s, %s and the buckets %s, %s, %s, %s (%d replicas)\n",
+		subj.JobsStream(), subj.StreamsStream(), subj.EventsStream(), subj.DeadLetterStream(),
+		subj.WorkersBucket(), subj.HivesBucket(), subj.CancelsBucket(), subj.IdempotencyBucket(), p.Replicas)
 	return err
 }
