@@ -17,18 +17,33 @@ import (
 // TTL removes the keys of dead workers, so what is there is alive. Entries
 // that do not decode or validate are skipped and logged at debug level.
 func LiveWorkers(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger) ([]schemas.WorkerHeartbeat, error) {
+	return live[schemas.WorkerHeartbeat](ctx, kv, logger)
+}
+
+// LiveHives reads every heartbeat in the hives bucket kv, as LiveWorkers
+// does the workers'.
+func LiveHives(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger) ([]schemas.HiveHeartbeat, error) {
+	return live[schemas.HiveHeartbeat](ctx, kv, logger)
+}
+
+// live reads and validates every value of a heartbeats bucket.
+func live[T any, PT interface {
+	*T
+	Validate() error
+}](ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger) ([]T, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	bucket := kv.Bucket()
 	// One watch delivers every current value and then a nil marker: a
 	// single round trip, where listing keys and reading each is one per key.
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("watch workers bucket: %w", err)
+		return nil, fmt.Errorf("watch bucket %s: %w", bucket, err)
 	}
 	defer func() {
 		if err := w.Stop(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			logger.Debug("stop workers watch", "err", err)
+			logger.Debug("stop watch", "bucket", bucket, "err", err)
 		}
 		// The watcher's delivery goroutine blocks while its channel is
 		// full; draining lets it see the stop and exit (it closes the
@@ -36,28 +51,28 @@ func LiveWorkers(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger
 		for range w.Updates() {
 		}
 	}()
-	var out []schemas.WorkerHeartbeat
+	var out []T
 	for {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, errors.New("workers bucket watch closed")
+				return nil, fmt.Errorf("bucket %s: watch closed", bucket)
 			}
 			if e == nil { // every current value delivered
 				return out, nil
 			}
-			var hb schemas.WorkerHeartbeat
+			var hb T
 			if err := json.Unmarshal(e.Value(), &hb); err != nil {
-				logger.Debug("skip undecodable worker heartbeat", "key", e.Key(), "err", err)
+				logger.Debug("skip undecodable heartbeat", "bucket", bucket, "key", e.Key(), "err", err)
 				continue
 			}
-			if err := hb.Validate(); err != nil {
-				logger.Debug("skip invalid worker heartbeat", "key", e.Key(), "err", err)
+			if err := PT(&hb).Validate(); err != nil {
+				logger.Debug("skip invalid heartbeat", "bucket", bucket, "key", e.Key(), "err", err)
 				continue
 			}
 			out = append(out, hb)
 		case <-ctx.Done():
-			return nil, fmt.Errorf("read workers bucket: %w", ctx.Err())
+			return nil, fmt.Errorf("read bucket %s: %w", bucket, ctx.Err())
 		}
 	}
 }

@@ -41,3 +41,26 @@ func TestLiveWorkersSkipsJunkAndDeletedKeys(t *testing.T) {
 		t.Errorf("LiveWorkers = %+v, %v; want only w1", got, err)
 	}
 }
+
+func TestLiveHivesSkipsJunk(t *testing.T) {
+	_, _, js, subj := bustest.Provisioned(t)
+	ctx := testContext(t, 10*time.Second)
+	kv, err := js.KeyValue(ctx, subj.HivesBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, v := range map[string]any{
+		"h1":   schemas.HiveHeartbeat{HiveID: "h1", Hostname: "box", CPUs: 2, Workers: []string{"w1"}},
+		"junk": "not a heartbeat",
+		"bad":  schemas.HiveHeartbeat{HiveID: "no such id", CPUs: 1},
+	} {
+		data, _ := json.Marshal(v)
+		if _, err := kv.Put(ctx, key, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := bus.LiveHives(ctx, kv, nil)
+	if err != nil || len(got) != 1 || got[0].HiveID != "h1" || got[0].Workers[0] != "w1" {
+		t.Errorf("LiveHives = %+v, %v; want only h1", got, err)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -33,6 +34,7 @@ func (q *Queen) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("POST /v1/completions", q.handleCompletions)
 	mux.HandleFunc("GET /v1/models", q.handleModels)
 	mux.HandleFunc("DELETE /v1/jobs/{id}", q.handleCancel)
+	mux.HandleFunc("GET /v1/jobs/{id}", q.handleJob)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -184,6 +186,29 @@ func (q *Queen) handleCancel(w http.ResponseWriter, r *http.Request) {
 	}
 	q.cancel(r.Context(), id)
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "cancelled"})
+}
+
+// handleJob answers a job's record, made from its events: its state (done,
+// failed, cancelled, expired, or running), its text and usage.
+func (q *Queen) handleJob(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !schemas.ValidID(id) {
+		writeError(w, schemas.Errorf(schemas.CodeInvalidRequest, "job ID %q: want 1-128 letters, digits, '-' or '_'", id))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), lookupTimeout)
+	defer cancel()
+	st, err := bus.ReadJob(ctx, q.js, q.cfg.Subjects, id)
+	switch {
+	case errors.Is(err, bus.ErrJobNotFound):
+		writeError(w, schemas.Errorf(schemas.CodeNotFound,
+			"job %s has no events: the ID is unknown, the job is still queued, or its events are older than the events stream keeps", id))
+	case err != nil:
+		q.log.Warn("read a job's events", "job_id", id, "err", err)
+		writeError(w, schemas.Errorf(schemas.CodeBusUnavailable, "read the job's events: %v", err))
+	default:
+		writeJSON(w, http.StatusOK, st)
+	}
 }
 
 // decodeBody reads a JSON body of at most maxBodyBytes into v.

@@ -735,6 +735,28 @@ func TestCancelEndpoint(t *testing.T) {
 	}
 }
 
+// GET /v1/jobs/{id} answers the job's record from its events.
+func TestJobEndpoint(t *testing.T) {
+	f := newFixture(t, nil)
+	f.startWorker(model, say("Once", " upon"))
+	resp, body := f.post("/v1/completions", `{"model":"stories260K","prompt":"x"}`)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %v", resp.StatusCode, body)
+	}
+	id := resp.Header.Get("X-Rbee-Job-Id")
+	resp, rec := f.do(http.MethodGet, "/v1/jobs/"+id, "")
+	if resp.StatusCode != http.StatusOK || rec["state"] != string(schemas.JobDone) || rec["text"] != "Once upon" ||
+		rec["id"] != id || rec["owner"] != f.q.cfg.ID {
+		t.Errorf("status %d, record %v", resp.StatusCode, rec)
+	}
+	if resp, body := f.do(http.MethodGet, "/v1/jobs/no-such-job", ""); resp.StatusCode != http.StatusNotFound || errorCode(body) != string(schemas.CodeNotFound) {
+		t.Errorf("unknown job: status %d, %v", resp.StatusCode, body)
+	}
+	if resp, _ := f.do(http.MethodGet, "/v1/jobs/a*", ""); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a wildcard ID: status %d, want 400", resp.StatusCode)
+	}
+}
+
 // jobsQueued is the number of jobs in the work queue.
 func (f *fixture) jobsQueued() uint64 {
 	f.t.Helper()

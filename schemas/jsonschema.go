@@ -29,6 +29,7 @@ var wireTypes = []struct {
 	{"control_reply.json", ControlReply{}, "The answer to a control command."},
 	{"error_response.json", ErrorResponse{}, "The body of every error answer, HTTP or NATS."},
 	{"audit_event.json", AuditEvent{}, "An audit event on <prefix>.v2.events.<type>, kept by the events stream."},
+	{"job_status.json", JobStatus{}, "A job's record, made from its events: the answer of GET /v1/jobs/{id} and rbee jobs show --json."},
 }
 
 // enumValues lists the values of string types whose values are fixed.
@@ -41,6 +42,7 @@ func enumValues() map[reflect.Type][]string {
 	return map[reflect.Type][]string{
 		reflect.TypeFor[Code]():      codes,
 		reflect.TypeFor[EventType](): {string(EventToken), string(EventEnd), string(EventError)},
+		reflect.TypeFor[JobState](): {string(JobRunning), string(JobDone), string(JobFailed), string(JobCancelled), string(JobExpired)},
 	}
 }
 

@@ -221,6 +221,7 @@ func TestGoOutputConformsToSchema(t *testing.T) {
 		ControlReply{OK: true}, ControlReply{Error: Errorf(CodeInternal, "x")},
 		ErrorResponse{Error: *Errorf(CodeNoCapacity, "queue full")},
 		validAuditEvent(), AuditEvent{},
+		Summarize("j", "q1", []Event{tok, end}, time.Now()), Summarize("j", "q1", []Event{ev}, time.Now()), JobStatus{State: JobRunning},
 	}
 	covered := map[reflect.Type]bool{}
 	for _, v := range samples {

@@ -89,6 +89,10 @@ func (s Subjects) JobEvents(owner, jobID string) string {
 	return s.base() + ".stream." + owner + "." + jobID
 }
 
+// JobEventsAnyOwner matches one job's events whoever owns it: to look a
+// job up by its ID alone.
+func (s Subjects) JobEventsAnyOwner(jobID string) string { return s.base() + ".stream.*." + jobID }
+
 // OwnerEvents matches the events of every job one owner submitted.
 func (s Subjects) OwnerEvents(owner string) string { return s.base() + ".stream." + owner + ".>" }
 
