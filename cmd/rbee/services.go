@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -84,6 +85,7 @@ type hiveOptions struct {
 	kvTokens *int
 	threads  *int
 	cacheDir *string
+	beat     *time.Duration
 }
 
 func addHiveFlags(fs *flag.FlagSet, host string) *hiveOptions {
@@ -96,6 +98,7 @@ func addHiveFlags(fs *flag.FlagSet, host string) *hiveOptions {
 	o.kvTokens = fs.Int("kv-tokens", 0, "KV cache per worker in tokens, shared by its jobs (0: slots × ctx)")
 	o.threads = fs.Int("threads", 0, "threads per worker (0: CPUs divided among the workers)")
 	o.cacheDir = fs.String("cache-dir", defaultCacheDir(), "where model files are kept")
+	o.beat = fs.Duration("heartbeat-interval", hive.DefaultHeartbeatInterval, "how often the hive renews its registry key; well below the hives bucket's TTL")
 	return o
 }
 
@@ -148,7 +151,7 @@ func runHive(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer nc.Close()
 	h, err := hive.New(nc, hive.Config{
 		ID: *opts.id, Models: models, ServerURL: serverURL(nf.cfg.URL), Prefix: subj.Prefix,
-		ExtraEnv: natsEnv(), Subjects: subj,
+		ExtraEnv: natsEnv(), Subjects: subj, HeartbeatInterval: *opts.beat,
 	}, log, newRegistry())
 	if err != nil {
 		return err
@@ -182,6 +185,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ctxLen     = fs.Int("ctx", 0, "context length per job (0: the model's own)")
 		kvTokens   = fs.Int("kv-tokens", 0, "KV cache in tokens, shared by the jobs (0: slots × ctx)")
 		ackWait    = fs.Duration("ack-wait", worker.DefaultAckWait, "job lease: how long a job stays with a worker that stopped renewing it")
+		attempts   = fs.Int("max-attempts", worker.DefaultMaxAttempts, "deliveries of a job that may run it before it is dead-lettered (-1: no limit); the first worker of a model sets it")
 		threads    = fs.Int("threads", 0, "threads (0: one per CPU)")
 	)
 	if err := parse(fs, args); err != nil {
@@ -211,7 +215,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer nc.Close()
 	w, err := worker.New(nc, m, worker.Config{
 		ID: *id, HiveID: *parentHive, Model: *name, Slots: *slots, ContextLength: *ctxLen, KVTokens: *kvTokens,
-		AckWait: *ackWait, Subjects: subj,
+		AckWait: *ackWait, MaxAttempts: *attempts, Subjects: subj,
 	}, log, newRegistry())
 	if err != nil {
 		return err

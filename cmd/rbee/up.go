@@ -71,7 +71,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	h, err := hive.New(nc, hive.Config{
 		ID: *opts.id, Models: models, ServerURL: url, Prefix: subj.Prefix, Subjects: subj,
-		ExtraEnv: natsEnv(),
+		ExtraEnv: natsEnv(), HeartbeatInterval: *opts.beat,
 	}, log.With("component", "hive"), newRegistry())
 	if err != nil {
 		return err
