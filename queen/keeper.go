@@ -23,6 +23,9 @@ const keepInterval = 2 * time.Second
 type keeper struct {
 	q    *Queen
 	kick chan struct{}
+	// checked: a check has found everything once, so what is missing
+	// later was lost. Only run's goroutine uses it.
+	checked bool
 
 	mu      sync.Mutex
 	missing error // why the bus is not as provisioned; nil when it is (or before the first check)
@@ -74,7 +77,11 @@ func (k *keeper) keep(ctx context.Context) {
 	err := bus.Check(ctx, js, subj)
 	if errors.Is(err, bus.ErrNotProvisioned) {
 		k.set(err)
-		k.q.log.Warn("the bus lost rbee's streams or buckets; provisioning them again", "err", err)
+		if k.checked {
+			k.q.log.Warn("the bus lost rbee's streams or buckets; provisioning them again", "err", err)
+		} else {
+			k.q.log.Info("provisioning rbee's streams and buckets", "missing", err)
+		}
 		if err = bus.Provision(ctx, js, subj, k.q.cfg.Provisioning); err == nil {
 			k.q.log.Info("streams and buckets provisioned")
 		}
@@ -84,6 +91,7 @@ func (k *keeper) keep(ctx context.Context) {
 		k.q.log.Warn("check streams and buckets", "err", err)
 		return
 	}
+	k.checked = true
 	k.set(nil)
 }
 

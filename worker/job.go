@@ -91,9 +91,11 @@ func (w *Worker) handle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	}
 	var job schemas.Job
 	if err := json.Unmarshal(msg.Data(), &job); err != nil {
+		log = log.With("job_id", msg.Headers().Get(schemas.HeaderMsgID), "delivery", delivery)
 		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest, "decode job: %v", err))
 		return
 	}
+	log = log.With("job_id", job.ID, "delivery", delivery)
 	if err := job.Validate(); err != nil {
 		w.deadLetter(log, msg, job, delivery, err)
 		return
@@ -106,7 +108,7 @@ func (w *Worker) handle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	if !job.CreatedAt.IsZero() {
 		queuedAt = job.CreatedAt
 	}
-	w.run(ctx, log.With("job_id", job.ID, "delivery", delivery), msg, job, delivery, taken, queuedAt)
+	w.run(ctx, log, msg, job, delivery, taken, queuedAt)
 }
 
 // exhausted reports whether delivery is the one after the last attempt the
@@ -128,13 +130,12 @@ func (w *Worker) deadLetter(log *slog.Logger, msg jetstream.Msg, job schemas.Job
 	if id == "" {
 		id = msg.Headers().Get(schemas.HeaderMsgID)
 	}
-	log = log.With("job_id", id)
 	code := schemas.CodeOf(err)
 	reason := err.Error()
 	if e := (*schemas.Error)(nil); errors.As(err, &e) {
 		reason = e.Message
 	}
-	log.Warn("job dead-lettered", "code", code, "reason", reason, "delivery", delivery)
+	log.Warn("job dead-lettered", "code", code, "reason", reason)
 	ctx, cancel := context.WithTimeout(context.Background(), busTimeout)
 	defer cancel()
 	d := bus.DeadLetter{JobID: id, Subject: msg.Subject(), Data: msg.Data(), Code: code, Reason: reason,
@@ -205,7 +206,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 		return
 	case w.exhausted(delivery):
 		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeDeadLettered,
-			"the job was delivered %d times without ending (its workers stopped on it); it is kept as a dead letter",
+			"none of the job's %d attempts ended (its workers stopped on it); it is kept as a dead letter",
 			delivery-1))
 		return
 	}
