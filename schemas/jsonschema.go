@@ -42,7 +42,7 @@ func enumValues() map[reflect.Type][]string {
 	return map[reflect.Type][]string{
 		reflect.TypeFor[Code]():      codes,
 		reflect.TypeFor[EventType](): {string(EventToken), string(EventEnd), string(EventError)},
-		reflect.TypeFor[JobState](): {string(JobRunning), string(JobDone), string(JobFailed), string(JobCancelled), string(JobExpired)},
+		reflect.TypeFor[JobState]():  {string(JobRunning), string(JobDone), string(JobFailed), string(JobCancelled), string(JobExpired)},
 	}
 }
 

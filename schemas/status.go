@@ -30,12 +30,12 @@ type JobStatus struct {
 	// Owner is the queen (or client) whose subject the events are under.
 	Owner string `json:"owner"`
 	// WorkerID and Delivery are those of the newest event.
-	WorkerID   string `json:"worker_id,omitempty"`
-	Delivery   int    `json:"delivery"`
-	Events     int    `json:"events"`
-	Tokens     int    `json:"tokens"`
-	Text       string `json:"text"`
-	StopReason string `json:"stop_reason,omitempty"`
+	WorkerID   string   `json:"worker_id,omitempty"`
+	Delivery   int      `json:"delivery"`
+	Events     int      `json:"events"`
+	Tokens     int      `json:"tokens"`
+	Text       string   `json:"text"`
+	StopReason string   `json:"stop_reason,omitempty"`
 	Usage      *Usage   `json:"usage,omitempty"`
 	Timings    *Timings `json:"timings,omitempty"`
 	Error      *Error   `json:"error,omitempty"`
