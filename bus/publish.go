@@ -58,3 +58,13 @@ func retryable(err error) bool {
 		errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded)
 }
+
+// IsWrongLastSequence reports whether a publish with an expected last
+// (subject) sequence failed because another message was stored first: the
+// fence that keeps one writer per job's events. Replicated streams answer
+// with another code than single-replica ones for the same conflict.
+func IsWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -241,8 +242,7 @@ func (s *eventStream) publish(ctx context.Context, batch []schemas.Event) error 
 		s.lastSeq = ack.Sequence
 		return nil
 	}
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+	if !bus.IsWrongLastSequence(err) {
 		return fmt.Errorf("publish events of %s: %w", s.jobID, err)
 	}
 	return s.resync(ctx)
