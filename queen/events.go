@@ -77,9 +77,11 @@ func (r *eventRouter) consumeError(cc jetstream.ConsumeContext, err error) {
 }
 
 func (r *eventRouter) handle(msg jetstream.Msg) {
+	var streamSeq uint64
 	if meta, err := msg.Metadata(); err == nil {
+		streamSeq = meta.Sequence.Stream
 		r.mu.Lock()
-		r.next = meta.Sequence.Stream + 1
+		r.next = streamSeq + 1
 		r.mu.Unlock()
 	}
 	subject := msg.Subject()
@@ -92,10 +94,10 @@ func (r *eventRouter) handle(msg jetstream.Msg) {
 	}
 	events, err := schemas.DecodeEvents(nil, msg.Data())
 	if err != nil {
-		rl.push(nil, schemas.Errorf(schemas.CodeInternal, "unreadable job event: %v", err))
+		rl.push(nil, 0, schemas.Errorf(schemas.CodeInternal, "unreadable job event: %v", err))
 		return
 	}
-	rl.push(events, nil)
+	rl.push(events, streamSeq, nil)
 }
 
 func (r *eventRouter) add(rl *relay) {

@@ -686,6 +686,60 @@ func TestDeadlinePassesWhileQueued(t *testing.T) {
 	}
 }
 
+// A job the queen stops following before any worker took it still ends in
+// one terminal state, recorded in its stream: expired after its deadline,
+// cancelled when its client left.
+func TestQueuedJobsEndInARecordedState(t *testing.T) {
+	f := newFixture(t, nil)
+	f.putWorker("w1", model, schemas.WorkerReady) // alive, but it never pulls
+	deadline := time.Now().Add(300 * time.Millisecond)
+	resp, _ := f.postHeader("/v1/completions", `{"model":"stories260K","prompt":"x"}`, HeaderDeadline, deadline.Format(time.RFC3339Nano))
+	expired := resp.Header.Get("X-Rbee-Job-Id")
+	st, err := bus.ReadJob(f.ctx(), f.js, f.subj, expired)
+	if err != nil || st.State != schemas.JobExpired || st.Events != 1 || st.Error.Code != schemas.CodeDeadlineExceeded {
+		t.Errorf("record of the job that expired queued: %+v, %v", st, err)
+	}
+
+	// Headers come with the first event, so the job's ID is read from the
+	// queue.
+	ctx, hangUp := context.WithCancel(f.ctx())
+	defer hangUp()
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, f.http.URL+"/v1/completions", strings.NewReader(`{"model":"stories260K","prompt":"y","stream":true}`))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	var left string
+	checkFor(t, func() error {
+		stream, err := f.js.Stream(f.ctx(), f.subj.JobsStream())
+		if err != nil {
+			return err
+		}
+		msg, err := stream.GetLastMsgForSubject(f.ctx(), f.subj.Jobs(model))
+		if err != nil {
+			return err
+		}
+		var j schemas.Job
+		if err := json.Unmarshal(msg.Data, &j); err != nil || j.Prompt != "y" {
+			return fmt.Errorf("queued %s: %v", msg.Data, err)
+		}
+		left = j.ID
+		return nil
+	})
+	hangUp()
+	<-gone
+	checkFor(t, func() error {
+		st, err := bus.ReadJob(f.ctx(), f.js, f.subj, left)
+		if err != nil || st.State != schemas.JobCancelled || st.Events != 1 {
+			return fmt.Errorf("record of the job whose client left: %+v, %v", st, err)
+		}
+		return nil
+	})
+}
+
 // A timeout in the request body becomes the job's deadline.
 func TestTimeoutBecomesDeadline(t *testing.T) {
 	f := newFixture(t, nil)

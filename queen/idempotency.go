@@ -79,10 +79,10 @@ func (q *Queen) replay(ctx context.Context, job schemas.Job) (*relay, error) {
 		rl.follow, err = cons.Consume(func(msg jetstream.Msg) {
 			events, err := schemas.DecodeEvents(nil, msg.Data())
 			if err != nil {
-				rl.push(nil, schemas.Errorf(schemas.CodeInternal, "unreadable job event: %v", err))
+				rl.push(nil, 0, schemas.Errorf(schemas.CodeInternal, "unreadable job event: %v", err))
 				return
 			}
-			rl.push(events, nil)
+			rl.push(events, 0, nil)
 		})
 	}
 	if err != nil {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -28,11 +30,23 @@ type relay struct {
 	queue  []schemas.Event
 	broken error
 	wake   chan struct{}
+	stored storedState // what the events stream holds for the job, as far as the router delivered it
+
+	failure error // what ended the relay early, for the job's record
 
 	// follower: the relay follows a job another request started (the same
 	// idempotency key), with its own consumer, and does not own the job.
 	follower bool
 	follow   jetstream.ConsumeContext
+}
+
+// storedState is the end of a job's stored events: where a terminal event
+// written by the queen goes, fenced like a worker's.
+type storedState struct {
+	streamSeq uint64 // stream sequence of the job's last message
+	nextSeq   int    // seq of the job's next event
+	delivery  int    // delivery of the last event
+	ended     bool   // the last event is terminal
 }
 
 func newRelay(q *Queen, job schemas.Job) *relay {
@@ -91,11 +105,15 @@ func (r *relay) firstEventBy() time.Time {
 	return by
 }
 
-// push hands events over from the router, or the error that broke the
-// stream.
-func (r *relay) push(events []schemas.Event, err error) {
+// push hands events over from the router, with the stream sequence of the
+// message that held them, or the error that broke the stream.
+func (r *relay) push(events []schemas.Event, streamSeq uint64, err error) {
 	r.mu.Lock()
 	r.queue = append(r.queue, events...)
+	if n := len(events); n > 0 {
+		last := events[n-1]
+		r.stored = storedState{streamSeq: streamSeq, nextSeq: last.Seq + 1, delivery: last.Delivery, ended: last.Terminal()}
+	}
 	if err != nil && r.broken == nil {
 		r.broken = err
 	}
@@ -197,6 +215,7 @@ func (r *relay) wait(ctx context.Context) error {
 
 func (r *relay) fail(err error) error {
 	r.result = string(wireError(err).Code)
+	r.failure = err
 	return err
 }
 
@@ -211,6 +230,7 @@ func (r *relay) close() {
 		r.q.router.remove(r)
 		if !r.done {
 			r.q.cancel(context.Background(), r.job.ID)
+			r.seal(log)
 		}
 	}
 	if r.result == "" {
@@ -220,4 +240,46 @@ func (r *relay) close() {
 	r.q.metrics.jobs.WithLabelValues(r.job.Model, r.result).Inc()
 	log.Info("job finished", "result", r.result, "tokens", r.tokens,
 		"duration", time.Since(r.start), "cancelled", !r.done)
+}
+
+// seal ends the stream of a job the queen stopped following before it
+// finished, with the error that stopped it (cancelled when the client just
+// left), so that the job's record ends in one terminal state even when no
+// worker ever takes it. The write is fenced on the job's last stored
+// message: when a worker wrote after it, the write fails and the worker,
+// which sees the cancel, ends the stream itself; a worker that writes after
+// the seal finds the stream ended and stops.
+func (r *relay) seal(log *slog.Logger) {
+	r.mu.Lock()
+	stored := r.stored
+	r.mu.Unlock()
+	if stored.ended {
+		return
+	}
+	failure := r.failure
+	if failure == nil {
+		failure = schemas.Errorf(schemas.CodeCancelled, "the client went away")
+	}
+	e := wireError(failure)
+	if e.Code == schemas.CodeInternal {
+		// The queen could not follow the stream; the job may be fine.
+		e = *schemas.Errorf(schemas.CodeCancelled, "cancelled by the queen, which could not follow it: %s", e.Message)
+	}
+	ev := schemas.Event{JobID: r.job.ID, Seq: stored.nextSeq, Type: schemas.EventError, Delivery: max(stored.delivery, 1), Error: &e}
+	data, err := schemas.EncodeEvents([]schemas.Event{ev})
+	if err != nil {
+		log.Warn("encode the job's last event", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	_, err = r.q.js.Publish(ctx, r.job.Stream, data, jetstream.WithExpectLastSequencePerSubject(stored.streamSeq))
+	switch {
+	case err == nil:
+		log.Debug("job's stream ended by the queen", "code", e.Code)
+	case bus.IsWrongLastSequence(err):
+		log.Debug("a worker wrote to the job's stream meanwhile; it ends the stream", "code", e.Code)
+	default:
+		log.Warn("end the job's stream", "err", err)
+	}
 }
