@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/rbee-dev/rbee/schemas"
@@ -72,8 +73,11 @@ func (q *Queen) serveInfer(ctx context.Context, req micro.Request) (status int) 
 	}
 	defer rl.close()
 	q.log.Info("job queued for a NATS requester", "job_id", rl.job.ID, "model", job.Model)
+	rctx, requesterGone := context.WithCancelCause(ctx)
+	defer requesterGone(nil)
+	defer q.requesters.watch(req.Reply(), requesterGone)()
 	for {
-		ev, err := rl.recv(ctx)
+		ev, err := rl.recv(rctx)
 		if err != nil && ev.Type != schemas.EventError {
 			// The stream broke on this side: tell the requester in the
 			// form the worker would have.
@@ -84,7 +88,10 @@ func (q *Queen) serveInfer(ctx context.Context, req micro.Request) (status int) 
 			q.log.Error("encode event", "job_id", job.ID, "err", merr)
 			return http.StatusInternalServerError
 		}
-		if perr := q.nc.Publish(req.Reply(), data); perr != nil {
+		// As a request: the server answers on the gone subject when
+		// nobody listens any more.
+		relayed := &nats.Msg{Subject: req.Reply(), Reply: q.requesters.subject, Data: data}
+		if perr := q.nc.PublishMsg(relayed); perr != nil {
 			q.log.Warn("relay event to the requester", "job_id", job.ID, "err", perr)
 			return http.StatusServiceUnavailable
 		}

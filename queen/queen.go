@@ -127,10 +127,11 @@ type Queen struct {
 
 	now func() time.Time // the clock, replaced in tests
 
-	inflight tracker
-	router   *eventRouter
-	registry *registry
-	keeper   *keeper
+	inflight   tracker
+	router     *eventRouter
+	registry   *registry
+	keeper     *keeper
+	requesters *requesters
 
 	running atomic.Bool
 	addr    atomic.Value // string
@@ -179,6 +180,7 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	q.router = newEventRouter(q)
 	q.registry = newRegistry(q)
 	q.keeper = newKeeper(q)
+	q.requesters = newRequesters(nc)
 	q.handler = q.routes(gatherer)
 	return q, nil
 }
@@ -196,6 +198,9 @@ var errShuttingDown = schemas.Errorf(schemas.CodeShuttingDown, "the queen is shu
 func (q *Queen) Close() {
 	q.router.close()
 	q.registry.close()
+	if err := q.requesters.close(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		q.log.Warn("unsubscribe from the gone subject", "err", err)
+	}
 }
 
 // Handler is the queen's HTTP API: the OpenAI-compatible endpoints,
@@ -240,6 +245,10 @@ func (q *Queen) Run(ctx context.Context) error {
 		stopKeeping()
 		keeping.Wait()
 	}()
+	if err := q.requesters.start(q.nc); err != nil {
+		ln.Close()
+		return err
+	}
 	svc, err := q.startService(hardCtx)
 	if err != nil {
 		ln.Close()

@@ -155,6 +155,58 @@ func TestMicroInferClientJobID(t *testing.T) {
 	}
 }
 
+// A NATS requester that goes away (nats req stopped with Ctrl-C) has its
+// job cancelled at the next event, as an HTTP client that hangs up does.
+func TestMicroRequesterGoneCancelsJob(t *testing.T) {
+	f := newFixture(t, nil)
+	f.run()
+	cancelled := make(chan string, 1)
+	taken := f.startWorker(model, func(j *fakeJob) {
+		sub, err := j.nc.SubscribeSync(f.subj.CancelKey(j.Job.ID))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer sub.Unsubscribe()
+		for range 1000 {
+			j.token(" more")
+			if msg, err := sub.NextMsg(10 * time.Millisecond); err == nil {
+				cancelled <- msg.Subject
+				return
+			}
+		}
+	})
+	inbox := f.nc.NewInbox()
+	sub, err := f.nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.nc.PublishRequest(f.subj.Infer(), inbox, []byte(`{"model":"stories260K","prompt":"x"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.NextMsg(waitFor); err != nil {
+		t.Fatalf("first event: %v", err)
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	j := recvJob(t, taken)
+	select {
+	case subject := <-cancelled:
+		if subject != f.subj.CancelKey(j.Job.ID) {
+			t.Errorf("cancel on %s", subject)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the job of a requester that went away was not cancelled")
+	}
+	checkFor(t, func() error {
+		if m := f.scrape(); !strings.Contains(m, `rbee_queen_jobs_finished_total{model="stories260K",result="cancelled"} 1`) {
+			return errors.New("no cancelled job in metrics")
+		}
+		return nil
+	})
+}
+
 func TestMicroInferErrors(t *testing.T) {
 	f := newFixture(t, nil)
 	f.run()

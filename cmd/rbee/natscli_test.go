@@ -3,12 +3,16 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rbee-dev/rbee/schemas"
 )
 
 // The README's nats CLI examples, run as written against rbee up. CI
@@ -33,6 +37,38 @@ func TestReadmeNatsExamples(t *testing.T) {
 	if err != nil || strings.Count(string(out), `"type":"token"`) < 32 || !strings.Contains(string(out), `"type":"end"`) {
 		t.Errorf("nats req: %v\n%s", err, out)
 	}
+
+	// Ctrl-C on nats req cancels the job: the worker stops well before
+	// its 3000 tokens, and the job's record says cancelled.
+	req := nats(ctx, "req", "rbee.v2.infer", `{"model":"stories260K","prompt":"Once upon a time","max_tokens":3000,"temperature":0}`, "--wait-for-empty")
+	reqOut, err := req.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Stderr = req.Stdout
+	if err := req.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var first schemas.Event
+	for reqLines := bufio.NewScanner(reqOut); reqLines.Scan(); {
+		if json.Unmarshal(reqLines.Bytes(), &first) == nil && first.Type == schemas.EventToken {
+			break
+		}
+	}
+	if err := req.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	_ = req.Wait()
+	if first.JobID == "" {
+		t.Fatal("nats req printed no token event")
+	}
+	poll(t, 30*time.Second, func() error {
+		st, err := rbeeJSON[schemas.JobStatus](t, "jobs", "show", first.JobID, "--server", natsURL)
+		if err != nil || st.State != schemas.JobCancelled || st.Tokens >= 3000 {
+			return fmt.Errorf("job of the interrupted nats req: %+v, %v", st, err)
+		}
+		return nil
+	})
 
 	sub := nats(ctx, "sub", "rbee.v2.stream.demo.>")
 	subOut, err := sub.StdoutPipe()
