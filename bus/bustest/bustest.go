@@ -4,7 +4,11 @@ package bustest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +36,85 @@ func RunServer(t testing.TB) *server.Server {
 	}
 	t.Cleanup(e.Shutdown)
 	return e.Server()
+}
+
+// RunCluster starts n JetStream servers named n0, n1, ..., routed to each
+// other on loopback in the cluster "rbee-test", and waits until they have
+// elected a meta leader that hears from every peer. Each server shuts down
+// when the test ends. Every server needs its routes at start (JetStream
+// refuses a cluster without them), so the route ports are chosen up front
+// rather than by the servers.
+func RunCluster(t testing.TB, n int) []*server.Server {
+	t.Helper()
+	ports := freePorts(t, n)
+	routes := make([]string, 0, n)
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	servers := make([]*server.Server, 0, n)
+	for i := range n {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i),
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster:    server.ClusterOpts{Name: "rbee-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("cluster server %d: %v", i, err)
+		}
+		s.Start()
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		if !s.ReadyForConnections(startTimeout) {
+			t.Fatalf("cluster server %d not ready within %v", i, startTimeout)
+		}
+		servers = append(servers, s)
+	}
+	CheckFor(t, startTimeout, func() error {
+		// The leader must also have heard from every peer, or placing a
+		// three-replica stream fails with "peer offline".
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				if peers := s.JetStreamClusterPeers(); len(peers) != len(servers) {
+					return fmt.Errorf("meta leader sees %d of %d peers", len(peers), len(servers))
+				}
+				return nil
+			}
+		}
+		return errors.New("no JetStream meta leader")
+	})
+	return servers
+}
+
+// ClusterURLs is the servers' client URLs, comma-separated, as clients and
+// rbee's --server flag take them.
+func ClusterURLs(servers []*server.Server) string {
+	urls := make([]string, len(servers))
+	for i, s := range servers {
+		urls[i] = s.ClientURL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// freePorts returns n distinct ports nothing listens on, for servers
+// started right after.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
 }
 
 // Connect connects to s and returns the connection and its JetStream
