@@ -174,6 +174,12 @@ func (s *eventStream) wait() error {
 // publishRetry bounds the wait between attempts while the bus is down.
 const publishRetry = 250 * time.Millisecond
 
+// publishAttempt bounds one publish of events. An ack lost with a server
+// that went down is given up on soon: retrying is safe, since the fence
+// tells a stored attempt (the retry then finds this delivery's own events
+// last, and skips them) from a lost one.
+const publishAttempt = 2 * time.Second
+
 // run publishes queued events until the stream is closed and empty, it is
 // fenced or ended, or ctx is done (then queued events are left unsent: the
 // job's lease is lost or the worker is stopping, and whoever takes the
@@ -235,7 +241,7 @@ func (s *eventStream) publish(ctx context.Context, batch []schemas.Event) error 
 	if err != nil {
 		return err
 	}
-	pctx, cancel := context.WithTimeout(ctx, busTimeout)
+	pctx, cancel := context.WithTimeout(ctx, publishAttempt)
 	defer cancel()
 	ack, err := s.js.Publish(pctx, s.subject, data, jetstream.WithExpectLastSequencePerSubject(s.lastSeq))
 	if err == nil {

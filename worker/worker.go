@@ -40,6 +40,14 @@ const (
 	// minAckWait leaves the lease, renewed every third of it, room for a
 	// few round trips.
 	minAckWait = 100 * time.Millisecond
+	// pullRetryMin is the wait after a first failed pull; it doubles with
+	// each failure in a row, up to pullWait.
+	pullRetryMin = 50 * time.Millisecond
+	// rebindAfter failed pulls in a row, the worker binds to the consumer
+	// again, within rebindTimeout: pulls that go unanswered may mean it is
+	// gone with a restarted server's state.
+	rebindAfter   = 3
+	rebindTimeout = 2 * time.Second
 )
 
 // Config is one worker's identity and limits.
@@ -135,6 +143,7 @@ type Worker struct {
 	cancelsHandle jetstream.KeyValue
 	ackWait       atomic.Int64 // the jobs consumer's lease, in nanoseconds
 	maxDeliver    atomic.Int64 // the jobs consumer's MaxDeliver; -1 unbounded
+	pullFailures  int          // failed pulls in a row; only the pull loop uses it
 
 	mu    sync.Mutex // guards state and busy
 	state string
@@ -344,26 +353,36 @@ func (w *Worker) pull(ctx, jobsCtx context.Context, cons jetstream.Consumer, job
 	}
 }
 
-// next pulls one job, waiting at most pullWait. A consumer someone deleted
-// (or a server that lost its state) is made anew.
+// next pulls one job, waiting at most pullWait. After a failed pull it
+// waits, longer after each failure in a row up to pullWait, so that a
+// leader election or a reconnect is not met with a storm of requests. A
+// consumer that is gone (deleted, or lost with a server's state, when
+// pulls keep failing) is made anew.
 func (w *Worker) next(ctx context.Context, cons *jetstream.Consumer) (jetstream.Msg, bool) {
 	msg, err := (*cons).Next(jetstream.FetchMaxWait(pullWait))
 	switch {
 	case err == nil:
+		w.pullFailures = 0
 		return msg, true
 	case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
+		w.pullFailures = 0
 		return nil, false
 	}
-	// The connection is down or the consumer is gone (deleted, or lost
-	// with its stream, when pulls go unanswered): bind again, which makes
-	// the consumer if its stream is back; else wait, so as not to spin.
-	w.log.Warn("pull a job", "err", err)
-	if c, err := w.bindConsumer(ctx); err == nil {
-		w.log.Info("jobs consumer bound again")
-		*cons = c
-		return nil, false
+	w.pullFailures++
+	w.log.Warn("pull a job", "err", err, "failures_in_a_row", w.pullFailures)
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		w.pullFailures%rebindAfter == 0 {
+		bctx, cancel := context.WithTimeout(ctx, rebindTimeout)
+		c, berr := w.bindConsumer(bctx)
+		cancel()
+		if berr == nil {
+			w.log.Info("jobs consumer bound again")
+			*cons = c
+		} else {
+			w.log.Warn("bind the jobs consumer again", "err", berr)
+		}
 	}
-	t := time.NewTimer(pullWait)
+	t := time.NewTimer(min(pullRetryMin<<min(w.pullFailures-1, 10), pullWait))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
