@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -30,6 +31,12 @@ type eventRouter struct {
 	next uint64
 }
 
+// consumeHeartbeat is how often the server tells an idle consumer it is
+// still there. Two missed, and the ordered consumer makes itself again
+// from where it was: when the server it read from went down, jobs in
+// flight pause for seconds, not the default ten.
+const consumeHeartbeat = time.Second
+
 func newEventRouter(q *Queen) *eventRouter { return &eventRouter{q: q, relays: map[string]*relay{}} }
 
 // ensure starts the consumer unless it runs.
@@ -51,7 +58,7 @@ func (r *eventRouter) ensure(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("job events consumer on %s: %w", name, err)
 	}
-	cc, err := cons.Consume(r.handle, jetstream.ConsumeErrHandler(r.consumeError))
+	cc, err := cons.Consume(r.handle, jetstream.ConsumeErrHandler(r.consumeError), jetstream.PullHeartbeat(consumeHeartbeat))
 	if err != nil {
 		return fmt.Errorf("consume job events on %s: %w", name, err)
 	}

@@ -83,7 +83,7 @@ func (q *Queen) replay(ctx context.Context, job schemas.Job) (*relay, error) {
 				return
 			}
 			rl.push(events, 0, nil)
-		})
+		}, jetstream.PullHeartbeat(consumeHeartbeat))
 	}
 	if err != nil {
 		return nil, busError(ctx, fmt.Errorf("follow job %s: %w", job.ID, err))
