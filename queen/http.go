@@ -275,7 +275,7 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 	}
 	rl, err := q.startRelay(ctx, job, key)
 	if err != nil {
-		q.log.Warn("queue job", "job_id", job.ID, "model", job.Model, "err", err)
+		q.logQueueError(job, err)
 		writeError(w, err)
 		return
 	}

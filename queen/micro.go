@@ -68,7 +68,7 @@ func (q *Queen) serveInfer(ctx context.Context, req micro.Request) (status int) 
 	}
 	rl, err := q.startRelay(sctx, job, key)
 	if err != nil {
-		q.log.Warn("queue job", "job_id", job.ID, "model", job.Model, "err", err)
+		q.logQueueError(job, err)
 		return q.inferError(req, err)
 	}
 	defer rl.close()

@@ -34,6 +34,9 @@ const (
 	// whose worker finishes in time ends normally.
 	DefaultShutdownGrace = 35 * time.Second
 	DefaultTimeout       = 10 * time.Minute
+	// DefaultKeepAliveTimeout is Go's HTTP client's idle connection
+	// timeout: a pooled client closes first, as it expects.
+	DefaultKeepAliveTimeout = 90 * time.Second
 	// DefaultWorkerStaleAfter is the workers bucket's default TTL: a
 	// heartbeat that old has expired whether or not its marker was seen.
 	DefaultWorkerStaleAfter = 15 * time.Second
@@ -72,6 +75,10 @@ type Config struct {
 	// ShutdownGrace is how long Run lets in-flight HTTP streams finish
 	// after its context is done; then they are cancelled.
 	ShutdownGrace time.Duration
+	// KeepAliveTimeout closes an idle HTTP keep-alive connection, which
+	// would otherwise hold a goroutine, buffers and a file descriptor for
+	// as long as its client lives.
+	KeepAliveTimeout time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -91,6 +98,7 @@ func (c *Config) setDefaults() error {
 		{"shutdown grace", &c.ShutdownGrace, DefaultShutdownGrace},
 		{"default timeout", &c.DefaultTimeout, DefaultTimeout},
 		{"worker stale after", &c.WorkerStaleAfter, DefaultWorkerStaleAfter},
+		{"keep-alive timeout", &c.KeepAliveTimeout, DefaultKeepAliveTimeout},
 	} {
 		switch {
 		case *d.v < 0:
@@ -258,6 +266,7 @@ func (q *Queen) Run(ctx context.Context) error {
 		Handler:           q.handler,
 		BaseContext:       func(net.Listener) context.Context { return hardCtx },
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       q.cfg.KeepAliveTimeout,
 		ErrorLog:          slog.NewLogLogger(q.log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)

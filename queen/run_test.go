@@ -286,6 +286,32 @@ func TestRunServesHTTPAndStops(t *testing.T) {
 	}
 }
 
+// An idle keep-alive connection is closed by the queen after the
+// keep-alive timeout.
+func TestIdleKeepAliveConnectionIsClosed(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.KeepAliveTimeout = 200 * time.Millisecond })
+	f.run()
+	conn, err := net.Dial("tcp", f.q.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: q\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(waitFor)); err != nil {
+		t.Fatal(err)
+	}
+	// The answer, then the end of the connection, well before waitFor.
+	rest, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("the idle connection was not closed: %v", err)
+	}
+	if !strings.HasPrefix(string(rest), "HTTP/1.1 200") {
+		t.Errorf("answer %q", rest)
+	}
+}
+
 func TestRunPortTaken(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -171,4 +172,15 @@ func wireError(err error) schemas.Error {
 		return *schemas.Errorf(ce.code, "%s", ce.err.Error())
 	}
 	return *schemas.Errorf(schemas.CodeInternal, "%s", err.Error())
+}
+
+// logQueueError logs a job that could not be queued. A full queue is the
+// back-pressure working, not a fault: under overload it would flood the
+// log, and rbee_queen_requests_total{code="429"} counts it.
+func (q *Queen) logQueueError(job schemas.Job, err error) {
+	level := slog.LevelWarn
+	if schemas.CodeOf(err) == schemas.CodeQueueFull {
+		level = slog.LevelDebug
+	}
+	q.log.Log(context.Background(), level, "queue job", "job_id", job.ID, "model", job.Model, "err", err)
 }
