@@ -51,7 +51,7 @@ type benchConfig struct {
 	out, cacheDir, vocab string
 }
 
-var benchSections = []string{"membw", "types", "stories", "concurrent", "serve"}
+var benchSections = []string{"membw", "types", "stories", "concurrent", "serve", "bus"}
 
 func (c *benchConfig) runs(section string) bool { return slices.Contains(c.Sections, section) }
 
@@ -328,6 +328,8 @@ func runBenchmarks(ctx context.Context, cfg benchConfig, progress io.Writer) (*b
 			}
 			fail("serve", err)
 		}
+	}
+	if cfg.runs("bus") {
 		logf("the bus's cost on %s: rbee up --slots %d --replicas %d", stories.Name, cfg.BusSlots, cfg.BusReplicas)
 		b, err := measureBus(ctx, stories, cfg, logf)
 		rep.Bus = b

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/rbee-dev/rbee/bus/bustest"
 	"github.com/rbee-dev/rbee/schemas"
 )
@@ -311,5 +313,29 @@ func TestPoisonJobIsDeadLettered(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("next job: status %d", resp.StatusCode)
+	}
+}
+
+// A worker or hive stopped while it waits for provisioning exits cleanly.
+func TestStoppedWhileWaitingForProvisioning(t *testing.T) {
+	srv := bustest.RunServer(t)
+	for _, args := range [][]string{
+		{"worker", "--server", srv.ClientURL(), "--model-name", "stories260K", "--model", modelPath, "--threads", "1"},
+		{"hive", "--server", srv.ClientURL(), "--serve", "stories260K=" + modelPath},
+	} {
+		cmd := start(t, args...)
+		poll(t, 30*time.Second, func() error {
+			conns, err := srv.Connz(&server.ConnzOptions{})
+			if err != nil {
+				return err
+			}
+			for _, c := range conns.Conns {
+				if c.Name == "rbee-"+args[0] {
+					return nil
+				}
+			}
+			return fmt.Errorf("no rbee-%s connected yet", args[0])
+		})
+		stop(t, cmd, syscall.SIGTERM)
 	}
 }

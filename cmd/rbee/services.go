@@ -146,7 +146,7 @@ func runHive(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	nc, _, err := nf.connectChecked(ctx, log, subj)
 	if err != nil {
-		return err
+		return stoppedOr(ctx, err)
 	}
 	defer nc.Close()
 	h, err := hive.New(nc, hive.Config{
@@ -210,7 +210,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer m.Close()
 	nc, _, err := nf.connectChecked(ctx, log.With("worker_id", *id), subj)
 	if err != nil {
-		return err
+		return stoppedOr(ctx, err)
 	}
 	defer nc.Close()
 	w, err := worker.New(nc, m, worker.Config{
@@ -221,6 +221,15 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	return w.Run(ctx)
+}
+
+// stoppedOr is err, or nil when a stop signal ended ctx: stopping a
+// component while it still waits to start is a clean exit.
+func stoppedOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 func serverURL(u string) string {
