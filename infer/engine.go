@@ -99,6 +99,14 @@ func (m *Model) NewEngine(cfg EngineConfig) (*Engine, error) {
 	return e, nil
 }
 
+// Rest tells the engine it has nothing to run for now: its threads sleep
+// instead of polling for the next step. The next Step wakes them.
+func (e *Engine) Rest() {
+	if e.m.pool != nil {
+		e.m.pool.rest()
+	}
+}
+
 // Config returns the engine's configuration with its defaults filled in.
 func (e *Engine) Config() EngineConfig { return e.cfg }
 

@@ -54,6 +54,11 @@ type pool struct {
 	gen     atomic.Uint64 // bumped once per operation (and once to stop)
 	pending atomic.Int32  // threads still working on the current operation
 	stop    atomic.Bool
+	// resting: the engine has nothing to run, so idle threads sleep at
+	// once rather than spin, leaving the CPU to the rest of the process
+	// (publishing the tokens just made) and to other processes. run
+	// clears it.
+	resting atomic.Bool
 
 	sleepMu  sync.Mutex
 	wake     *sync.Cond // threads waiting for an operation
@@ -105,6 +110,7 @@ func (p *pool) run(op rowRunner, n, minRows int) {
 	p.chunk = max(minRows, (n+p.threads*chunksPerThread-1)/(p.threads*chunksPerThread))
 	p.next.Store(0)
 	p.pending.Store(int32(p.threads - 1))
+	p.resting.Store(false)
 	p.gen.Add(1)
 	p.sleepMu.Lock()
 	if p.sleepers > 0 {
@@ -152,10 +158,17 @@ func (p *pool) loop(w int) {
 	}
 }
 
-// await returns the generation after seen, spinning first and then sleeping.
+// rest lets idle threads sleep now instead of spinning for the next
+// operation: there will be none soon.
+func (p *pool) rest() { p.resting.Store(true) }
+
+// await returns the generation after seen, spinning first (unless the pool
+// rests) and then sleeping.
 func (p *pool) await(seen uint64) uint64 {
-	if spin(func() bool { return p.gen.Load() != seen }) {
-		return p.gen.Load()
+	if spin(func() bool { return p.gen.Load() != seen || p.resting.Load() }) {
+		if g := p.gen.Load(); g != seen {
+			return g
+		}
 	}
 	p.sleepMu.Lock()
 	defer p.sleepMu.Unlock()

@@ -122,6 +122,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 		s.retire()
 		s.admit()
 		if len(s.running) == 0 {
+			s.e.Rest()
 			select {
 			case <-ctx.Done():
 				return
