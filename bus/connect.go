@@ -56,6 +56,10 @@ type Config struct {
 	TLSCA   string `env:"NATS_CA"`
 	// Name is the client name shown in server monitoring.
 	Name string
+	// InProcess, when set, connects to that server in this process
+	// without a socket (an Embedded's Server): rbee up's queen and hive
+	// save the loopback round trips.
+	InProcess nats.InProcessConnProvider `env:"-"`
 }
 
 // options turns the config into nats options, reading key and certificate
@@ -173,6 +177,7 @@ func Connect(ctx context.Context, cfg Config, logger *slog.Logger) (*nats.Conn, 
 	}
 	d := &dialer{Dialer: net.Dialer{Timeout: dialTimeout}, initial: ctx}
 	o.CustomDialer = d
+	o.InProcessServer = cfg.InProcess
 	servers := strings.Join(o.Servers, ",")
 	for attempt := 0; ; attempt++ {
 		nc, err := o.Connect()

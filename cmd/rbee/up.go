@@ -59,7 +59,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer srv.Shutdown()
 	url := srv.ClientURL()
-	nc, js, err := dialProvisioned(ctx, bus.Config{URL: url, Name: "rbee-up"}, log.With("component", "bus"), subj)
+	nc, js, err := dialProvisioned(ctx, bus.Config{URL: url, Name: "rbee-up", InProcess: srv.Server()}, log.With("component", "bus"), subj)
 	if err != nil {
 		return err
 	}
