@@ -145,7 +145,7 @@ func (w *Worker) deadLetter(log *slog.Logger, msg jetstream.Msg, job schemas.Job
 	}
 	if perr := bus.PublishDeadLetter(ctx, w.js, w.cfg.Subjects, d); perr != nil {
 		log.Error("dead-letter the job; handing it back", "err", perr)
-		w.settleMsg(ctx, log, msg, actNak)
+		w.settleMsg(log, msg, actNak)
 		return
 	}
 	if schemas.ValidID(job.ID) && w.cfg.Subjects.IsJobEvents(job.Stream) {
@@ -195,14 +195,14 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	case err != nil:
 		// The bus cannot tell what was sent: leave the job to a later try.
 		log.Warn("read the job's events; handing the job back", "err", err)
-		w.settleMsg(ctx, log, msg, actNak)
+		w.settleMsg(log, msg, actNak)
 		return
 	case state.newer:
 		log.Info("a newer delivery already holds the job")
 		return
 	case state.ended:
 		log.Info("the job's events already ended; acknowledging it")
-		w.settleMsg(ctx, log, msg, actAck)
+		w.settleMsg(log, msg, actAck)
 		return
 	case w.exhausted(delivery):
 		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeDeadLettered,
@@ -295,7 +295,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 		log.Warn("publish the job's events; handing the job back", "err", outcome)
 		act = actNak
 	}
-	w.settleMsg(ctx, log, msg, act)
+	w.settleMsg(log, msg, act)
 	w.record(log, msg, job.ID, act, code, usage, jobTimings)
 }
 
@@ -314,7 +314,7 @@ func (w *Worker) finishEarly(ctx context.Context, log *slog.Logger, msg jetstrea
 		log.Warn("publish the job's error event; handing the job back", "err", err)
 		act = actNak
 	}
-	w.settleMsg(ctx, log, msg, act)
+	w.settleMsg(log, msg, act)
 	w.record(log, msg, job.ID, act, code, nil, nil)
 }
 
@@ -338,13 +338,14 @@ func (w *Worker) cancelled(ctx context.Context, log *slog.Logger, jobID string) 
 }
 
 // settleMsg acks, naks or leaves the job's message.
-func (w *Worker) settleMsg(ctx context.Context, log *slog.Logger, msg jetstream.Msg, act action) {
+func (w *Worker) settleMsg(log *slog.Logger, msg jetstream.Msg, act action) {
 	switch act {
 	case actAck:
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), busTimeout)
-		defer cancel()
-		if err := msg.DoubleAck(actx); err != nil {
-			log.Warn("ack job; it may run again, and its stream tells the next worker it is done", "err", err)
+		// Not waiting for the server's answer: an ack that is lost only
+		// means the job comes back after its lease, to a worker that
+		// finds its stream ended and acks it then.
+		if err := msg.Ack(); err != nil {
+			log.Warn("ack job; it may come back, and its stream tells the next worker it is done", "err", err)
 		}
 	case actNak:
 		if err := msg.Nak(); err != nil {
