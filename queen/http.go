@@ -219,7 +219,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 		if errors.As(err, &tooBig) {
 			return schemas.Errorf(schemas.CodeInvalidRequest, "request body exceeds %d bytes", tooBig.Limit)
 		}
-		return &codedError{code: schemas.CodeCancelled, err: fmt.Errorf("read request body: %w", err)}
+		return schemas.Wrap(schemas.CodeCancelled, fmt.Errorf("read request body: %w", err))
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return schemas.Errorf(schemas.CodeInvalidRequest, "request body is not valid JSON for this endpoint: %v", err)

@@ -200,7 +200,7 @@ func (r *relay) wait(ctx context.Context) error {
 		if cause := context.Cause(ctx); errors.Is(cause, errShuttingDown) {
 			return cause
 		}
-		return &codedError{code: schemas.CodeCancelled, err: fmt.Errorf("client went away: %w", context.Cause(ctx))}
+		return schemas.Wrap(schemas.CodeCancelled, fmt.Errorf("client went away: %w", context.Cause(ctx)))
 	case <-t.C:
 	}
 	switch {

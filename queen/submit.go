@@ -144,19 +144,10 @@ func (q *Queen) publishJob(ctx context.Context, msg *nats.Msg) error {
 // when the caller went away, bus_unavailable otherwise.
 func busError(ctx context.Context, err error) error {
 	if errors.Is(ctx.Err(), context.Canceled) {
-		return &codedError{code: schemas.CodeCancelled, err: err}
+		return schemas.Wrap(schemas.CodeCancelled, err)
 	}
-	return &codedError{code: schemas.CodeBusUnavailable, err: err}
+	return schemas.Wrap(schemas.CodeBusUnavailable, err)
 }
-
-// codedError gives a wrapped error a stable code without losing its chain.
-type codedError struct {
-	code schemas.Code
-	err  error
-}
-
-func (e *codedError) Error() string { return e.err.Error() }
-func (e *codedError) Unwrap() error { return e.err }
 
 // wireError is err as it travels in responses: its code and message.
 func wireError(err error) schemas.Error {
@@ -166,10 +157,6 @@ func wireError(err error) schemas.Error {
 	var se *schemas.Error
 	if errors.As(err, &se) {
 		return *se
-	}
-	var ce *codedError
-	if errors.As(err, &ce) {
-		return *schemas.Errorf(ce.code, "%s", ce.err.Error())
 	}
 	return *schemas.Errorf(schemas.CodeInternal, "%s", err.Error())
 }

@@ -88,9 +88,20 @@ type Error struct {
 	// Retryable says whether the same request may succeed later (Code's
 	// Retryable); readers may rely on the code alone.
 	Retryable bool `json:"retryable,omitempty"`
+
+	cause error // what the error wraps, if anything; it does not travel
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// Unwrap returns the error Wrap was given.
+func (e *Error) Unwrap() error { return e.cause }
+
+// Wrap gives err a stable code, its message err's: errors.Is and errors.As
+// still find what caused it (a context's end, say).
+func Wrap(code Code, err error) *Error {
+	return &Error{Code: code, Message: err.Error(), Retryable: code.Retryable(), cause: err}
+}
 
 // Errorf makes an *Error with a formatted message.
 func Errorf(code Code, format string, args ...any) *Error {

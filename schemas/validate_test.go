@@ -1,7 +1,10 @@
 package schemas
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -237,6 +240,15 @@ func TestErrors(t *testing.T) {
 	}
 	if got := CodeOf(errors.New("plain")); got != CodeInternal {
 		t.Errorf("CodeOf(plain) = %s, want %s", got, CodeInternal)
+	}
+	// Wrap gives a cause a code and keeps it findable.
+	gone := Wrap(CodeCancelled, fmt.Errorf("client went away: %w", context.Canceled))
+	if !errors.Is(gone, context.Canceled) || CodeOf(gone) != CodeCancelled || gone.Message != "client went away: context canceled" ||
+		gone.Retryable || !Wrap(CodeBusUnavailable, errors.New("x")).Retryable {
+		t.Errorf("Wrap = %+v", gone)
+	}
+	if data, _ := json.Marshal(gone); string(data) != `{"code":"cancelled","message":"client went away: context canceled"}` {
+		t.Errorf("a wrapped error travels as %s", data)
 	}
 }
 
