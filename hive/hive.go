@@ -302,5 +302,8 @@ func (h *Hive) heartbeat() schemas.HiveHeartbeat {
 			hb.Workers = append(hb.Workers, st.ID)
 		}
 	}
+	for _, m := range h.cfg.Models {
+		hb.Models = append(hb.Models, m.Name)
+	}
 	return hb
 }

@@ -357,7 +357,8 @@ func TestHeartbeatReportsMachineAndRunningWorkers(t *testing.T) {
 		if err := json.Unmarshal(e.Value(), &kept); err != nil {
 			return err
 		}
-		if slices.Sort(kept.Workers); kept.HiveID != "test-hive" || !slices.Equal(kept.Workers, want) {
+		if slices.Sort(kept.Workers); kept.HiveID != "test-hive" || !slices.Equal(kept.Workers, want) ||
+			!slices.Equal(kept.Models, []string{"tiny:1b"}) {
 			return fmt.Errorf("registry key holds %+v", kept)
 		}
 		return nil

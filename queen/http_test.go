@@ -572,6 +572,29 @@ func TestJobIDs(t *testing.T) {
 	}
 }
 
+// A model a live hive serves but no live worker does (its worker is
+// starting or restarting) is 503, not 404.
+func TestModelOfALiveHiveWithoutWorkerIs503(t *testing.T) {
+	f := newFixture(t, nil)
+	kv, err := f.js.KeyValue(f.ctx(), f.subj.HivesBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(schemas.HiveHeartbeat{HiveID: "h1", CPUs: 2, Workers: []string{}, Models: []string{model}, Time: time.Now()})
+	if _, err := kv.Put(f.ctx(), "h1", data); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := f.post("/v1/completions", `{"model":"stories260K","prompt":"x"}`)
+	if resp.StatusCode != http.StatusServiceUnavailable || errorCode(body) != string(schemas.CodeNoCapacity) ||
+		!strings.Contains(fmt.Sprint(body), "h1") {
+		t.Errorf("a served model with no live worker: %d %v, want 503 no_capacity naming the hive", resp.StatusCode, body)
+	}
+	resp, body = f.post("/v1/completions", `{"model":"gpt-9","prompt":"x"}`)
+	if resp.StatusCode != http.StatusNotFound || errorCode(body) != string(schemas.CodeModelNotFound) {
+		t.Errorf("a model nobody serves: %d %v, want 404", resp.StatusCode, body)
+	}
+}
+
 // Admission follows the workers bucket through the queen's one watch: a
 // worker counts as soon as its heartbeat is put and stops counting as soon
 // as its key goes, or once its heartbeat is older than WorkerStaleAfter.

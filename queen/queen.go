@@ -140,6 +140,7 @@ type Queen struct {
 	registry   *registry
 	keeper     *keeper
 	requesters *requesters
+	hiveModels hiveModels
 
 	running atomic.Bool
 	addr    atomic.Value // string

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -147,8 +149,9 @@ func (r *registry) close() {
 	}
 }
 
-// checkModel fails with model_not_found when no live worker serves model,
-// and with no_capacity when every one of them is draining.
+// checkModel fails with model_not_found when no live worker serves model
+// and no live hive is set up to, and with no_capacity when every worker of
+// it is draining or a hive's worker of it is starting or restarting.
 func (q *Queen) checkModel(ctx context.Context, model string) error {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
@@ -166,9 +169,54 @@ func (q *Queen) checkModel(ctx context.Context, model string) error {
 		return nil
 	case seen:
 		return schemas.Errorf(schemas.CodeNoCapacity, "every worker of model %q is draining", model)
-	default:
-		return schemas.Errorf(schemas.CodeModelNotFound, "no live worker serves model %q", model)
 	}
+	if hives := q.hivesServing(ctx, model); len(hives) > 0 {
+		return schemas.Errorf(schemas.CodeNoCapacity,
+			"no live worker of model %q right now; hive %s serves it, and its worker is starting or restarting", model, strings.Join(hives, ", "))
+	}
+	return schemas.Errorf(schemas.CodeModelNotFound, "no live worker serves model %q", model)
+}
+
+// hivesFresh is how long the queen trusts its read of the hives bucket:
+// only requests for a model without a live worker read it, so a burst of
+// them costs one read a second.
+const hivesFresh = time.Second
+
+// hiveModels is the queen's last read of which live hives serve which
+// models.
+type hiveModels struct {
+	mu     sync.Mutex
+	at     time.Time
+	models map[string][]string // model: hive IDs
+}
+
+// hivesServing returns the live hives set up to serve model. A failed read
+// counts as none: the request then gets model_not_found, as it would have.
+func (q *Queen) hivesServing(ctx context.Context, model string) []string {
+	h := &q.hiveModels
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if time.Since(h.at) > hivesFresh {
+		kv, err := q.js.KeyValue(ctx, q.cfg.Subjects.HivesBucket())
+		var hives []schemas.HiveHeartbeat
+		if err == nil {
+			hives, err = bus.LiveHives(ctx, kv, q.log)
+		}
+		h.at = time.Now()
+		if err != nil {
+			// Kept for hivesFresh too: an unreachable bucket is not read
+			// again by every request that comes meanwhile.
+			q.log.Debug("read the hives bucket", "err", err)
+			return h.models[model]
+		}
+		h.models = map[string][]string{}
+		for _, hb := range hives {
+			for _, m := range hb.Models {
+				h.models[m] = append(h.models[m], hb.HiveID)
+			}
+		}
+	}
+	return h.models[model]
 }
 
 // lookup reports whether a live worker serves model, and whether any does

@@ -47,13 +47,16 @@ func (h *WorkerHeartbeat) Validate() error {
 
 // HiveHeartbeat reports one machine's resources and the workers it runs.
 type HiveHeartbeat struct {
-	HiveID      string    `json:"hive_id"`
-	Hostname    string    `json:"hostname"`
-	CPUs        int       `json:"cpus"`
-	MemoryBytes uint64    `json:"memory_bytes"`
-	FreeBytes   uint64    `json:"free_bytes"`
-	Workers     []string  `json:"workers"`
-	Time        time.Time `json:"time"`
+	HiveID      string   `json:"hive_id"`
+	Hostname    string   `json:"hostname"`
+	CPUs        int      `json:"cpus"`
+	MemoryBytes uint64   `json:"memory_bytes"`
+	FreeBytes   uint64   `json:"free_bytes"`
+	Workers     []string `json:"workers"`
+	// Models are the models the hive is set up to serve, running or not:
+	// a request for one whose worker is restarting gets 503, not 404.
+	Models []string  `json:"models,omitempty"`
+	Time   time.Time `json:"time"`
 }
 
 // Validate checks a heartbeat read from the wire.
