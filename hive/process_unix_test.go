@@ -206,6 +206,10 @@ func TestCrashingWorkerRestartsWithGrowingDelays(t *testing.T) {
 		if st := f.h.Workers()[0]; st.Restarts < 4 {
 			return fmt.Errorf("%d restarts, want 4", st.Restarts)
 		}
+		// The restart is counted before its start is logged.
+		if n := len(f.log.find("worker started")); n < 5 {
+			return fmt.Errorf("%d starts logged, want 5", n)
+		}
 		return nil
 	})
 	if err := f.stop(); err != nil {
