@@ -11,6 +11,9 @@ const (
 	AuditWorkerExited  = "worker.exited"  // a worker process ended without being asked to
 	AuditWorkerStopped = "worker.stopped" // a hive stopped a worker on shutdown
 	AuditWorkerFailed  = "worker.failed"  // a hive gave up restarting a worker
+	// AuditSpawnRejected: a hive's preflight refused to start a worker
+	// (Code says why).
+	AuditSpawnRejected = "worker.rejected"
 )
 
 // Outcomes of a job.finished event other than an error code.
@@ -41,6 +44,10 @@ type AuditEvent struct {
 	PID      int    `json:"pid,omitempty"`
 	Exit     string `json:"exit,omitempty"` // how the process ended, e.g. "exit status 1"
 	Restarts int    `json:"restarts,omitempty"`
+
+	// worker.rejected
+	Code   Code   `json:"code,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Validate checks an audit event read from the wire.
@@ -50,7 +57,7 @@ func (e *AuditEvent) Validate() error {
 		if !ValidID(e.JobID) || e.Outcome == "" {
 			return Errorf(CodeInvalidRequest, "job.finished needs a job_id and an outcome")
 		}
-	case AuditWorkerStarted, AuditWorkerExited, AuditWorkerStopped, AuditWorkerFailed:
+	case AuditWorkerStarted, AuditWorkerExited, AuditWorkerStopped, AuditWorkerFailed, AuditSpawnRejected:
 		if !ValidID(e.WorkerID) {
 			return Errorf(CodeInvalidRequest, "%s needs a worker_id", e.Type)
 		}

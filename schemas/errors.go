@@ -39,6 +39,13 @@ const (
 	// consumer allows without ending (its workers died on it), or could not
 	// be read; it is kept in the dead-letter stream for an operator.
 	CodeDeadLettered Code = "dead_lettered"
+	// The preflight's refusals to start a worker, spelt as operators know
+	// them: the machine lacks memory, GPU memory or disk for the model, or
+	// runs as many workers as it may. Another hive may have room.
+	CodeInsufficientRAM  Code = "INSUFFICIENT_RAM"
+	CodeInsufficientVRAM Code = "INSUFFICIENT_VRAM"
+	CodeInsufficientDisk Code = "INSUFFICIENT_DISK"
+	CodeTooManyWorkers   Code = "TOO_MANY_WORKERS"
 )
 
 var httpStatus = map[Code]int{
@@ -60,6 +67,10 @@ var httpStatus = map[Code]int{
 	CodeFenced:           http.StatusConflict,
 	CodeShuttingDown:     http.StatusServiceUnavailable,
 	CodeDeadLettered:     http.StatusInternalServerError,
+	CodeInsufficientRAM:  http.StatusInsufficientStorage,
+	CodeInsufficientVRAM: http.StatusInsufficientStorage,
+	CodeInsufficientDisk: http.StatusInsufficientStorage,
+	CodeTooManyWorkers:   http.StatusServiceUnavailable,
 }
 
 // retryable lists the codes for which the same request may succeed later:
@@ -67,6 +78,7 @@ var httpStatus = map[Code]int{
 var retryable = map[Code]bool{
 	CodeNoCapacity: true, CodeTimeout: true, CodeWorkerShutdown: true, CodeBusUnavailable: true,
 	CodeQueueFull: true, CodeModelNotFound: true, CodeInternal: true, CodeFenced: true, CodeShuttingDown: true,
+	CodeInsufficientRAM: true, CodeInsufficientVRAM: true, CodeInsufficientDisk: true, CodeTooManyWorkers: true,
 }
 
 // Retryable reports whether sending the same request again may succeed.

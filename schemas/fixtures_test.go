@@ -66,3 +66,12 @@ func validAuditEvent() AuditEvent {
 		Usage: &Usage{PromptTokens: 5, CompletionTokens: 3, TotalTokens: 8},
 	}
 }
+
+func validHiveListReply() HiveListReply {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	return HiveListReply{
+		HiveID: "h1", Draining: true,
+		Workers: []HiveWorkerStatus{{ID: "w1", Model: "tiny", State: "running", PID: 42, Restarts: 1, StartedAt: at, LastBusy: at}},
+		Models:  []HiveModelStatus{{Name: "tiny", Wanted: 1}, {Name: "big", Rejected: CodeInsufficientRAM}},
+	}
+}

@@ -221,6 +221,10 @@ func TestGoOutputConformsToSchema(t *testing.T) {
 		ControlReply{OK: true}, ControlReply{Error: Errorf(CodeInternal, "x")},
 		ErrorResponse{Error: *Errorf(CodeNoCapacity, "queue full")},
 		validAuditEvent(), AuditEvent{},
+		SpawnRequest{Model: "tiny", OnDemand: true}, SpawnRequest{}, SpawnReply{HiveID: "h1", WorkerID: "w1", Started: true},
+		StopRequest{WorkerID: "w1"}, StopReply{HiveID: "h1", WorkerID: "w1", Exit: "exit status 0"},
+		validHiveListReply(), HiveListReply{}, DrainRequest{Resume: true}, DrainReply{Draining: true},
+		ShutdownRequest{Reason: "upgrade"}, ShutdownReply{HiveID: "h1", Workers: []string{"w1"}}, ShutdownReply{},
 		Summarize("j", "q1", []Event{tok, end}, time.Now()), Summarize("j", "q1", []Event{ev}, time.Now()), JobStatus{State: JobRunning},
 	}
 	covered := map[reflect.Type]bool{}

@@ -126,6 +126,12 @@ func (s Subjects) Control(kind, id string) string {
 	return s.base() + ".control." + kind + "." + id
 }
 
+// HiveControl is one endpoint of a hive's micro service:
+// <prefix>.v2.control.hive.<id>.<endpoint> (schemas.HiveEndpoints).
+func (s Subjects) HiveControl(id, endpoint string) string {
+	return s.Control(KindHive, id) + "." + endpoint
+}
+
 // Events is the audit subject for one event type.
 func (s Subjects) Events(kind string) string { return s.base() + ".events." + kind }
 
