@@ -14,6 +14,19 @@ const (
 	// AuditSpawnRejected: a hive's preflight refused to start a worker
 	// (Code says why).
 	AuditSpawnRejected = "worker.rejected"
+	AuditWorkerAdopted = "worker.adopted" // a restarted hive took over a worker still running from before
+	AuditWorkerHung    = "worker.hung"    // a hive killed a live worker that stopped heartbeating or making progress
+	AuditHiveStopping  = "hive.stopping"  // a hive began its shutdown
+	AuditHiveStopped   = "hive.stopped"   // a hive finished its shutdown (Reason: how many workers left gracefully, how many were killed)
+)
+
+// How a worker process ended (AuditEvent.ExitKind, the hive's WorkerStatus).
+const (
+	ExitClean       = "clean"        // status 0
+	ExitCrash       = "crash"        // a non-zero status
+	ExitKilled      = "killed"       // a signal
+	ExitCannotStart = "cannot_start" // the worker's reserved status: it can never start as configured
+	ExitUnknown     = "unknown"      // an adopted process, whose status only its real parent learns
 )
 
 // Outcomes of a job.finished event other than an error code.
@@ -44,6 +57,7 @@ type AuditEvent struct {
 	PID      int    `json:"pid,omitempty"`
 	Exit     string `json:"exit,omitempty"` // how the process ended, e.g. "exit status 1"
 	Restarts int    `json:"restarts,omitempty"`
+	ExitKind string `json:"exit_kind,omitempty"` // Exit* constants
 
 	// worker.rejected
 	Code   Code   `json:"code,omitempty"`
@@ -57,9 +71,14 @@ func (e *AuditEvent) Validate() error {
 		if !ValidID(e.JobID) || e.Outcome == "" {
 			return Errorf(CodeInvalidRequest, "job.finished needs a job_id and an outcome")
 		}
-	case AuditWorkerStarted, AuditWorkerExited, AuditWorkerStopped, AuditWorkerFailed, AuditSpawnRejected:
+	case AuditWorkerStarted, AuditWorkerExited, AuditWorkerStopped, AuditWorkerFailed, AuditSpawnRejected,
+		AuditWorkerAdopted, AuditWorkerHung:
 		if !ValidID(e.WorkerID) {
 			return Errorf(CodeInvalidRequest, "%s needs a worker_id", e.Type)
+		}
+	case AuditHiveStopping, AuditHiveStopped:
+		if !ValidID(e.HiveID) {
+			return Errorf(CodeInvalidRequest, "%s needs a hive_id", e.Type)
 		}
 	default:
 		return Errorf(CodeInvalidRequest, "audit event type %q is not known", e.Type)

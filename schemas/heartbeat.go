@@ -19,14 +19,17 @@ const (
 // WorkerHeartbeat is published on Heartbeat("worker", id) and kept under the
 // worker's ID in the workers KV bucket, whose TTL removes a worker that died.
 type WorkerHeartbeat struct {
-	WorkerID string    `json:"worker_id"`
-	HiveID   string    `json:"hive_id,omitempty"`
-	Model    string    `json:"model"`
-	State    string    `json:"state"`
-	Slots    int       `json:"slots"`
-	Busy     int       `json:"busy"`
-	PID      int       `json:"pid"`
-	Context  int       `json:"context_length"`
+	WorkerID string `json:"worker_id"`
+	HiveID   string `json:"hive_id,omitempty"`
+	Model    string `json:"model"`
+	State    string `json:"state"`
+	Slots    int    `json:"slots"`
+	Busy     int    `json:"busy"`
+	PID      int    `json:"pid"`
+	Context  int    `json:"context_length"`
+	// Progress counts the tokens the worker has produced since it started:
+	// a hive sees a worker that is busy but stuck by its standing still.
+	Progress uint64    `json:"progress,omitempty"`
 	Time     time.Time `json:"time"`
 }
 
@@ -55,8 +58,20 @@ type HiveHeartbeat struct {
 	Workers     []string `json:"workers"`
 	// Models are the models the hive is set up to serve, running or not:
 	// a request for one whose worker is restarting gets 503, not 404.
-	Models []string  `json:"models,omitempty"`
-	Time   time.Time `json:"time"`
+	Models []string `json:"models,omitempty"`
+	// Failed are the workers the hive gave up on (circuit breaker, a worker
+	// that cannot start), with why; they stay down until the hive restarts
+	// or is told to spawn them again.
+	Failed []FailedWorker `json:"failed,omitempty"`
+	Time   time.Time      `json:"time"`
+}
+
+// FailedWorker is a worker a hive stopped restarting.
+type FailedWorker struct {
+	WorkerID string    `json:"worker_id"`
+	Model    string    `json:"model"`
+	Reason   string    `json:"reason"`
+	Since    time.Time `json:"since"`
 }
 
 // Validate checks a heartbeat read from the wire.
