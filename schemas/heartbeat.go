@@ -63,7 +63,9 @@ type HiveHeartbeat struct {
 	// that cannot start), with why; they stay down until the hive restarts
 	// or is told to spawn them again.
 	Failed []FailedWorker `json:"failed,omitempty"`
-	Time   time.Time      `json:"time"`
+	// Draining hives take no spawns: the queen loads models elsewhere.
+	Draining bool      `json:"draining,omitempty"`
+	Time     time.Time `json:"time"`
 }
 
 // FailedWorker is a worker a hive stopped restarting.
