@@ -46,6 +46,17 @@ const (
 	CodeInsufficientVRAM Code = "INSUFFICIENT_VRAM"
 	CodeInsufficientDisk Code = "INSUFFICIENT_DISK"
 	CodeTooManyWorkers   Code = "TOO_MANY_WORKERS"
+	// CodeInvalidAPIKey: no API key, an unknown one or an expired one
+	// (OpenAI's code for the same).
+	CodeInvalidAPIKey Code = "invalid_api_key"
+	// CodeForbidden: the API key may not use what the request asks for
+	// (a model outside its scope).
+	CodeForbidden Code = "forbidden"
+	// CodeRateLimited: the API key is past its rate; retry after the
+	// Retry-After the answer gives (OpenAI's code for the same).
+	CodeRateLimited Code = "rate_limit_exceeded"
+	// CodeTooLarge: the request body is larger than the queen reads.
+	CodeTooLarge Code = "request_too_large"
 )
 
 var httpStatus = map[Code]int{
@@ -71,6 +82,10 @@ var httpStatus = map[Code]int{
 	CodeInsufficientVRAM: http.StatusInsufficientStorage,
 	CodeInsufficientDisk: http.StatusInsufficientStorage,
 	CodeTooManyWorkers:   http.StatusServiceUnavailable,
+	CodeInvalidAPIKey:    http.StatusUnauthorized,
+	CodeForbidden:        http.StatusForbidden,
+	CodeRateLimited:      http.StatusTooManyRequests,
+	CodeTooLarge:         http.StatusRequestEntityTooLarge,
 }
 
 // retryable lists the codes for which the same request may succeed later:
@@ -78,6 +93,7 @@ var httpStatus = map[Code]int{
 var retryable = map[Code]bool{
 	CodeNoCapacity: true, CodeTimeout: true, CodeWorkerShutdown: true, CodeBusUnavailable: true,
 	CodeQueueFull: true, CodeModelNotFound: true, CodeInternal: true, CodeFenced: true, CodeShuttingDown: true,
+	CodeRateLimited:     true,
 	CodeInsufficientRAM: true, CodeInsufficientVRAM: true, CodeInsufficientDisk: true, CodeTooManyWorkers: true,
 }
 

@@ -58,6 +58,9 @@ type Job struct {
 	// answers deadline_exceeded without starting it, and one running it
 	// stops there. Time spent queued counts.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// Principal is who asked for the job: the name of the API key the
+	// queen checked. The queen sets it; no client does.
+	Principal string `json:"principal,omitempty"`
 }
 
 // Expired reports whether the job's deadline has passed at now.
@@ -112,6 +115,9 @@ type InferRequest struct {
 	// one started, within the idempotency window, instead of running it
 	// twice.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Principal is set by the queen from the credentials it checked; it
+	// never travels in a request, so no client can claim one.
+	Principal string `json:"-"`
 }
 
 // Validate checks a request before the queen turns it into a job.
@@ -137,7 +143,7 @@ func (r *InferRequest) Job(id, stream string) Job {
 	return Job{
 		ID: id, Model: r.Model, Stream: stream,
 		Prompt: r.Prompt, Messages: r.Messages,
-		MaxTokens: r.MaxTokens, Stop: r.Stop, Sampling: r.Sampling,
+		MaxTokens: r.MaxTokens, Stop: r.Stop, Sampling: r.Sampling, Principal: r.Principal,
 	}
 }
 
