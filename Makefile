@@ -23,8 +23,10 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 
+# third_party/jinja is its own module, so ./... does not reach it.
 unit:
 	$(GO) test -count=1 -timeout 15m ./...
+	cd third_party/jinja && $(GO) test -count=1 .
 
 # Explore with every fuzz target for FUZZTIME each (go test fuzzes one
 # target per run); a crash it finds lands in the package's testdata/fuzz,

@@ -97,6 +97,12 @@ type running struct {
 // heartbeat says ready. The worker is stopped when the test ends.
 func (b *bed) startWorker(t *testing.T, cfg worker.Config) *running {
 	t.Helper()
+	return b.startWorkerOn(t, testModel, cfg)
+}
+
+// startWorkerOn is startWorker with a model of the test's own.
+func (b *bed) startWorkerOn(t *testing.T, model *infer.Model, cfg worker.Config) *running {
+	t.Helper()
 	nc, _ := bustest.Connect(t, b.srv)
 	if cfg.ID == "" {
 		cfg.ID = "w1"
@@ -107,7 +113,7 @@ func (b *bed) startWorker(t *testing.T, cfg worker.Config) *running {
 	cfg.Subjects = b.subj
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	w, err := worker.New(nc, testModel, cfg, log, reg)
+	w, err := worker.New(nc, model, cfg, log, reg)
 	if err != nil {
 		t.Fatalf("new worker: %v", err)
 	}

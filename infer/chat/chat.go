@@ -172,7 +172,7 @@ func boundedRange(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, er
 	}
 	count := rangeLen(start, stop, step)
 	if count > MaxRange {
-		return jinja.Undefined(), fmt.Errorf("range: %d items is more than the limit of %d", count, MaxRange)
+		return jinja.Undefined(), fmt.Errorf("%w: range: %d items is more than the limit of %d", jinja.ErrLimit, count, MaxRange)
 	}
 	items := make([]jinja.Value, count)
 	for i := range items {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ardanlabs/jinja"
 )
 
 // The testdata templates are the chat_template values of the models'
@@ -184,12 +186,39 @@ func TestSyntaxErrors(t *testing.T) {
 	}
 }
 
-func TestEnginePanicBecomesError(t *testing.T) {
-	// The engine passes a negative count straight to strings.Repeat.
-	tmpl := mustParse(t, `{{ 'ab' * -1 }}`)
-	out, err := tmpl.Render(noSystem, true, "", "")
-	if err == nil || !strings.Contains(err.Error(), "panicked") || out != "" {
-		t.Fatalf("Render = (%q, %v), want an error about the panic", out, err)
+func TestNegativeRepeatIsEmpty(t *testing.T) {
+	// Python repeats a string a negative number of times into "".
+	out, err := mustParse(t, `[{{ 'ab' * -1 }}]`).Render(noSystem, true, "", "")
+	if err != nil || out != "[]" {
+		t.Fatalf("Render = (%q, %v), want \"[]\"", out, err)
+	}
+}
+
+// A template is data from a model file: none can crash the process (Go's
+// stack overflow is fatal, not a panic), hang it or exhaust its memory.
+// Each of these fails with an error that names the limit, quickly.
+func TestHostileTemplatesFail(t *testing.T) {
+	for name, src := range map[string]string{
+		"self-referencing namespace": `{% set ns = namespace(x=0) %}{% set ns.x = ns %}{{ ns.x }}`,
+		"self-containing list":       `{% set l = [1] %}{% set _ = l.append(l) %}{{ l }}`,
+		"self-containing list json":  `{% set l = [1] %}{% set _ = l.append(l) %}{{ l | tojson }}`,
+		"self-containing comparison": `{% set l = [1] %}{% set _ = l.append(l) %}{{ l == l }}`,
+		"recursive macro":            `{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}`,
+		"loop of 10^9":               `{% for i in range(1000000000) %}x{% endfor %}`,
+		"nested loops of 10^9":       `{% for a in range(40000) %}{% for b in range(40000) %}{% endfor %}{% endfor %}`,
+		"string of 10^9 bytes":       `{{ 'x' * 1000000000 }}`,
+		"doubling string":            `{% set s = 'xxxxxxxx' %}{% for i in range(40) %}{% set s = s ~ s %}{% endfor %}{{ s | length }}`,
+		"doubling list":              `{% set l = [1] %}{% for i in range(40) %}{% set l = l + l %}{% endfor %}{{ l | length }}`,
+		"amplifying replace":         `{{ ('x' * 100000) | replace('x', 'y' * 100000) }}`,
+		"amplifying indent":          `{{ ('\n' * 100000) | indent(100000) }}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			tmpl := mustParse(t, src)
+			out, err := tmpl.Render(noSystem, true, "", "")
+			if !errors.Is(err, jinja.ErrLimit) || out != "" {
+				t.Fatalf("Render = (%d bytes, %v), want an error wrapping jinja.ErrLimit", len(out), err)
+			}
+		})
 	}
 }
 
@@ -324,6 +353,9 @@ func FuzzParseRender(f *testing.F) {
 	f.Add(`{% set ns = namespace(x=0) %}{% for m in messages|reverse %}{% set ns.x = ns.x + 1 %}{{ m.role|upper }}{% endfor %}{{ ns.x }}`)
 	f.Add(`{{ messages[-1]['content'][1:3] | tojson }}{{ messages | map(attribute='role') | join(',') }}`)
 	f.Add(`{%- if messages[0].role == 'system' -%}{{ messages[0].content | trim }}{%- endif -%}{{ 'x' if add_generation_prompt else 'y' }}`)
+	f.Add(`{% set ns = namespace(x=0) %}{% set ns.x = ns %}{{ ns.x }}`)
+	f.Add(`{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}`)
+	f.Add(`{% set l = [1] %}{% set _ = l.append(l) %}{{ l | tojson }}{{ l == l }}`)
 	f.Fuzz(func(t *testing.T, src string) {
 		if len(src) > 4096 {
 			return

@@ -26,7 +26,7 @@ func NewWriter() *Writer {
 }
 
 // Set adds a metadata value. Supported Go types: uint8 ... uint64, int8 ...
-// int64, float32, float64, bool, string, slices of those, and Array.
+// int64, float32, float64, bool, string, slices of those, Array, and a Value read from a file.
 // Setting general.alignment also changes the data alignment.
 func (w *Writer) Set(key string, v any) error {
 	if w.keys[key] {
@@ -72,6 +72,9 @@ func (w *Writer) AddTensor(name string, t quant.Type, dims []uint64, data []byte
 
 func toValue(v any) (Value, error) {
 	switch x := v.(type) {
+	case Value:
+		// One read from another file: a file can be copied with changes.
+		return x, nil
 	case uint8:
 		return Value{TypeUint8, x}, nil
 	case int8:
