@@ -65,6 +65,10 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The pattern is a registered route (a redirect to a clean path gets the
 	// route it leads to), so the endpoint label never holds a client's path.
 	h, pattern := rt.mux.Handler(r)
+	r, ok := rt.q.authenticate(sw, r, pattern)
+	if !ok {
+		return
+	}
 	if pattern != "" {
 		endpoint = pattern
 		rt.mux.ServeHTTP(sw, r)
@@ -211,15 +215,19 @@ func (q *Queen) handleJob(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// decodeBody reads a JSON body of at most maxBodyBytes into v.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+// decodeBody reads a JSON body of at most maxBodyBytes into v, after
+// checkBody's checks.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, chat bool) error {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return schemas.Errorf(schemas.CodeInvalidRequest, "request body exceeds %d bytes", tooBig.Limit)
+			return schemas.Errorf(schemas.CodeTooLarge, "request body exceeds %d bytes", tooBig.Limit)
 		}
 		return schemas.Wrap(schemas.CodeCancelled, fmt.Errorf("read request body: %w", err))
+	}
+	if err := checkBody(data, chat); err != nil {
+		return err
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return schemas.Errorf(schemas.CodeInvalidRequest, "request body is not valid JSON for this endpoint: %v", err)
@@ -241,13 +249,27 @@ func (q *Queen) handleCompletions(w http.ResponseWriter, r *http.Request) {
 // shared fields are common, and generates its answer.
 func (q *Queen) handleOpenAI(w http.ResponseWriter, r *http.Request, req interface {
 	inferRequest() (schemas.InferRequest, error)
+	check() error
 }, common *commonRequest, chat bool) {
-	if err := decodeBody(w, r, req); err != nil {
+	if err := decodeBody(w, r, req, chat); err != nil {
 		writeError(w, err)
 		return
 	}
 	ir, err := req.inferRequest()
+	if err == nil {
+		err = req.check()
+	}
+	if err == nil {
+		err = checkInfer(&ir)
+	}
+	if err == nil {
+		err = authorize(r.Context(), &ir)
+	}
+	if err == nil {
+		err = q.checkContext(r.Context(), &ir)
+	}
 	if err != nil {
+		q.log.Info("request refused", "model", clip(ir.Model), "principal", principal(r.Context()), "err", err)
 		writeError(w, err)
 		return
 	}
@@ -265,7 +287,7 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 	}
 	job, err := q.admit(ctx, ir, deadline)
 	if err != nil {
-		q.log.Info("request refused", "model", ir.Model, "err", err)
+		q.log.Info("request refused", "model", ir.Model, "principal", ir.Principal, "err", err)
 		writeError(w, err)
 		return
 	}
@@ -280,6 +302,7 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 		return
 	}
 	defer rl.close()
+	q.log.Info("job queued", "job_id", rl.job.ID, "model", job.Model, "principal", job.Principal, "key_fingerprint", fingerprint(ctx))
 	// Operators trace a response to its job and worker on the bus; a
 	// repeated request gets the original job's answer, under its ID.
 	w.Header().Set("X-Rbee-Job-Id", rl.job.ID)
@@ -384,6 +407,9 @@ func (q *Queen) handleModels(w http.ResponseWriter, r *http.Request) {
 	slices.Sort(ids)
 	list := modelList{Object: "list", Data: []modelInfo{}}
 	for _, id := range slices.Compact(ids) {
+		if k := keyOf(r.Context()); k != nil && !k.Allows(id) {
+			continue // a key sees only the models it may use
+		}
 		list.Data = append(list.Data, modelInfo{ID: id, Object: "model", Created: q.started.Unix(), OwnedBy: "rbee"})
 	}
 	writeJSON(w, http.StatusOK, list)

@@ -29,7 +29,7 @@ func TestChatCompletion(t *testing.T) {
 		"temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 7,
 		"presence_penalty": 0.1, "frequency_penalty": 0.2, "repeat_penalty": 1.1,
 		"stop": "The end", "max_tokens": 99, "max_completion_tokens": 32,
-		"user": "ignored", "logit_bias": {"1": 2}
+		"user": "ignored", "logit_bias": {}, "metadata": {"team": "a"}, "store": false
 	}`)
 	j := recvJob(t, taken)
 	if resp.StatusCode != http.StatusOK {
@@ -195,7 +195,7 @@ func TestErrorResponses(t *testing.T) {
 		{"two prompts", "POST", "/v1/completions", `{"model":"stories260K","prompt":["a","b"]}`, 400, schemas.CodeInvalidRequest, "2 strings"},
 		{"token prompt", "POST", "/v1/completions", `{"model":"stories260K","prompt":[1,2]}`, 400, schemas.CodeInvalidRequest, "array of strings"},
 		{"draining only", "POST", "/v1/completions", `{"model":"drained","prompt":"x"}`, 503, schemas.CodeNoCapacity, "draining"},
-		{"body too large", "POST", chat, `{"model":"` + strings.Repeat("x", maxBodyBytes) + `"}`, 400, schemas.CodeInvalidRequest, "exceeds"},
+		{"body too large", "POST", chat, `{"model":"` + strings.Repeat("x", maxBodyBytes) + `"}`, 413, schemas.CodeTooLarge, "exceeds"},
 		{"wrong method", "GET", chat, ``, 405, schemas.CodeMethodNotAllowed, "GET"},
 		{"unknown path", "GET", "/v1/embeddings", ``, 404, schemas.CodeNotFound, "/v1/embeddings"},
 		{"root", "POST", "/", `{}`, 404, schemas.CodeNotFound, "/"},

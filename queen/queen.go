@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/internal/apikey"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -79,6 +80,14 @@ type Config struct {
 	// would otherwise hold a goroutine, buffers and a file descriptor for
 	// as long as its client lives.
 	KeepAliveTimeout time.Duration
+	// Keys are the API keys HTTP requests must bring (Authorization:
+	// Bearer, or X-Api-Key), except /healthz, /readyz and, with
+	// MetricsOpen, /metrics. The caller reloads them (SIGHUP). Nil: no
+	// keys, which New allows only on a loopback address or with
+	// AllowNoAuth.
+	Keys        *apikey.Set
+	AllowNoAuth bool
+	MetricsOpen bool
 }
 
 func (c *Config) setDefaults() error {
@@ -106,6 +115,9 @@ func (c *Config) setDefaults() error {
 		case *d.v == 0:
 			*d.v = d.def
 		}
+	}
+	if err := c.checkAuthConfig(); err != nil {
+		return err
 	}
 	if c.ID == "" {
 		c.ID = "queen-" + newJobID()[:10]
