@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -400,17 +399,12 @@ func (q *Queen) handleModels(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var ids []string
-	for _, wk := range workers {
-		ids = append(ids, wk.Model)
-	}
-	slices.Sort(ids)
 	list := modelList{Object: "list", Data: []modelInfo{}}
-	for _, id := range slices.Compact(ids) {
-		if k := keyOf(r.Context()); k != nil && !k.Allows(id) {
+	for _, m := range q.models(ctx, workers) {
+		if k := keyOf(r.Context()); k != nil && !k.Allows(m.ID) {
 			continue // a key sees only the models it may use
 		}
-		list.Data = append(list.Data, modelInfo{ID: id, Object: "model", Created: q.started.Unix(), OwnedBy: "rbee"})
+		list.Data = append(list.Data, m)
 	}
 	writeJSON(w, http.StatusOK, list)
 }

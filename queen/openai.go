@@ -215,6 +215,10 @@ type modelInfo struct {
 	Object  string `json:"object"`
 	Created int64  `json:"created"`
 	OwnedBy string `json:"owned_by"`
+	// Status is rbee's: absent for a model a live worker serves,
+	// "not_loaded" for one a hive would start on demand, "failed" for one
+	// whose workers a hive gave up on.
+	Status string `json:"status,omitempty"`
 }
 
 // api is one of the two generation endpoints; it shapes their responses.

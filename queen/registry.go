@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -150,8 +148,10 @@ func (r *registry) close() {
 }
 
 // checkModel fails with model_not_found when no live worker serves model
-// and no live hive is set up to, and with no_capacity when every worker of
-// it is draining or a hive's worker of it is starting or restarting.
+// and no live hive knows it, and with no_capacity when every worker of it
+// is draining or no hive that knows it would start one. A hive that does
+// (on-demand load, or its worker is starting already) lets the request
+// through: the job waits on the work queue for the worker.
 func (q *Queen) checkModel(ctx context.Context, model string) error {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
@@ -171,8 +171,7 @@ func (q *Queen) checkModel(ctx context.Context, model string) error {
 		return schemas.Errorf(schemas.CodeNoCapacity, "every worker of model %q is draining", model)
 	}
 	if hives := q.hivesServing(ctx, model); len(hives) > 0 {
-		return schemas.Errorf(schemas.CodeNoCapacity,
-			"no live worker of model %q right now; hive %s serves it, and its worker is starting or restarting", model, strings.Join(hives, ", "))
+		return q.place(ctx, model, hives)
 	}
 	return schemas.Errorf(schemas.CodeModelNotFound, "no live worker serves model %q", model)
 }
@@ -187,21 +186,17 @@ const hivesFresh = time.Second
 type hiveModels struct {
 	mu     sync.Mutex
 	at     time.Time
-	models map[string][]string // model: hive IDs
+	models map[string][]schemas.HiveHeartbeat // model: the hives that know it
 }
 
-// hivesServing returns the live hives set up to serve model. A failed read
+// hivesServing returns the live hives that can serve model. A failed read
 // counts as none: the request then gets model_not_found, as it would have.
-func (q *Queen) hivesServing(ctx context.Context, model string) []string {
+func (q *Queen) hivesServing(ctx context.Context, model string) []schemas.HiveHeartbeat {
 	h := &q.hiveModels
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if time.Since(h.at) > hivesFresh {
-		kv, err := q.js.KeyValue(ctx, q.cfg.Subjects.HivesBucket())
-		var hives []schemas.HiveHeartbeat
-		if err == nil {
-			hives, err = bus.LiveHives(ctx, kv, q.log)
-		}
+		hives, err := q.liveHives(ctx)
 		h.at = time.Now()
 		if err != nil {
 			// Kept for hivesFresh too: an unreachable bucket is not read
@@ -209,10 +204,10 @@ func (q *Queen) hivesServing(ctx context.Context, model string) []string {
 			q.log.Debug("read the hives bucket", "err", err)
 			return h.models[model]
 		}
-		h.models = map[string][]string{}
+		h.models = map[string][]schemas.HiveHeartbeat{}
 		for _, hb := range hives {
 			for _, m := range hb.Models {
-				h.models[m] = append(h.models[m], hb.HiveID)
+				h.models[m] = append(h.models[m], hb)
 			}
 		}
 	}
