@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +37,12 @@ type Provisioning struct {
 	HiveTTL time.Duration
 	// EventsMaxAge is how long audit events are kept. Default 7 days.
 	EventsMaxAge time.Duration
+	// EventsMaxBytes bounds the audit stream; the oldest events go first.
+	// Default 0: no bound but the age.
+	EventsMaxBytes int64
+	// EventsReplicas replicates the audit stream apart from the rest, as an
+	// audit trail may warrant more copies. Default: Replicas.
+	EventsReplicas int
 	// DeadLetterMaxAge is how long dead-lettered jobs are kept for an
 	// operator to look at. Default 7 days.
 	DeadLetterMaxAge time.Duration
@@ -93,12 +100,19 @@ func (p Provisioning) withDefaults() (Provisioning, error) {
 	if p.JobsMaxPerModel == 0 {
 		p.JobsMaxPerModel = min(DefaultJobsMaxPerModel, p.JobsMaxMsgs)
 	}
+	if p.EventsReplicas == 0 {
+		p.EventsReplicas = p.Replicas
+	}
 	if p.StreamsMaxBytes == 0 {
 		p.StreamsMaxBytes = DefaultStreamsMaxBytes
 	}
 	switch {
 	case p.Replicas < 1 || p.Replicas > 5:
 		return p, fmt.Errorf("replicas %d: want 1 to 5", p.Replicas)
+	case p.EventsReplicas < 1 || p.EventsReplicas > 5:
+		return p, fmt.Errorf("events replicas %d: want 1 to 5", p.EventsReplicas)
+	case p.EventsMaxBytes < 0:
+		return p, fmt.Errorf("events max bytes %d: want 0 (no bound) or more", p.EventsMaxBytes)
 	case p.JobsMaxMsgs < 1:
 		return p, fmt.Errorf("jobs max messages %d: want at least 1", p.JobsMaxMsgs)
 	case p.JobsMaxAge < time.Second:
@@ -171,12 +185,19 @@ func Provision(ctx context.Context, js jetstream.JetStream, subj schemas.Subject
 	}
 	events := jetstream.StreamConfig{
 		Name:        subj.EventsStream(),
-		Description: "rbee audit events",
-		Subjects:    []string{subj.AllEvents()},
+		Description: "rbee audit events, each producer's chained by SHA-256 (rbee audit verify)",
+		Subjects:    []string{subj.AllEvents(), subj.AllAudit()},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld,
 		MaxAge:      p.EventsMaxAge,
-		Replicas:    p.Replicas,
+		MaxBytes:    cmp.Or(p.EventsMaxBytes, -1),
+		// An auditor retrying a publish whose answer it lost sends the
+		// same message ID; the stream keeps one copy.
+		Duplicates: p.DuplicateWindow,
+		// An auditor resumes its chain from its last event.
+		AllowDirect: true,
+		Replicas:    p.EventsReplicas,
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, events); err != nil {
 		return fmt.Errorf("provision stream %s: %w", events.Name, err)

@@ -62,6 +62,18 @@ type AuditEvent struct {
 	// worker.rejected
 	Code   Code   `json:"code,omitempty"`
 	Reason string `json:"reason,omitempty"`
+
+	// Principal is who the job or command was for: an API key's name or a
+	// NATS user.
+	Principal string `json:"principal,omitempty"`
+
+	// The chain (bus.Auditor): each producer, a Component and its Source
+	// ID, numbers its events from 1 and names the SHA-256 of the one
+	// before, so that an altered, removed or reordered event is detected.
+	Component string `json:"component,omitempty"`
+	Source    string `json:"source,omitempty"`
+	Seq       uint64 `json:"seq,omitempty"`
+	Prev      string `json:"prev,omitempty"`
 }
 
 // Validate checks an audit event read from the wire.

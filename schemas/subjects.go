@@ -36,6 +36,10 @@ const (
 	HeaderDeadWorker = "Rbee-Dead-Worker"
 )
 
+// HeaderAuditHash carries the SHA-256 (hex) of an audit event's body, which
+// names the hash of its producer's event before it (AuditEvent.Prev).
+const HeaderAuditHash = "Rbee-Audit-Hash"
+
 var (
 	prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	// Model names become one subject token: no dots, wildcards or spaces.
@@ -137,6 +141,35 @@ func (s Subjects) Events(kind string) string { return s.base() + ".events." + ki
 
 // AllEvents matches every audit event.
 func (s Subjects) AllEvents() string { return s.base() + ".events.>" }
+
+// Audit is the subject of one producer's audit event:
+// <prefix>.v2.audit.<component>.<id>.<type>, e.g.
+// rbee.v2.audit.worker.w1.job.finished.
+func (s Subjects) Audit(component, id, typ string) string {
+	return s.AuditOf(component, id) + "." + typ
+}
+
+// AuditOf matches every audit event of one producer.
+func (s Subjects) AuditOf(component, id string) string {
+	return s.base() + ".audit." + component + "." + id
+}
+
+// AllAudit matches every audit event of every producer.
+func (s Subjects) AllAudit() string { return s.base() + ".audit.>" }
+
+// AuditProducer returns the component and ID of an Audit subject, and
+// whether subject is one.
+func (s Subjects) AuditProducer(subject string) (component, id string, ok bool) {
+	rest, ok := strings.CutPrefix(subject, s.base()+".audit.")
+	if !ok {
+		return "", "", false
+	}
+	parts := strings.SplitN(rest, ".", 3)
+	if len(parts) < 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return "", "", false
+	}
+	return parts[0], parts[1], true
+}
 
 // JobsStream is the JetStream work-queue stream holding pending jobs.
 func (s Subjects) JobsStream() string { return s.upper() + "_JOBS" }

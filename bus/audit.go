@@ -1,0 +1,358 @@
+package bus
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// auditQueue bounds the events an Auditor holds while the stream is away;
+// past it new events are dropped and counted, so that auditing never holds
+// up the work it records.
+const auditQueue = 1024
+
+// auditDrain bounds how long Run keeps publishing what is queued after its
+// context ends.
+const auditDrain = 5 * time.Second
+
+// Auditor publishes one producer's audit events to the audit stream, in
+// order, each acknowledged by JetStream and chained to the one before: an
+// event's body names the SHA-256 of the producer's previous body (Prev) and
+// its number (Seq), and its Rbee-Audit-Hash header the SHA-256 of its own
+// body. VerifyAudit then finds an event that was altered, removed or moved.
+//
+// A restarted producer continues its chain from the last event the stream
+// holds for it. Two processes must not share a component and ID (a hive's
+// data directory lock and unique worker IDs see to it), or their chains
+// interleave and verify as broken.
+type Auditor struct {
+	js        jetstream.JetStream
+	subj      schemas.Subjects
+	component string
+	id        string
+	log       *slog.Logger
+
+	queue chan schemas.AuditEvent
+
+	mu      sync.Mutex
+	dropped int
+}
+
+// NewAuditor makes the Auditor of one producer: component (queen, hive,
+// worker) and its ID. Nothing is published until Run.
+func NewAuditor(nc *nats.Conn, subj schemas.Subjects, component, id string, log *slog.Logger) (*Auditor, error) {
+	if !schemas.ValidID(component) || !schemas.ValidID(id) {
+		return nil, fmt.Errorf("auditor %q/%q: want IDs of letters, digits, '-' or '_'", component, id)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("auditor: jetstream: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Auditor{js: js, subj: subj, component: component, id: id, log: log,
+		queue: make(chan schemas.AuditEvent, auditQueue)}, nil
+}
+
+// Record queues ev for publishing and returns at once. Time is set when
+// zero; the chain fields are the Auditor's.
+func (a *Auditor) Record(ev schemas.AuditEvent) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	select {
+	case a.queue <- ev:
+	default:
+		a.mu.Lock()
+		a.dropped++
+		n := a.dropped
+		a.mu.Unlock()
+		a.log.Warn("audit queue full; event dropped", "type", ev.Type, "dropped", n)
+	}
+}
+
+// Dropped is how many events Record dropped because the queue was full.
+func (a *Auditor) Dropped() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.dropped
+}
+
+// Run publishes queued events until ctx ends, then for up to auditDrain
+// whatever is still queued. It is the only goroutine that publishes, which
+// keeps the chain in order.
+func (a *Auditor) Run(ctx context.Context) {
+	var (
+		chain   auditLink
+		resumed bool
+	)
+	// send publishes ev; an event the stream refuses for good is logged and
+	// left out, and the chain goes on without it.
+	send := func(ctx context.Context, ev schemas.AuditEvent) bool {
+		if !resumed {
+			link, err := a.resume(ctx)
+			if err != nil {
+				a.log.Warn("audit chain not resumed", "err", err)
+				return false
+			}
+			chain, resumed = link, true
+		}
+		next, err := a.publish(ctx, chain, ev)
+		if err != nil {
+			a.log.Warn("publish audit event", "type", ev.Type, "err", err)
+			return false
+		}
+		chain = next
+		return true
+	}
+	var held []schemas.AuditEvent
+	for ctx.Err() == nil {
+		select {
+		case ev := <-a.queue:
+			if !send(ctx, ev) && ctx.Err() != nil {
+				held = append(held, ev)
+			}
+		case <-ctx.Done():
+		}
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditDrain)
+	defer cancel()
+	for {
+		if len(held) == 0 {
+			select {
+			case ev := <-a.queue:
+				held = append(held, ev)
+			default:
+				return
+			}
+		}
+		if !send(dctx, held[0]) && dctx.Err() != nil {
+			a.log.Warn("audit events not published before stopping", "left", len(held)+len(a.queue))
+			return
+		}
+		held = held[1:]
+	}
+}
+
+// auditLink is where a producer's chain stands: its last Seq and hash.
+type auditLink struct {
+	seq  uint64
+	hash string
+}
+
+// resume reads the producer's last event from the stream, retrying while
+// the stream is away, so that a restart continues the chain.
+func (a *Auditor) resume(ctx context.Context) (auditLink, error) {
+	for attempt := 0; ; attempt++ {
+		link, err := a.last(ctx)
+		if err == nil {
+			return link, nil
+		}
+		a.log.Debug("read the audit chain's last event", "err", err, "attempt", attempt)
+		t := time.NewTimer(backoff(attempt, backoffMin, backoffMax))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return auditLink{}, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err)
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Auditor) last(ctx context.Context) (auditLink, error) {
+	actx, cancel := context.WithTimeout(ctx, publishAttempt)
+	defer cancel()
+	str, err := a.js.Stream(actx, a.subj.EventsStream())
+	if err != nil {
+		return auditLink{}, fmt.Errorf("audit stream %s: %w", a.subj.EventsStream(), err)
+	}
+	msg, err := str.GetLastMsgForSubject(actx, a.subj.AuditOf(a.component, a.id)+".>")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return auditLink{}, nil
+	}
+	if err != nil {
+		return auditLink{}, fmt.Errorf("last audit event of %s %s: %w", a.component, a.id, err)
+	}
+	var ev schemas.AuditEvent
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		return auditLink{}, fmt.Errorf("last audit event of %s %s: %w", a.component, a.id, err)
+	}
+	return auditLink{seq: ev.Seq, hash: msg.Header.Get(schemas.HeaderAuditHash)}, nil
+}
+
+// publish chains ev to link and publishes it until the stream takes it;
+// the message ID makes a retry after a lost answer store it once.
+func (a *Auditor) publish(ctx context.Context, link auditLink, ev schemas.AuditEvent) (auditLink, error) {
+	ev.Component, ev.Source, ev.Seq, ev.Prev = a.component, a.id, link.seq+1, link.hash
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return link, fmt.Errorf("encode audit event: %w", err)
+	}
+	sum := AuditHash(data)
+	msg := nats.NewMsg(a.subj.Audit(a.component, a.id, ev.Type))
+	msg.Data = data
+	msg.Header.Set(schemas.HeaderAuditHash, sum)
+	msg.Header.Set(schemas.HeaderMsgID, a.component+"."+a.id+"."+strconv.FormatUint(ev.Seq, 10))
+	if _, err := PublishRetry(ctx, a.js, msg); err != nil {
+		return link, err
+	}
+	return auditLink{seq: ev.Seq, hash: sum}, nil
+}
+
+// AuditHash is the chain's hash of an event's body: SHA-256, in hex.
+func AuditHash(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// AuditRecord is one stored audit event, as AuditRecords reads it.
+type AuditRecord struct {
+	StreamSeq uint64             `json:"stream_seq"`
+	Subject   string             `json:"subject"`
+	Hash      string             `json:"hash"`
+	Event     schemas.AuditEvent `json:"event"`
+	body      []byte
+}
+
+// AuditRecords calls f with every audit event the stream holds from since
+// on (zero: all), in stream order, and returns when it has seen the last
+// one there was when it began, or when f returns an error.
+func AuditRecords(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects, since time.Time, f func(AuditRecord) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj.AllAudit()}}
+	if !since.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	cons, err := js.OrderedConsumer(ctx, subj.EventsStream(), cfg)
+	if err != nil {
+		return fmt.Errorf("read audit stream %s: %w", subj.EventsStream(), err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read audit stream %s: %w", subj.EventsStream(), err)
+	}
+	for pending := info.NumPending; pending > 0; {
+		batch, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchContext(ctx))
+		if err != nil {
+			return fmt.Errorf("read audit stream %s: %w", subj.EventsStream(), err)
+		}
+		for msg := range batch.Messages() {
+			meta, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("read audit stream %s: %w", subj.EventsStream(), err)
+			}
+			rec := AuditRecord{StreamSeq: meta.Sequence.Stream, Subject: msg.Subject(),
+				Hash: msg.Headers().Get(schemas.HeaderAuditHash), body: msg.Data()}
+			// A body that does not decode still counts: VerifyAudit reports it.
+			_ = json.Unmarshal(msg.Data(), &rec.Event)
+			if err := f(rec); err != nil {
+				return err
+			}
+			pending = meta.NumPending
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("read audit stream %s: %w", subj.EventsStream(), err)
+		}
+	}
+	return nil
+}
+
+// AuditProblem is one break in a producer's chain.
+type AuditProblem struct {
+	StreamSeq uint64 `json:"stream_seq"`
+	Subject   string `json:"subject"`
+	Problem   string `json:"problem"`
+}
+
+// AuditChain is where one producer's chain stands after VerifyAudit.
+type AuditChain struct {
+	Component string `json:"component"`
+	Source    string `json:"source"`
+	// FirstSeq is the first event the stream still holds: events before it
+	// aged out, or were removed, which no chain can tell apart.
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	// LastHash anchors the chain: an operator who keeps it elsewhere can
+	// tell later that nothing up to it changed.
+	LastHash string `json:"last_hash"`
+	Events   int    `json:"events"`
+}
+
+// AuditReport is what VerifyAudit found.
+type AuditReport struct {
+	Events   int            `json:"events"`
+	Chains   []AuditChain   `json:"chains"`
+	Problems []AuditProblem `json:"problems"`
+}
+
+// OK reports whether every chain is whole.
+func (r AuditReport) OK() bool { return len(r.Problems) == 0 }
+
+// VerifyAudit reads the whole audit stream and checks every producer's
+// chain: each event's hash is its body's, its producer and subject agree,
+// its Seq follows the one before by one and its Prev is that one's hash.
+func VerifyAudit(ctx context.Context, js jetstream.JetStream, subj schemas.Subjects) (AuditReport, error) {
+	var report AuditReport
+	chains := map[string]*AuditChain{}
+	var order []string
+	problem := func(rec AuditRecord, format string, args ...any) {
+		report.Problems = append(report.Problems, AuditProblem{StreamSeq: rec.StreamSeq, Subject: rec.Subject,
+			Problem: fmt.Sprintf(format, args...)})
+	}
+	err := AuditRecords(ctx, js, subj, time.Time{}, func(rec AuditRecord) error {
+		report.Events++
+		component, id, ok := subj.AuditProducer(rec.Subject)
+		if !ok {
+			problem(rec, "not an audit subject")
+			return nil
+		}
+		if got := AuditHash(rec.body); got != rec.Hash {
+			problem(rec, "altered: the body hashes to %.12s, the header says %.12s", got, rec.Hash)
+		}
+		ev := rec.Event
+		if ev.Component != component || ev.Source != id || subj.Audit(component, id, ev.Type) != rec.Subject {
+			problem(rec, "the event says %s %s %s, its subject another producer or type", ev.Component, ev.Source, ev.Type)
+		}
+		key := component + "." + id
+		c, seen := chains[key]
+		if !seen {
+			c = &AuditChain{Component: component, Source: id, FirstSeq: ev.Seq}
+			chains[key] = c
+			order = append(order, key)
+		} else {
+			switch {
+			case ev.Seq <= c.LastSeq:
+				// The chain goes on from its furthest event.
+				problem(rec, "moved or repeated: seq %d after %d", ev.Seq, c.LastSeq)
+				c.Events++
+				return nil
+			case ev.Seq != c.LastSeq+1:
+				problem(rec, "removed: seq %d after %d, %d events missing", ev.Seq, c.LastSeq, ev.Seq-c.LastSeq-1)
+			case ev.Prev != c.LastHash:
+				problem(rec, "broken link: prev %.12s, the event before hashes to %.12s", ev.Prev, c.LastHash)
+			}
+		}
+		c.LastSeq, c.LastHash = ev.Seq, rec.Hash
+		c.Events++
+		return nil
+	})
+	if err != nil {
+		return report, err
+	}
+	for _, key := range order {
+		report.Chains = append(report.Chains, *chains[key])
+	}
+	return report, nil
+}
