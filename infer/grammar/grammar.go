@@ -147,7 +147,7 @@ func (g *Grammar) edge(at int32, b byte) int32 {
 	return -1
 }
 
-func setBit(s *[4]uint64, b byte)     { s[b>>6] |= 1 << (b & 63) }
+func setBit(s *[4]uint64, b byte)      { s[b>>6] |= 1 << (b & 63) }
 func hasBit(s *[4]uint64, b byte) bool { return s[b>>6]&(1<<(b&63)) != 0 }
 
 // computeFirst fills every node's first-byte set; a choice's alternatives

@@ -16,9 +16,9 @@ type Vocab struct {
 	size   int
 	pieces [][]byte
 	nodes  []vnode
-	ids   []int32 // token ids, grouped by the node their bytes end at
-	eog   []int32
-	depth int // the longest token, in bytes
+	ids    []int32 // token ids, grouped by the node their bytes end at
+	eog    []int32
+	depth  int // the longest token, in bytes
 }
 
 type vnode struct {
