@@ -219,12 +219,13 @@ func AuditHash(body []byte) string {
 }
 
 // AuditRecord is one stored audit event, as AuditRecords reads it.
+// Body is the event as stored, byte for byte, which Hash is the SHA-256 of.
 type AuditRecord struct {
 	StreamSeq uint64             `json:"stream_seq"`
 	Subject   string             `json:"subject"`
 	Hash      string             `json:"hash"`
-	Event     schemas.AuditEvent `json:"event"`
-	body      []byte
+	Body      json.RawMessage    `json:"event"`
+	Event     schemas.AuditEvent `json:"-"`
 }
 
 // AuditRecords calls f with every audit event the stream holds from since
@@ -254,7 +255,7 @@ func AuditRecords(ctx context.Context, js jetstream.JetStream, subj schemas.Subj
 				return fmt.Errorf("read audit stream %s: %w", subj.EventsStream(), err)
 			}
 			rec := AuditRecord{StreamSeq: meta.Sequence.Stream, Subject: msg.Subject(),
-				Hash: msg.Headers().Get(schemas.HeaderAuditHash), body: msg.Data()}
+				Hash: msg.Headers().Get(schemas.HeaderAuditHash), Body: msg.Data()}
 			// A body that does not decode still counts: VerifyAudit reports it.
 			_ = json.Unmarshal(msg.Data(), &rec.Event)
 			if err := f(rec); err != nil {
@@ -318,7 +319,7 @@ func VerifyAudit(ctx context.Context, js jetstream.JetStream, subj schemas.Subje
 			problem(rec, "not an audit subject")
 			return nil
 		}
-		if got := AuditHash(rec.body); got != rec.Hash {
+		if got := AuditHash(rec.Body); got != rec.Hash {
 			problem(rec, "altered: the body hashes to %.12s, the header says %.12s", got, rec.Hash)
 		}
 		ev := rec.Event

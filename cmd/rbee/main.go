@@ -24,7 +24,8 @@ var commands = map[string]command{
 	"up":        {"start NATS, a queen, a hive and a worker for the bundled model on this machine", runUp},
 	"queen":     {"run the orchestrator: OpenAI-compatible HTTP and the rbee.v2.infer NATS service", runQueen},
 	"hive":      {"run the machine agent that starts and supervises workers", runHive},
-	"worker":    {"serve one model from the work queue (the hive starts these)", runWorker},
+	"worker":    {"serve one model from the work queue (the hive starts these); 'worker stop ID', 'worker spawn --hive ID MODEL' ask a hive", runWorkerCommand},
+	"shutdown":  {"stop every live hive and its workers, or one with --hive ID", runShutdown},
 	"generate":  {"run a model locally and print what it generates", runGenerate},
 	"run":       {"send a prompt through NATS and stream the answer", runRun},
 	"models":    {"list the models live workers serve", runModels},
@@ -34,6 +35,8 @@ var commands = map[string]command{
 	"workers":   {"'workers ls': list live workers", runWorkers},
 	"hives":     {"'hives ls': list live hives", runHives},
 	"jobs":      {"'jobs show ID', 'jobs cancel ID', 'jobs dlq ls': look up and cancel jobs, list dead letters", runJobs},
+	"audit":     {"'audit tail', 'audit verify', 'audit export': read and check the tamper-evident audit trail", runAudit},
+	"keys":      {"'keys new NAME': generate an HTTP API key and its key file", runKeys},
 }
 
 func main() {
