@@ -638,3 +638,59 @@ func TestSamplerResumes(t *testing.T) {
 		}
 	}
 }
+
+func TestSampleMasked(t *testing.T) {
+	const vocab = 200
+	mask := make([]uint64, (vocab+63)/64)
+	allow := []int32{3, 64, 65, 130, 199}
+	for _, id := range allow {
+		mask[id>>6] |= 1 << (id & 63)
+	}
+	logits := make([]float32, vocab)
+	for i := range logits {
+		logits[i] = float32(i % 7) // the best tokens (6, 13, ...) are all masked
+	}
+	for _, p := range []Params{{}, {Temperature: 1, HasSeed: true, Seed: 3}, {Temperature: 0.7, TopK: 2, HasSeed: true}, {Temperature: 1, TopP: 0.5, MinP: 0.1, RepeatPenalty: 1.3}} {
+		s := newSampler(t, p, vocab)
+		seen := map[int32]int{}
+		for range 400 {
+			id := s.SampleMasked(slices.Clone(logits), mask)
+			if !slices.Contains(allow, id) {
+				t.Fatalf("%+v: sampled %d, outside the mask", p, id)
+			}
+			s.Accept(id)
+			seen[id]++
+		}
+		if p.Temperature == 0 && seen[130] != 400 { // 130%7 = 4, the best allowed logit
+			t.Errorf("greedy: sampled %v, want only 130", seen)
+		}
+	}
+	// Masked sampling at temperature 1 draws from the softmax of the
+	// allowed logits alone.
+	s := newSampler(t, Params{Temperature: 1, HasSeed: true, Seed: 9}, vocab)
+	counts := map[int32]int{}
+	const draws = 20000
+	for range draws {
+		counts[s.SampleMasked(slices.Clone(logits), mask)]++
+	}
+	var z float64
+	for _, id := range allow {
+		z += math.Exp(float64(logits[id]))
+	}
+	for _, id := range allow {
+		want := math.Exp(float64(logits[id])) / z
+		if got := float64(counts[id]) / draws; math.Abs(got-want) > 0.02 {
+			t.Errorf("token %d drawn %.3f of the time, want %.3f", id, got, want)
+		}
+	}
+	nan := slices.Clone(logits)
+	for _, id := range allow {
+		nan[id] = float32(math.NaN())
+	}
+	if id := newSampler(t, Params{}, vocab).SampleMasked(nan, mask); id != 3 {
+		t.Errorf("every allowed logit NaN: got %d, want the lowest allowed id 3", id)
+	}
+	if id := newSampler(t, Params{}, vocab).SampleMasked(slices.Clone(logits), make([]uint64, 4)); id != -1 {
+		t.Errorf("empty mask: got %d, want -1", id)
+	}
+}
