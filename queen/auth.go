@@ -31,9 +31,10 @@ func loopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// checkAuthConfig refuses to serve every network without keys unless told
-// to: a queen reachable from other machines would give anyone its GPUs.
-func (c *Config) checkAuthConfig() error {
+// CheckAuth refuses to serve every network without keys unless told to: a
+// queen reachable from other machines would give anyone its GPUs. New
+// checks it; callers may check before connecting to NATS.
+func (c *Config) CheckAuth() error {
 	if c.Keys == nil && !c.AllowNoAuth && !loopback(c.HTTPAddr) {
 		return fmt.Errorf("refusing to serve HTTP on %s without API keys: give key files (--api-keys), "+
 			"listen on a loopback address, or allow anyone who can reach it (--allow-no-auth)", c.HTTPAddr)

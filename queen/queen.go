@@ -116,7 +116,7 @@ func (c *Config) setDefaults() error {
 			*d.v = d.def
 		}
 	}
-	if err := c.checkAuthConfig(); err != nil {
+	if err := c.CheckAuth(); err != nil {
 		return err
 	}
 	if c.ID == "" {
