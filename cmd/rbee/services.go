@@ -39,14 +39,23 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 	addr := fs.String("http", envOr("RBEE_HTTP", "127.0.0.1:8080"), "HTTP listen address (env RBEE_HTTP)")
 	grace := fs.Duration("shutdown-grace", queen.DefaultShutdownGrace, "how long streams may finish after a stop signal before they end with an error")
 	prov := addProvisionFlags(fs)
+	auth := addAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	cfg := queen.Config{HTTPAddr: *addr, ShutdownGrace: *grace, Provisioning: *prov}
+	if err := auth.load(&cfg); err != nil {
+		return err
+	}
+	if err := cfg.CheckAuth(); err != nil {
+		return usageError{err}
 	}
 	subj, err := nf.subjects()
 	if err != nil {
 		return err
 	}
 	log := newLogger(stderr, nf.logLevel).With("component", "queen")
+	defer reloadOnHangup(cfg.Keys, log)()
 	// The queen owns provisioning: its keeper makes the streams and
 	// buckets, and makes them again when the bus loses them.
 	nc, _, err := nf.connect(ctx, log)
@@ -54,7 +63,8 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	q, err := queen.New(nc, queen.Config{HTTPAddr: *addr, Subjects: subj, ShutdownGrace: *grace, Provisioning: *prov}, log, newRegistry())
+	cfg.Subjects = subj
+	q, err := queen.New(nc, cfg, log, newRegistry())
 	if err != nil {
 		return err
 	}

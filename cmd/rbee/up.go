@@ -37,14 +37,23 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		grace    = fs.Duration("shutdown-grace", queen.DefaultShutdownGrace, "how long streams may finish after Ctrl-C before they end with an error")
 	)
 	opts := addHiveFlags(fs, host)
+	auth := addAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	qcfg := queen.Config{HTTPAddr: *httpAddr, ShutdownGrace: *grace}
+	if err := auth.load(&qcfg); err != nil {
+		return err
+	}
+	if err := qcfg.CheckAuth(); err != nil {
+		return usageError{err}
 	}
 	subj, err := schemas.NewSubjects(*prefix)
 	if err != nil {
 		return usageError{err}
 	}
 	log := newLogger(stderr, *level)
+	defer reloadOnHangup(qcfg.Keys, log.With("component", "queen"))()
 	models, err := opts.models()
 	if err != nil {
 		return err
@@ -65,7 +74,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer nc.Close()
 
-	q, err := queen.New(nc, queen.Config{HTTPAddr: *httpAddr, Subjects: subj, ShutdownGrace: *grace}, log.With("component", "queen"), newRegistry())
+	qcfg.Subjects = subj
+	q, err := queen.New(nc, qcfg, log.With("component", "queen"), newRegistry())
 	if err != nil {
 		return err
 	}
@@ -92,10 +102,14 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if waitForWorkers(runCtx, js, subj, models) != nil {
 			return // shutting down before the workers came up
 		}
+		keyHeader := ""
+		if qcfg.Keys != nil {
+			keyHeader = ` -H "Authorization: Bearer $RBEE_API_KEY"`
+		}
 		fmt.Fprintf(stdout, "rbee is up.\n  OpenAI-compatible API: http://%s/v1 (models: %s)\n  NATS:                  %s\n"+
-			"Try:\n  curl -s http://%s/v1/chat/completions -H 'Content-Type: application/json' \\\n"+
+			"Try:\n  curl -s http://%s/v1/chat/completions -H 'Content-Type: application/json'%s \\\n"+
 			"    -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}],\"max_tokens\":64}'\n"+
-			"Press Ctrl-C to stop.\n", q.Addr(), modelNames(models), url, q.Addr(), models[0].Name)
+			"Press Ctrl-C to stop.\n", q.Addr(), modelNames(models), url, q.Addr(), keyHeader, models[0].Name)
 	})
 	// The first of queen and hive to stop (Ctrl-C, or a failure) stops the other.
 	err = <-errs
