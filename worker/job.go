@@ -252,6 +252,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	res, err := w.sched.Generate(jobCtx, req, func(t infer.Token) error {
 		id := t.ID
 		es.add(schemas.Event{Type: schemas.EventToken, Text: t.Text, TokenID: &id})
+		w.progress.Add(1)
 		return nil
 	})
 	stopLease()

@@ -78,6 +78,11 @@ type Config struct {
 	// ShutdownGrace is how long jobs in hand may run once Run's context is
 	// done (default 30s).
 	ShutdownGrace time.Duration
+	// OrphanGrace: a worker of a hive (HiveID set) whose hive's key has been
+	// missing from the hives bucket this long drains and stops, as if told
+	// to, so that nothing outlives a hive that was killed and not restarted.
+	// 0: never.
+	OrphanGrace time.Duration
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -120,6 +125,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("heartbeat interval %v: want more than 0", c.HeartbeatInterval)
 	case c.ShutdownGrace < 0:
 		return c, fmt.Errorf("shutdown grace %v: want more than 0", c.ShutdownGrace)
+	case c.OrphanGrace < 0:
+		return c, fmt.Errorf("orphan grace %v: want 0 (never) or more", c.OrphanGrace)
 	}
 	return c, nil
 }
@@ -141,9 +148,10 @@ type Worker struct {
 	handleMu      sync.Mutex
 	eventsHandle  jetstream.Stream
 	cancelsHandle jetstream.KeyValue
-	ackWait       atomic.Int64 // the jobs consumer's lease, in nanoseconds
-	maxDeliver    atomic.Int64 // the jobs consumer's MaxDeliver; -1 unbounded
-	pullFailures  int          // failed pulls in a row; only the pull loop uses it
+	ackWait       atomic.Int64  // the jobs consumer's lease, in nanoseconds
+	maxDeliver    atomic.Int64  // the jobs consumer's MaxDeliver; -1 unbounded
+	pullFailures  int           // failed pulls in a row; only the pull loop uses it
+	progress      atomic.Uint64 // tokens produced, for the heartbeat
 
 	mu    sync.Mutex // guards state and busy
 	state string
@@ -200,6 +208,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker %s: workers bucket %s: %w", w.cfg.ID, w.cfg.Subjects.WorkersBucket(), err)
 	}
 	w.checkTTL(ctx, kv)
+	ctx, stopOrphan := w.watchHive(ctx)
+	defer stopOrphan()
 
 	// The heartbeat outlives ctx: "draining" must be seen until the end.
 	beatNow, stopHeartbeat := make(chan struct{}, 1), make(chan struct{})
@@ -444,7 +454,7 @@ func (w *Worker) beat(ctx context.Context, kv jetstream.KeyValue) {
 	hb := schemas.WorkerHeartbeat{
 		WorkerID: w.cfg.ID, HiveID: w.cfg.HiveID, Model: w.cfg.Model,
 		State: w.state, Slots: w.cfg.Slots, Busy: w.busy,
-		PID: os.Getpid(), Context: w.ctxLen, Time: time.Now().UTC(),
+		PID: os.Getpid(), Context: w.ctxLen, Progress: w.progress.Load(), Time: time.Now().UTC(),
 	}
 	w.mu.Unlock()
 	data, err := json.Marshal(hb)
