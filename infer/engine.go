@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/rbee-dev/rbee/infer/grammar"
 	"github.com/rbee-dev/rbee/infer/sample"
 	"github.com/rbee-dev/rbee/infer/tokenizer"
 )
@@ -132,6 +133,7 @@ type Sequence struct {
 	err        error
 
 	sampler *sample.Sampler
+	grammar *grammar.Matcher // nil when unconstrained
 	decoder *tokenizer.StreamDecoder
 	stops   *sample.StopMatcher
 	logits  []float32
@@ -202,7 +204,15 @@ func (e *Engine) NewSequence(req Request, emit func(Token) error) (*Sequence, er
 	if prompt == "" {
 		s.decoder.StartOfText()
 	}
+	if req.Grammar != nil {
+		s.grammar = m.checker(req.Grammar).NewMatcher()
+	}
 	for _, id := range req.Resume {
+		if s.grammar != nil {
+			if err := s.grammar.Accept(id); err != nil {
+				return nil, fmt.Errorf("resume: %w", err)
+			}
+		}
 		sampler.Accept(id)
 		s.tokens = append(s.tokens, id)
 		piece, _ := s.stops.Push(s.decoder.Add(id))
@@ -370,7 +380,25 @@ func (s *Sequence) sampleNext() {
 		s.res.Timings.TimeToFirstToken = s.firstAt.Sub(s.start)
 		s.res.Timings.PromptDuration = s.res.Timings.TimeToFirstToken
 	}
-	id := s.sampler.Sample(s.logits)
+	var id int32
+	if s.grammar != nil {
+		id = s.sampler.SampleMasked(s.logits, s.grammar.Mask())
+		switch {
+		case id < 0 && s.grammar.Complete():
+			// A complete value in a vocabulary without end tokens.
+			s.finish(StopEOG, nil)
+			return
+		case id < 0:
+			s.finish(StopEOG, fmt.Errorf("%w: no token of the vocabulary continues the output %q", ErrConstraint, s.text))
+			return
+		}
+		if err := s.grammar.Accept(id); err != nil {
+			s.finish(StopEOG, fmt.Errorf("%w: %w", ErrConstraint, err))
+			return
+		}
+	} else {
+		id = s.sampler.Sample(s.logits)
+	}
 	if s.e.m.tok.IsEOG(id) {
 		s.finish(StopEOG, nil)
 		return

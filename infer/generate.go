@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/infer/chat"
+	"github.com/rbee-dev/rbee/infer/grammar"
 	"github.com/rbee-dev/rbee/infer/sample"
 )
 
@@ -24,6 +25,10 @@ type Request struct {
 	Stop      []string
 	// LogitSteps asks for the full logits of the first LogitSteps sampling steps in Result.Logits.
 	LogitSteps int
+	// Grammar, when set, constrains the output to the values it accepts
+	// (see infer/grammar): tokens it does not allow are never sampled, and
+	// the generation ends once the value is complete.
+	Grammar *grammar.Grammar
 	// Resume holds tokens an earlier run of this request already generated:
 	// they are taken as output without being emitted, and generation goes
 	// on after them exactly as that run would have with the same seed.

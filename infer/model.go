@@ -40,6 +40,7 @@ type Model struct {
 	layers      []layer
 	pool        *pool
 	log         *slog.Logger
+	grammars    grammars // constrained sampling's vocabulary and masks
 }
 
 // Load memory-maps and checks the model at path.

@@ -4,8 +4,8 @@
 // and tells, for a state of the automaton, which tokens may come next (a
 // mask, cached per state); a Matcher follows one generation through it.
 //
-// Whitespace between JSON tokens is bounded (MaxWhitespace bytes a run) and
-// numbers have bounded digits, so the model always makes progress towards
+// Whitespace between JSON tokens is bounded (one space, or a newline and
+// MaxIndent spaces or tabs) and numbers have bounded digits, so the model always makes progress towards
 // the end of the value; once the value is complete only an end-of-generation
 // token may follow.
 package grammar
@@ -27,16 +27,16 @@ var (
 
 // Limits that bound the automaton.
 const (
-	// MaxWhitespace is the longest run of whitespace allowed between two
-	// JSON tokens: enough for pretty-printing, too little to loop on.
-	MaxWhitespace = 12
+	// MaxIndent is the most spaces or tabs after a newline between two JSON
+	// tokens; the only other whitespace allowed there is one space.
+	MaxIndent = 20
 	// MaxDepth bounds the nesting of values (the automaton's stack).
 	MaxDepth = 32
 	// MaxIntDigits and MaxFracDigits bound a number's integer and fraction
 	// digits; MaxExpDigits its exponent's.
 	MaxIntDigits  = 15
 	MaxFracDigits = 15
-	MaxExpDigits  = 3
+	MaxExpDigits  = 2 // with 15 digits, within float64's range
 	// maxNodes bounds a compiled schema.
 	maxNodes = 1 << 14
 )

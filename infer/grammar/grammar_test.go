@@ -45,15 +45,15 @@ func checkValues(t *testing.T, g *Grammar, valid, invalid []string) {
 
 func TestJSONObject(t *testing.T) {
 	valid := []string{
-		`{}`, `{"a":1}`, ` {"a" : [1, -2.5e+3, 0.25, "x\u00e9\n", true, false, null, {"b":{}} , []]}`,
+		`{}`, `{"a":1}`, ` {"a" : [1, -2.5e+3, 1E-99, 0.25, "x\u00e9\n", true, false, null, {"b":{}} , []]}`,
 		`{"k":"é漢😀"}`, "{\n  \"a\": {\n    \"b\": [\n      1\n    ]\n  }\n}", `{"a":"\"\\\/\b\f\n\r\t"}`,
 		`{"":0,"a":-0}`,
 	}
 	invalid := []string{
 		`{`, `[]`, `"a"`, `1`, `{"a":}`, `{"a":1,}`, `{"a":01}`, `{"a":1.}`, `{"a":.5}`, `{"a":1e}`,
 		"{\"a\":\"\x01\"}", `{"a":"\uD800"}`, "{\"a\":\"\xC0\x80\"}", "{\"a\":\"\xED\xA0\x80\"}", `{"a":"\x"}`,
-		`{"a":tru}`, `{a:1}`, `{"a":1}}`, `{"a":1} `, `{"a":1}x`, `{"a"` + strings.Repeat(" ", MaxWhitespace+1) + `:1}`,
-		`{"a":1234567890123456}`, `{"a":1.1234567890123456}`, `{"a":1e1234}`,
+		`{"a":tru}`, `{a:1}`, `{"a":1}}`, `{"a":1} `, `{"a":1}x`, `{"a"` + "\n" + strings.Repeat(" ", MaxIndent+1) + `:1}`, `{"a"  :1}`, "{\"a\"\n\n:1}", "{\"a\":\r1}",
+		`{"a":1234567890123456}`, `{"a":1.1234567890123456}`, `{"a":1e123}`,
 	}
 	checkValues(t, JSONObject(), valid, invalid)
 	if ok, done := accepts(JSONObject(), `{"a":[1,`); !ok || done {

@@ -8,7 +8,7 @@ type frame struct {
 	k     int32 // trie node (literal, key), format state, or number state
 	n     int32 // property index, item or character count, digit count
 	phase uint8
-	ws    uint8 // whitespace bytes in the current run
+	ws    uint8 // the current gap's whitespace (see space)
 	esc   uint8 // string: escape or UTF-8 state
 	_     uint8
 }
@@ -271,14 +271,25 @@ func (g *Grammar) canEnd(f *frame) bool {
 
 func isWS(c byte) bool { return c == ' ' || c == '\n' || c == '\t' || c == '\r' }
 
-// space reads a whitespace byte of a run.
-func space(f *frame) int {
-	if f.ws >= MaxWhitespace {
+// space reads a whitespace byte between JSON tokens. A gap is one space, or
+// a newline and up to MaxIndent spaces or tabs (as llama.cpp's JSON
+// grammars have it): room for pretty-printing, none for looping.
+func space(f *frame, c byte) int {
+	switch {
+	case f.ws == 0 && c == ' ':
+		f.ws = wsSpaced
+	case f.ws == 0 && c == '\n':
+		f.ws = 1
+	case f.ws >= 1 && f.ws <= MaxIndent && (c == ' ' || c == '\t'):
+		f.ws++
+	default:
 		return rReject
 	}
-	f.ws++
 	return rConsumed
 }
+
+// wsSpaced marks a gap that was one space: it is over.
+const wsSpaced = 255
 
 func (g *Grammar) starts(n int32, c byte) bool { return hasBit(&g.nodes[n].first, c) }
 
@@ -291,7 +302,7 @@ func (g *Grammar) stepFrame(f *frame, c byte) (int, int32) {
 			return rReject, 0
 		}
 		if isWS(c) {
-			return space(f), 0
+			return space(f, c), 0
 		}
 		if g.starts(n.elem, c) {
 			f.phase, f.ws = pInValue, 0
@@ -334,7 +345,7 @@ func (g *Grammar) stepObject(f *frame, n *node, c byte) (int, int32) {
 		return rReject, 0
 	}
 	if f.phase != pKey && isWS(c) {
-		return space(f), 0
+		return space(f, c), 0
 	}
 	f.ws = 0
 	switch f.phase {
@@ -409,7 +420,7 @@ func (g *Grammar) stepMap(f *frame, n *node, c byte) (int, int32) {
 		return rReject, 0
 	}
 	if isWS(c) {
-		return space(f), 0
+		return space(f, c), 0
 	}
 	f.ws = 0
 	switch f.phase {
@@ -452,7 +463,7 @@ func (g *Grammar) stepArray(f *frame, n *node, c byte) (int, int32) {
 		return rReject, 0
 	}
 	if isWS(c) {
-		return space(f), 0
+		return space(f, c), 0
 	}
 	f.ws = 0
 	switch f.phase {
