@@ -57,35 +57,40 @@ const (
 	CodeRateLimited Code = "rate_limit_exceeded"
 	// CodeTooLarge: the request body is larger than the queen reads.
 	CodeTooLarge Code = "request_too_large"
+	// CodeUnsupportedSchema: a response format's JSON Schema uses what rbee
+	// cannot guarantee (the message names the keyword); it is refused
+	// rather than honoured in part.
+	CodeUnsupportedSchema Code = "unsupported_schema"
 )
 
 var httpStatus = map[Code]int{
-	CodeInvalidRequest:   http.StatusBadRequest,
-	CodeModelNotFound:    http.StatusNotFound,
-	CodeNoCapacity:       http.StatusServiceUnavailable,
-	CodeContextExceeded:  http.StatusBadRequest,
-	CodeCancelled:        499,
-	CodeTimeout:          http.StatusGatewayTimeout,
-	CodeWorkerShutdown:   http.StatusServiceUnavailable,
-	CodeEngineFailure:    http.StatusInternalServerError,
-	CodeTemplateError:    http.StatusBadRequest,
-	CodeBusUnavailable:   http.StatusServiceUnavailable,
-	CodeInternal:         http.StatusInternalServerError,
-	CodeMethodNotAllowed: http.StatusMethodNotAllowed,
-	CodeNotFound:         http.StatusNotFound,
-	CodeDeadlineExceeded: http.StatusGatewayTimeout,
-	CodeQueueFull:        http.StatusTooManyRequests,
-	CodeFenced:           http.StatusConflict,
-	CodeShuttingDown:     http.StatusServiceUnavailable,
-	CodeDeadLettered:     http.StatusInternalServerError,
-	CodeInsufficientRAM:  http.StatusInsufficientStorage,
-	CodeInsufficientVRAM: http.StatusInsufficientStorage,
-	CodeInsufficientDisk: http.StatusInsufficientStorage,
-	CodeTooManyWorkers:   http.StatusServiceUnavailable,
-	CodeInvalidAPIKey:    http.StatusUnauthorized,
-	CodeForbidden:        http.StatusForbidden,
-	CodeRateLimited:      http.StatusTooManyRequests,
-	CodeTooLarge:         http.StatusRequestEntityTooLarge,
+	CodeInvalidRequest:    http.StatusBadRequest,
+	CodeModelNotFound:     http.StatusNotFound,
+	CodeNoCapacity:        http.StatusServiceUnavailable,
+	CodeContextExceeded:   http.StatusBadRequest,
+	CodeCancelled:         499,
+	CodeTimeout:           http.StatusGatewayTimeout,
+	CodeWorkerShutdown:    http.StatusServiceUnavailable,
+	CodeEngineFailure:     http.StatusInternalServerError,
+	CodeTemplateError:     http.StatusBadRequest,
+	CodeBusUnavailable:    http.StatusServiceUnavailable,
+	CodeInternal:          http.StatusInternalServerError,
+	CodeMethodNotAllowed:  http.StatusMethodNotAllowed,
+	CodeNotFound:          http.StatusNotFound,
+	CodeDeadlineExceeded:  http.StatusGatewayTimeout,
+	CodeQueueFull:         http.StatusTooManyRequests,
+	CodeFenced:            http.StatusConflict,
+	CodeShuttingDown:      http.StatusServiceUnavailable,
+	CodeDeadLettered:      http.StatusInternalServerError,
+	CodeInsufficientRAM:   http.StatusInsufficientStorage,
+	CodeInsufficientVRAM:  http.StatusInsufficientStorage,
+	CodeInsufficientDisk:  http.StatusInsufficientStorage,
+	CodeTooManyWorkers:    http.StatusServiceUnavailable,
+	CodeInvalidAPIKey:     http.StatusUnauthorized,
+	CodeForbidden:         http.StatusForbidden,
+	CodeRateLimited:       http.StatusTooManyRequests,
+	CodeTooLarge:          http.StatusRequestEntityTooLarge,
+	CodeUnsupportedSchema: http.StatusBadRequest,
 }
 
 // retryable lists the codes for which the same request may succeed later:

@@ -1,7 +1,9 @@
 package schemas
 
 import (
+	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -17,6 +19,8 @@ const (
 	MaxTimeoutSeconds = 86400
 	// MaxIdempotencyKey bounds an idempotency key's length.
 	MaxIdempotencyKey = 255
+	// MaxSchemaBytes bounds a response format's JSON Schema.
+	MaxSchemaBytes = 64 << 10
 )
 
 // Message is one chat turn.
@@ -53,7 +57,8 @@ type Job struct {
 	MaxTokens int       `json:"max_tokens,omitempty"`
 	Stop      []string  `json:"stop,omitempty"`
 	Sampling
-	CreatedAt time.Time `json:"created_at,omitzero"`
+	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
+	CreatedAt      time.Time       `json:"created_at,omitzero"`
 	// Deadline is when the job must be done: a worker that takes it later
 	// answers deadline_exceeded without starting it, and one running it
 	// stops there. Time spent queued counts.
@@ -108,6 +113,9 @@ type InferRequest struct {
 	MaxTokens int       `json:"max_tokens,omitempty"`
 	Stop      []string  `json:"stop,omitempty"`
 	Sampling
+	// ResponseFormat constrains the output to JSON, as OpenAI's
+	// response_format; nil or type "text" leaves it free.
+	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
 	// Timeout bounds the whole job, queueing included, in seconds (0: the
 	// queen's default).
 	Timeout float64 `json:"timeout,omitempty"`
@@ -144,6 +152,7 @@ func (r *InferRequest) Job(id, stream string) Job {
 		ID: id, Model: r.Model, Stream: stream,
 		Prompt: r.Prompt, Messages: r.Messages,
 		MaxTokens: r.MaxTokens, Stop: r.Stop, Sampling: r.Sampling, Principal: r.Principal,
+		ResponseFormat: r.ResponseFormat,
 	}
 }
 
@@ -177,7 +186,69 @@ func (j *Job) validateBody() error {
 			return Errorf(CodeInvalidRequest, "stop[%d] is empty", i)
 		}
 	}
+	if err := j.ResponseFormat.Validate(); err != nil {
+		return err
+	}
 	return j.Sampling.validate()
+}
+
+// Response format types.
+const (
+	FormatText       = "text"
+	FormatJSONObject = "json_object"
+	FormatJSONSchema = "json_schema"
+)
+
+// ResponseFormat is OpenAI's response_format: "text" (no constraint),
+// "json_object" (any JSON object) or "json_schema" (a value valid against
+// JSONSchema.Schema). Workers compile the schema; the ones before this
+// field ignore it.
+type ResponseFormat struct {
+	Type       string            `json:"type"`
+	JSONSchema *JSONSchemaFormat `json:"json_schema,omitempty"`
+}
+
+// JSONSchemaFormat names a schema, as OpenAI's json_schema object does.
+// Strict is accepted either way: rbee's output always validates.
+type JSONSchemaFormat struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Schema      json.RawMessage `json:"schema,omitempty"`
+	Strict      *bool           `json:"strict,omitempty"`
+}
+
+var schemaName = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+
+// Validate checks the format's shape; whether rbee can honour the schema
+// is the worker's (and, wired in, the queen's) compilation to tell.
+func (f *ResponseFormat) Validate() error {
+	if f == nil {
+		return nil
+	}
+	switch f.Type {
+	case FormatText, FormatJSONObject:
+		if f.JSONSchema != nil {
+			return Errorf(CodeInvalidRequest, "response_format.json_schema is only for type %q", FormatJSONSchema)
+		}
+		return nil
+	case FormatJSONSchema:
+	default:
+		return Errorf(CodeInvalidRequest, "response_format.type %q: want %q, %q or %q", f.Type, FormatText, FormatJSONObject, FormatJSONSchema)
+	}
+	s := f.JSONSchema
+	switch {
+	case s == nil:
+		return Errorf(CodeInvalidRequest, "response_format of type json_schema needs json_schema")
+	case !schemaName.MatchString(s.Name):
+		return Errorf(CodeInvalidRequest, "response_format.json_schema.name %q: want 1-64 letters, digits, '_' or '-'", s.Name)
+	case len(s.Schema) > MaxSchemaBytes:
+		return Errorf(CodeInvalidRequest, "response_format.json_schema.schema is %d bytes, limit %d", len(s.Schema), MaxSchemaBytes)
+	case len(s.Schema) == 0:
+		return Errorf(CodeInvalidRequest, "response_format.json_schema.schema is missing")
+	case !json.Valid(s.Schema):
+		return Errorf(CodeInvalidRequest, "response_format.json_schema.schema is not valid JSON")
+	}
+	return nil
 }
 
 func (s *Sampling) validate() error {
