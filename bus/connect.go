@@ -54,6 +54,10 @@ type Config struct {
 	TLSCert string `env:"NATS_CERT"`
 	TLSKey  string `env:"NATS_KEY"`
 	TLSCA   string `env:"NATS_CA"`
+	// InboxPrefix replaces _INBOX for this connection's reply subjects: a
+	// server that lets each identity subscribe only to its own inboxes
+	// (rbee up's, see InboxPrefix) needs it.
+	InboxPrefix string `env:"NATS_INBOX_PREFIX"`
 	// Name is the client name shown in server monitoring.
 	Name string
 	// InProcess, when set, connects to that server in this process
@@ -115,6 +119,9 @@ func (cfg Config) options(logger *slog.Logger) (nats.Options, error) {
 	}
 	if cfg.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(cfg.TLSCA))
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {

@@ -25,6 +25,9 @@ type EmbeddedConfig struct {
 	ServerName string
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
+	// Users, when set, are the only identities the server accepts (see
+	// Identities.Users): a connection without one of their keys is refused.
+	Users []*server.NkeyUser
 }
 
 // Embedded is an in-process nats-server with JetStream.
@@ -60,6 +63,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		JetStream:  true,
 		StoreDir:   dir,
 		NoSigs:     true,
+		Nkeys:      cfg.Users,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

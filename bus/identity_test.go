@@ -1,0 +1,220 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// secured is an embedded server that knows only rbee's identities, with
+// its streams provisioned by the queen's.
+type secured struct {
+	e    *bus.Embedded
+	ids  *bus.Identities
+	subj schemas.Subjects
+}
+
+func newSecured(t *testing.T) *secured {
+	t.Helper()
+	ids, err := bus.LoadIdentities(filepath.Join(t.TempDir(), "nkeys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := schemas.NewSubjects("")
+	ctx := testContext(t, 30*time.Second)
+	e, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{Port: -1, DataDir: t.TempDir(), Users: ids.Users(subj)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	s := &secured{e: e, ids: ids, subj: subj}
+	_, js := s.connect(t, bus.RoleQueen)
+	if err := bus.Provision(ctx, js, subj, bus.Provisioning{}); err != nil {
+		t.Fatalf("provision as the queen: %v", err)
+	}
+	return s
+}
+
+// violations collects the permission errors the server sends a connection.
+type violations struct {
+	mu   sync.Mutex
+	errs []string
+}
+
+func (v *violations) add(_ *nats.Conn, _ *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrPermissionViolation) {
+		v.mu.Lock()
+		v.errs = append(v.errs, err.Error())
+		v.mu.Unlock()
+	}
+}
+
+func (v *violations) waitFor(t *testing.T, what string) {
+	t.Helper()
+	checkFor(t, 5*time.Second, func() error {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		for _, e := range v.errs {
+			if strings.Contains(e, what) {
+				return nil
+			}
+		}
+		return errors.New("no permissions violation naming " + what + " yet; got " + strings.Join(v.errs, "; "))
+	})
+}
+
+func (s *secured) connectWith(t *testing.T, role bus.Role, v *violations) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	opt, err := nats.NkeyOptionFromSeed(s.ids.SeedFile(role))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []nats.Option{opt, nats.CustomInboxPrefix(bus.InboxPrefix(role)), nats.PermissionErrOnSubscribe(true)}
+	if v != nil {
+		opts = append(opts, nats.ErrorHandler(v.add))
+	}
+	nc, err := nats.Connect(s.e.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("connect as %s: %v", role, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+func (s *secured) connect(t *testing.T, role bus.Role) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	return s.connectWith(t, role, nil)
+}
+
+func TestUnauthenticatedConnectionIsRefused(t *testing.T) {
+	s := newSecured(t)
+	nc, err := nats.Connect(s.e.ClientURL(), nats.MaxReconnects(0))
+	if err == nil {
+		nc.Close()
+		t.Fatal("an anonymous connection was accepted")
+	}
+	if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("anonymous connection: %v, want an authorization error", err)
+	}
+}
+
+func TestWorkerIdentityCannotQueueJobsReadAuditOrControl(t *testing.T) {
+	s := newSecured(t)
+	ctx := testContext(t, 30*time.Second)
+	var v violations
+	nc, js := s.connectWith(t, bus.RoleWorker, &v)
+
+	// Publish a job: the server drops it, so the stream never acks.
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	_, err := js.Publish(pctx, s.subj.Jobs("m"), []byte(`{}`))
+	cancel()
+	if err == nil {
+		t.Fatal("a worker queued a job")
+	}
+	v.waitFor(t, s.subj.Jobs("m"))
+	_, qjs := s.connect(t, bus.RoleQueen)
+	if str, err := qjs.Stream(ctx, s.subj.JobsStream()); err != nil || str.CachedInfo().State.Msgs != 0 {
+		t.Fatalf("jobs stream: %v, %d messages, want none", err, str.CachedInfo().State.Msgs)
+	}
+
+	// Read the audit trail: neither a consumer nor a subscription.
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = js.OrderedConsumer(cctx, s.subj.EventsStream(), jetstream.OrderedConsumerConfig{})
+	cancel()
+	if err == nil {
+		t.Error("a worker made a consumer on the audit stream")
+	}
+	sub, err := nc.SubscribeSync(s.subj.AllAudit())
+	if err == nil {
+		_, err = sub.NextMsg(2 * time.Second)
+	}
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		t.Errorf("worker subscribing to the audit trail: %v, want a permissions violation", err)
+	}
+
+	// Send a control command to a hive.
+	if err := nc.Publish(s.subj.HiveControl("h1", "shutdown"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	v.waitFor(t, s.subj.HiveControl("h1", "shutdown"))
+
+	// What a worker does do is allowed: its heartbeat key, its job events.
+	kv, err := js.KeyValue(ctx, s.subj.WorkersBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "w1", []byte(`{}`)); err != nil {
+		t.Errorf("worker heartbeat key: %v", err)
+	}
+	if _, err := js.Publish(ctx, s.subj.JobEvents("q1", "job-1"), []byte(`[]`)); err != nil {
+		t.Errorf("worker job events: %v", err)
+	}
+}
+
+func TestClientIdentityCannotReadOthersStreams(t *testing.T) {
+	s := newSecured(t)
+	nc, _ := s.connect(t, bus.RoleClient)
+	for _, subject := range []string{">", s.subj.AllJobEvents(), s.subj.JobEvents("q1", "job-1"),
+		bus.InboxPrefix(bus.RoleQueen) + ".>", "_INBOX.>", s.subj.AllAudit()} {
+		sub, err := nc.SubscribeSync(subject)
+		if err == nil {
+			_, err = sub.NextMsg(2 * time.Second)
+		}
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Errorf("client subscribing to %s: %v, want a permissions violation", subject, err)
+		}
+	}
+	// Its own requests work: the reply comes to its own inbox.
+	qnc, _ := s.connect(t, bus.RoleQueen)
+	if _, err := qnc.Subscribe(s.subj.Infer(), func(m *nats.Msg) { _ = m.Respond([]byte("ok")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := qnc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := nc.Request(s.subj.Infer(), []byte("{}"), 5*time.Second); err != nil || string(reply.Data) != "ok" {
+		t.Fatalf("client request: %v, %v", reply, err)
+	}
+}
+
+func TestIdentitiesPersistAndRefuseOpenSeeds(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nkeys")
+	first, err := bus.LoadIdentities(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := bus.LoadIdentities(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range bus.Roles() {
+		if first.PublicKey(role) == "" || first.PublicKey(role) != again.PublicKey(role) {
+			t.Errorf("%s: keys %q then %q, want one stable key", role, first.PublicKey(role), again.PublicKey(role))
+		}
+		info, err := os.Stat(first.SeedFile(role))
+		if err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("%s seed: %v, mode %v, want 0600", role, err, info.Mode().Perm())
+		}
+	}
+	if err := os.Chmod(first.SeedFile(bus.RoleWorker), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.LoadIdentities(dir); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("a world-readable seed: %v, want a refusal naming the fix", err)
+	}
+}
