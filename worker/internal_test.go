@@ -51,12 +51,15 @@ func TestSettle(t *testing.T) {
 
 func TestRequestMapsSampling(t *testing.T) {
 	temp, seed := 0.0, int64(-7)
-	req := request(schemas.Job{
+	req, err := request(schemas.Job{
 		Messages:  []schemas.Message{{Role: "user", Content: "hi"}},
 		MaxTokens: 5, Stop: []string{"\n"},
 		Sampling: schemas.Sampling{Temperature: &temp, TopK: 40, TopP: 0.9, MinP: 0.05,
 			RepeatPenalty: 1.1, PresencePenalty: 0.5, FrequencyPenalty: -0.5, Seed: &seed},
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := req.Sampling
 	if p.Temperature != 0 || p.TopK != 40 || p.TopP != 0.9 || p.MinP != 0.05 || p.RepeatPenalty != 1.1 ||
 		p.PresencePenalty != 0.5 || p.FrequencyPenalty != -0.5 || !p.HasSeed || p.Seed != uint64(seed) {

@@ -15,6 +15,7 @@ import (
 	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/infer"
 	"github.com/rbee-dev/rbee/infer/chat"
+	"github.com/rbee-dev/rbee/infer/grammar"
 	"github.com/rbee-dev/rbee/infer/sample"
 	"github.com/rbee-dev/rbee/schemas"
 )
@@ -222,6 +223,11 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 		w.finishEarly(ctx, log, msg, es, job, schemas.CodeCancelled, "the job was cancelled before it started")
 		return
 	}
+	req, err := request(job)
+	if err != nil {
+		w.finishEarly(ctx, log, msg, es, job, schemas.CodeOf(err), err.Error())
+		return
+	}
 	if sub, err := w.nc.Subscribe(w.cfg.Subjects.CancelKey(job.ID), func(*nats.Msg) { cancel(errCancelled) }); err != nil {
 		log.Warn("watch the job's cancel key; the job cannot be cancelled while it runs", "err", err)
 	} else {
@@ -247,7 +253,6 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	bg.Go(func() { w.keepLease(leaseCtx, log, msg, cancel) })
 
 	log.Debug("job started", "prompt_bytes", len(job.Prompt), "messages", len(job.Messages), "max_tokens", job.MaxTokens)
-	req := request(job)
 	req.Resume = state.tokens
 	res, err := w.sched.Generate(jobCtx, req, func(t infer.Token) error {
 		id := t.ID
@@ -425,12 +430,47 @@ func (w *Worker) keepLease(ctx context.Context, log *slog.Logger, msg jetstream.
 }
 
 // request maps a job onto the engine's request.
-func request(job schemas.Job) infer.Request {
-	req := infer.Request{Prompt: job.Prompt, MaxTokens: job.MaxTokens, Stop: job.Stop, Sampling: params(job.Sampling)}
+func request(job schemas.Job) (infer.Request, error) {
+	g, err := CompileResponseFormat(job.ResponseFormat)
+	if err != nil {
+		return infer.Request{}, err
+	}
+	req := infer.Request{Prompt: job.Prompt, MaxTokens: job.MaxTokens, Stop: job.Stop, Sampling: params(job.Sampling), Grammar: g}
 	for _, m := range job.Messages {
 		req.Messages = append(req.Messages, chat.Message{Role: m.Role, Content: m.Content})
 	}
-	return req
+	return req, nil
+}
+
+// CompileResponseFormat compiles a response format into the grammar that
+// constrains sampling (nil for none or "text"). A schema rbee cannot honour
+// fails with unsupported_schema naming the keyword, a malformed one with
+// invalid_request.
+func CompileResponseFormat(f *schemas.ResponseFormat) (*grammar.Grammar, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	if f == nil || f.Type == schemas.FormatText {
+		return nil, nil
+	}
+	if f.Type == schemas.FormatJSONObject {
+		return grammar.JSONObject(), nil
+	}
+	g, err := grammar.FromJSONSchema(f.JSONSchema.Schema)
+	switch {
+	case errors.Is(err, grammar.ErrUnsupported):
+		return nil, schemas.Wrap(schemas.CodeUnsupportedSchema, fmt.Errorf("response_format.json_schema %q: %w", f.JSONSchema.Name, err))
+	case err != nil:
+		return nil, schemas.Wrap(schemas.CodeInvalidRequest, fmt.Errorf("response_format.json_schema %q: %w", f.JSONSchema.Name, err))
+	}
+	return g, nil
+}
+
+// CheckResponseFormat reports whether a worker can honour f: the check the
+// queen runs before queueing a job.
+func CheckResponseFormat(f *schemas.ResponseFormat) error {
+	_, err := CompileResponseFormat(f)
+	return err
 }
 
 // params maps the wire's sampling options onto the sampler's: a missing
