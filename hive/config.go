@@ -16,9 +16,13 @@ import (
 // Defaults applied by New.
 const (
 	DefaultHeartbeatInterval = 5 * time.Second
-	// DefaultStopGrace outlasts the worker's own 30 s drain, so a worker that
-	// is finishing its jobs is not killed in the middle of one.
-	DefaultStopGrace = 35 * time.Second
+	// DefaultStopGrace is the graceful shutdown timeout. Workers are told
+	// to drain within five sixths of it, so that they hand back the jobs
+	// they could not finish before the kill.
+	DefaultStopGrace       = 30 * time.Second
+	DefaultOrphanGrace     = time.Minute
+	DefaultHungTimeout     = 15 * time.Second
+	DefaultProgressTimeout = 2 * time.Minute
 )
 
 // ModelSpec is one model the hive serves, with how many worker processes run it.
@@ -43,7 +47,20 @@ type Config struct {
 	Subjects          schemas.Subjects
 	HeartbeatInterval time.Duration // default DefaultHeartbeatInterval
 	StopGrace         time.Duration // SIGTERM to SIGKILL, default DefaultStopGrace
-	Restart           RestartPolicy // zero value: DefaultRestartPolicy()
+	// DataDir holds the hive's lock and its record of running workers, from
+	// which a hive restarted after a crash adopts them. Empty: no lock, no
+	// record, no adoption.
+	DataDir string
+	// OrphanGrace is handed to the workers: one whose hive is gone this long
+	// drains and exits. Default DefaultOrphanGrace; negative: never.
+	OrphanGrace time.Duration
+	// HungTimeout: a live worker whose heartbeat has not changed this long
+	// is killed and restarted. Default DefaultHungTimeout; negative: never.
+	HungTimeout time.Duration
+	// ProgressTimeout: a busy worker that has produced no token this long is
+	// killed and restarted. Default DefaultProgressTimeout; negative: never.
+	ProgressTimeout time.Duration
+	Restart         RestartPolicy // zero value: DefaultRestartPolicy()
 }
 
 // RestartPolicy says when a worker that exited is started again. Every exit
@@ -64,16 +81,23 @@ type RestartPolicy struct {
 	ResetAfter   time.Duration // a run longer than this resets the backoff
 	MaxRestarts  int           // within Interval; 0 = unlimited
 	Interval     time.Duration // default 10 minutes when MaxRestarts is set
+	// BreakerFailures exits or failed starts within BreakerWindow open the
+	// circuit breaker: the worker stays down (StateFailed). Default 5 in 5
+	// minutes; -1: no breaker.
+	BreakerFailures int
+	BreakerWindow   time.Duration
 }
 
 // DefaultRestartPolicy restarts without limit, waiting 1 s after the first
 // crash and up to a minute after repeated ones.
 func DefaultRestartPolicy() RestartPolicy {
 	return RestartPolicy{
-		InitialDelay: time.Second,
-		MaxDelay:     time.Minute,
-		Jitter:       0.2,
-		ResetAfter:   2 * time.Minute,
+		InitialDelay:    time.Second,
+		MaxDelay:        time.Minute,
+		Jitter:          0.2,
+		ResetAfter:      2 * time.Minute,
+		BreakerFailures: 5,
+		BreakerWindow:   5 * time.Minute,
 	}
 }
 
@@ -91,6 +115,17 @@ func (p RestartPolicy) withDefaults() (RestartPolicy, error) {
 		return p, fmt.Errorf("restart policy: jitter %v: want 0 to 1", p.Jitter)
 	case p.MaxRestarts < 0:
 		return p, fmt.Errorf("restart policy: max restarts %d: want 0 (unlimited) or more", p.MaxRestarts)
+	case p.BreakerFailures < -1, p.BreakerWindow < 0:
+		return p, fmt.Errorf("restart policy: breaker %d failures in %v: want -1 (none), 0 (default) or more", p.BreakerFailures, p.BreakerWindow)
+	}
+	switch p.BreakerFailures {
+	case -1:
+		p.BreakerFailures = 0
+	case 0:
+		p.BreakerFailures = d.BreakerFailures
+	}
+	if p.BreakerWindow == 0 {
+		p.BreakerWindow = d.BreakerWindow
 	}
 	if p.InitialDelay == 0 {
 		p.InitialDelay = d.InitialDelay
@@ -152,6 +187,17 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("stop grace %v is negative", cfg.StopGrace)
 	case cfg.StopGrace == 0:
 		cfg.StopGrace = DefaultStopGrace
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.OrphanGrace, DefaultOrphanGrace}, {&cfg.HungTimeout, DefaultHungTimeout}, {&cfg.ProgressTimeout, DefaultProgressTimeout}} {
+		switch {
+		case *d.v == 0:
+			*d.v = d.def
+		case *d.v < 0:
+			*d.v = 0 // never
+		}
 	}
 	var err error
 	if cfg.Restart, err = cfg.Restart.withDefaults(); err != nil {
@@ -289,6 +335,8 @@ func workerArgs(cfg Config, m ModelSpec, id string) []string {
 		"--worker-id", id,
 		"--hive-id", cfg.ID,
 		"--slots", strconv.Itoa(m.Slots),
+		"--orphan-grace", cfg.OrphanGrace.String(),
+		"--shutdown-grace", (cfg.StopGrace - cfg.StopGrace/6).String(),
 	}
 	if m.ContextLength > 0 {
 		args = append(args, "--ctx", strconv.Itoa(m.ContextLength))

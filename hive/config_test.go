@@ -87,8 +87,10 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("executable %q, want %q", cfg.Executable, exe)
 	case cfg.Prefix != "rbee" || cfg.Subjects.Prefix != "rbee":
 		t.Errorf("prefix %q, subjects %q, want rbee", cfg.Prefix, cfg.Subjects.Prefix)
-	case cfg.HeartbeatInterval != 5*time.Second || cfg.StopGrace != 35*time.Second:
+	case cfg.HeartbeatInterval != 5*time.Second || cfg.StopGrace != 30*time.Second:
 		t.Errorf("heartbeat %v, grace %v", cfg.HeartbeatInterval, cfg.StopGrace)
+	case cfg.OrphanGrace != time.Minute || cfg.HungTimeout != 15*time.Second || cfg.ProgressTimeout != 2*time.Minute:
+		t.Errorf("orphan grace %v, hung timeout %v, progress timeout %v", cfg.OrphanGrace, cfg.HungTimeout, cfg.ProgressTimeout)
 	case cfg.Restart != DefaultRestartPolicy():
 		t.Errorf("restart %+v, want the default", cfg.Restart)
 	case cfg.Models[0] != ModelSpec{Name: "m", Path: model, Replicas: 1, Slots: 1}:
@@ -106,7 +108,8 @@ func TestConfigDefaults(t *testing.T) {
 	if cfg.Prefix != "team-a" {
 		t.Errorf("prefix %q, want the subjects' team-a", cfg.Prefix)
 	}
-	want := RestartPolicy{InitialDelay: 2 * time.Minute, MaxDelay: 2 * time.Minute, ResetAfter: 2 * time.Minute, MaxRestarts: 3, Interval: 10 * time.Minute}
+	want := RestartPolicy{InitialDelay: 2 * time.Minute, MaxDelay: 2 * time.Minute, ResetAfter: 2 * time.Minute, MaxRestarts: 3, Interval: 10 * time.Minute,
+		BreakerFailures: 5, BreakerWindow: 5 * time.Minute}
 	if cfg.Restart != want {
 		t.Errorf("restart %+v, want %+v", cfg.Restart, want)
 	}
@@ -135,10 +138,11 @@ func TestWorkerID(t *testing.T) {
 }
 
 func TestWorkerArgs(t *testing.T) {
-	cfg := Config{ID: "h1", ServerURL: "nats://q:4222", Prefix: "rbee"}
+	cfg := Config{ID: "h1", ServerURL: "nats://q:4222", Prefix: "rbee", OrphanGrace: time.Minute, StopGrace: 30 * time.Second}
 	got := workerArgs(cfg, ModelSpec{Name: "m", Path: "/m.gguf", Slots: 4}, "h1-m-0")
 	want := []string{"worker", "--server", "nats://q:4222", "--prefix", "rbee", "--model-name", "m",
-		"--model", "/m.gguf", "--worker-id", "h1-m-0", "--hive-id", "h1", "--slots", "4"}
+		"--model", "/m.gguf", "--worker-id", "h1-m-0", "--hive-id", "h1", "--slots", "4",
+		"--orphan-grace", "1m0s", "--shutdown-grace", "25s"}
 	if !slices.Equal(got, want) {
 		t.Errorf("args %q\nwant %q", got, want)
 	}

@@ -47,8 +47,11 @@ type Hive struct {
 	log      *slog.Logger
 	hostname string
 	starter  *execStarter
+	metrics  *metrics
+	env      []string
 	workers  []*worker
 	started  atomic.Bool
+	sup      supervision // shared by the worker supervisors
 }
 
 // New validates cfg, fills in its defaults and registers the hive's metrics
@@ -77,32 +80,17 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	if err != nil {
 		return nil, fmt.Errorf("hive: jetstream: %w", err)
 	}
-	h := &Hive{nc: nc, js: js, cfg: cfg, log: logger, hostname: hostname, starter: newExecStarter()}
-	env := append([]string(nil), cfg.ExtraEnv...)
+	h := &Hive{nc: nc, js: js, cfg: cfg, log: logger, hostname: hostname, starter: newExecStarter(),
+		metrics: m, env: append([]string(nil), cfg.ExtraEnv...)}
 	ids := map[string]bool{}
 	for _, model := range cfg.Models {
-		restarts := m.restarts.WithLabelValues(model.Name)
-		running := m.running.WithLabelValues(model.Name)
 		for r := range model.Replicas {
 			id := workerID(cfg.ID, model.Name, r)
 			if ids[id] {
 				return nil, fmt.Errorf("hive config: model %s replica %d: worker ID %s is already taken", model.Name, r, id)
 			}
 			ids[id] = true
-			h.workers = append(h.workers, &worker{
-				spec: workerSpec{
-					ID: id, Model: model.Name, Exe: cfg.Executable,
-					Args: workerArgs(cfg, model, id), Env: env,
-				},
-				starter:  h.starter,
-				policy:   cfg.Restart,
-				grace:    cfg.StopGrace,
-				log:      logger.With("worker_id", id, "model", model.Name),
-				restarts: restarts,
-				running:  running,
-				audit:    h.audit,
-				status:   WorkerStatus{ID: id, Model: model.Name, State: StatePending},
-			})
+			h.workers = append(h.workers, h.newWorker(id, model))
 		}
 	}
 	return h, nil
@@ -131,6 +119,12 @@ func (h *Hive) Run(ctx context.Context) error {
 	if !h.started.CompareAndSwap(false, true) {
 		return errors.New("hive: Run called twice")
 	}
+	// Locked first: a second hive on the directory must not touch the bus.
+	st, err := h.openDataDir()
+	if err != nil {
+		return err
+	}
+	defer st.close()
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 
@@ -151,23 +145,15 @@ func (h *Hive) Run(ctx context.Context) error {
 	cancel()
 
 	h.log.Info("hive starting", "workers", len(h.workers), "executable", h.cfg.Executable)
-	// The fork thread outlives the workers: see execStarter.run.
-	forkCtx, stopForks := context.WithCancel(context.Background())
-	var forks sync.WaitGroup
-	forks.Go(func() { h.starter.run(forkCtx) })
-	defer func() {
-		stopForks()
-		forks.Wait()
-	}()
 	var wg sync.WaitGroup
 	for _, w := range h.workers {
 		wg.Go(func() { w.run(ctx) })
 	}
 	wg.Go(func() { h.heartbeats(ctx) })
 	<-ctx.Done()
-	h.log.Info("hive stopping", "cause", context.Cause(ctx))
+	began := h.shutdownBegan(context.Cause(ctx))
 	wg.Wait()
-	h.log.Info("hive stopped")
+	h.shutdownDone(began)
 	return nil
 }
 
@@ -305,5 +291,6 @@ func (h *Hive) heartbeat() schemas.HiveHeartbeat {
 	for _, m := range h.cfg.Models {
 		hb.Models = append(hb.Models, m.Name)
 	}
+	hb.Failed = h.failedWorkers()
 	return hb
 }

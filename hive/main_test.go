@@ -23,10 +23,11 @@ import (
 // The test binary doubles as a fake worker: started with HIVE_TEST_CHILD set,
 // it behaves as that mode says instead of running tests.
 const (
-	envChild    = "HIVE_TEST_CHILD"     // sleep, crash, ignore-term, spawn or hive
+	envChild    = "HIVE_TEST_CHILD"     // sleep, crash, cannot-start, ignore-term, spawn or hive
 	envReadyDir = "HIVE_TEST_READY_DIR" // a fake worker creates <dir>/<pid> once its signal handler is in place
 	envNATS     = "HIVE_TEST_NATS_URL"  // for mode hive
 	envModel    = "HIVE_TEST_MODEL"     // for mode hive
+	envDataDir  = "HIVE_TEST_DATA_DIR"  // for mode hive
 )
 
 func TestMain(m *testing.M) {
@@ -41,6 +42,8 @@ func fakeWorker(mode string) int {
 	switch mode {
 	case "crash":
 		return 1
+	case "cannot-start":
+		return ExitCodeCannotStart
 	case "sleep":
 		// Block until SIGTERM, then exit 0 as a drained worker does.
 		term := notifyTerm()
@@ -74,8 +77,23 @@ func fakeWorker(mode string) int {
 	return 2
 }
 
+// orphaningConfig is the hive of fakeHive: a test that kills it starts
+// the same hive again, which adopts its workers only if it would start them
+// with the same command line.
+func orphaningConfig(url, model, dataDir string) Config {
+	return Config{
+		ID:         "orphaning-hive",
+		Models:     []ModelSpec{{Name: "m", Path: model, Replicas: 2}},
+		Executable: os.Args[0],
+		ServerURL:  url,
+		ExtraEnv:   []string{envChild + "=sleep"},
+		StopGrace:  time.Second,
+		DataDir:    dataDir,
+	}
+}
+
 // fakeHive runs a hive of two sleeping workers until SIGTERM, for a test
-// that kills it hard and watches its workers go.
+// that kills it hard and watches its workers.
 func fakeHive() int {
 	nc, err := nats.Connect(os.Getenv(envNATS))
 	if err != nil {
@@ -83,14 +101,8 @@ func fakeHive() int {
 		return 2
 	}
 	defer nc.Close()
-	h, err := New(nc, Config{
-		ID:         "orphaning-hive",
-		Models:     []ModelSpec{{Name: "m", Path: os.Getenv(envModel), Replicas: 2}},
-		Executable: os.Args[0],
-		ServerURL:  nc.ConnectedUrl(),
-		ExtraEnv:   []string{envChild + "=sleep"},
-		StopGrace:  time.Second,
-	}, slog.New(slog.NewTextHandler(os.Stderr, nil)), nil)
+	h, err := New(nc, orphaningConfig(os.Getenv(envNATS), os.Getenv(envModel), os.Getenv(envDataDir)),
+		slog.New(slog.NewTextHandler(os.Stderr, nil)), nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hive:", err)
 		return 2

@@ -2,16 +2,22 @@ package hive
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/rbee-dev/rbee/bus/bustest"
+	"github.com/rbee-dev/rbee/schemas"
 )
 
 // assertOrphansGone checks that none of pids is a live process. They are
@@ -58,18 +64,19 @@ func TestStopKillsWhatWorkerLeftBehind(t *testing.T) {
 	assertOrphansGone(t, orphans)
 }
 
-func TestWorkersDieWithKilledHive(t *testing.T) {
-	// A hive killed with SIGKILL cannot stop its workers; Pdeathsig has the
-	// kernel send them SIGTERM instead.
+func TestKilledHiveLeavesWorkersForTheNextHiveToAdopt(t *testing.T) {
+	// A hive killed with SIGKILL cannot stop its workers, and nothing else
+	// does: they keep serving. The hive started next on the same data
+	// directory finds them by PID and start time and adopts them.
 	s := bustest.RunServer(t)
 	model := filepath.Join(t.TempDir(), "tiny.gguf")
 	if err := os.WriteFile(model, []byte("GGUF"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	readyDir := t.TempDir()
+	readyDir, dataDir := t.TempDir(), t.TempDir()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(),
-		envChild+"=hive", envReadyDir+"="+readyDir, envNATS+"="+s.ClientURL(), envModel+"="+model)
+	cmd.Env = append(os.Environ(), envChild+"=hive", envReadyDir+"="+readyDir,
+		envNATS+"="+s.ClientURL(), envModel+"="+model, envDataDir+"="+dataDir)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -81,11 +88,87 @@ func TestWorkersDieWithKilledHive(t *testing.T) {
 	})
 	f := &realHive{t: t, readyDir: readyDir}
 	workers := f.waitReady(2)
+	killOnFailure(t, workers)
+	slices.Sort(workers)
+
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// While the first hive lives, a second on its data directory refuses.
+	second, err := New(nc, orphaningConfig(s.ClientURL(), model, dataDir), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = second.Run(t.Context())
+	if want := fmt.Sprintf("in use by process %d", cmd.Process.Pid); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second hive on the same data directory: Run %v, want an error saying %q", err, want)
+	}
+
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err == nil || err.Error() != "signal: killed" {
 		t.Fatalf("hive exited with %v, want killed", err)
 	}
+	for _, pid := range workers {
+		if err := syscall.Kill(pid, 0); err != nil {
+			t.Fatalf("worker %d after its hive was killed: %v, want alive", pid, err)
+		}
+	}
+
+	log := &recorder{}
+	next, err := New(nc, orphaningConfig(s.ClientURL(), model, dataDir), slog.New(log), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- next.Run(ctx) }()
+	running := true
+	defer func() {
+		if running {
+			cancel()
+			<-done
+		}
+	}()
+	checkFor(t, waitFor, func() error {
+		var pids []int
+		for _, st := range next.Workers() {
+			if st.State != StateRunning || !st.Adopted {
+				return fmt.Errorf("worker %+v, want running, adopted", st)
+			}
+			pids = append(pids, st.PID)
+		}
+		if slices.Sort(pids); !slices.Equal(pids, workers) {
+			return fmt.Errorf("hive runs %v, want the first hive's %v", pids, workers)
+		}
+		return nil
+	})
+	if started, adopted := len(log.find("worker started")), len(log.find("worker adopted")); started != 0 || adopted != 2 {
+		t.Errorf("the restarted hive started %d workers and adopted %d, want 0 and 2", started, adopted)
+	}
+	// Stopping adopted workers is stopping them: SIGTERM to their groups,
+	// and the hive sees them go though they are not its children.
+	cancel()
+	running = false
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, st := range next.Workers() {
+		if st.State != StateStopped || st.ExitKind != schemas.ExitUnknown {
+			t.Errorf("after stop: %+v, want stopped, exit unknown", st)
+		}
+	}
 	assertOrphansGone(t, workers)
+	// They left the state file when they exited: a third hive adopts none.
+	st, err := openState(dataDir, "orphaning-hive", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	if len(st.workers) != 0 {
+		t.Errorf("state file still records %v", st.workers)
+	}
 }

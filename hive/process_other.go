@@ -15,14 +15,22 @@ var stopSignal os.Signal = os.Interrupt
 
 func sysProcAttr() *syscall.SysProcAttr { return nil }
 
-func signalGroup(p *os.Process, sig os.Signal) error {
+func signalGroup(pid int, sig os.Signal) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return fmt.Errorf("signal %v to process %d: %w", sig, pid, err)
+	}
 	if err := p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("signal %v to process %d: %w", sig, p.Pid, err)
 	}
 	return nil
 }
 
-func killGroup(p *os.Process) error {
+func killGroup(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return fmt.Errorf("kill process %d: %w", pid, err)
+	}
 	if err := p.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("kill process %d: %w", p.Pid, err)
 	}

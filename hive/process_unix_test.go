@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -199,19 +200,25 @@ func killOnFailure(t *testing.T, pids []int) {
 	})
 }
 
-func TestCrashingWorkerRestartsWithGrowingDelays(t *testing.T) {
+func TestCrashingWorkerRestartsWithGrowingDelaysThenBreakerOpens(t *testing.T) {
 	f := newRealHive(t, "crash", nil)
 	f.run()
+	// The default breaker: the fifth failure within five minutes opens it.
 	checkFor(t, waitFor, func() error {
-		if st := f.h.Workers()[0]; st.Restarts < 4 {
-			return fmt.Errorf("%d restarts, want 4", st.Restarts)
-		}
-		// The restart is counted before its start is logged.
-		if n := len(f.log.find("worker started")); n < 5 {
-			return fmt.Errorf("%d starts logged, want 5", n)
+		if st := f.h.Workers()[0]; st.State != StateFailed {
+			return fmt.Errorf("worker %s after %d restarts, want failed", st.State, st.Restarts)
 		}
 		return nil
 	})
+	st := f.h.Workers()[0]
+	want := "circuit breaker open: 5 failures within 5m0s; last: exit status 1"
+	if st.Restarts != 4 || st.Reason != want || st.PID != 0 || st.ExitKind != schemas.ExitCrash || st.FailedAt.IsZero() {
+		t.Errorf("failed worker %+v, want 4 restarts and reason %q", st, want)
+	}
+	hb := f.h.heartbeat()
+	if len(hb.Failed) != 1 || hb.Failed[0].WorkerID != st.ID || hb.Failed[0].Model != "tiny:1b" || hb.Failed[0].Reason != want {
+		t.Errorf("heartbeat lists failed workers %+v, want %s with its reason", hb.Failed, st.ID)
+	}
 	if err := f.stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -219,6 +226,9 @@ func TestCrashingWorkerRestartsWithGrowingDelays(t *testing.T) {
 	// Jitter is 0, so the delays are exactly InitialDelay doubling.
 	delays := f.log.find("restarting worker")
 	starts := f.log.find("worker started")
+	if len(starts) != 5 || len(delays) != 4 {
+		t.Fatalf("%d starts and %d restart delays, want 5 and 4: the breaker stops the sixth", len(starts), len(delays))
+	}
 	for i, want := range []time.Duration{20, 40, 80, 160} {
 		want *= time.Millisecond
 		if got := delays[i].attrs["delay"].Duration(); got != want {
@@ -234,26 +244,53 @@ func TestCrashingWorkerRestartsWithGrowingDelays(t *testing.T) {
 		}
 	}
 	exits := f.log.find("worker exited")
-	if len(exits) < 4 {
-		t.Errorf("%d exits logged, want 4 or more", len(exits))
+	if len(exits) != 5 {
+		t.Errorf("%d exits logged, want 5", len(exits))
 	}
 	for _, r := range exits {
-		if got := r.attrs["exit"].String(); got != "exit status 1" {
-			t.Errorf("worker exited with %q, want exit status 1", got)
+		if got, kind := r.attrs["exit"].String(), r.attrs["exit_kind"].String(); got != "exit status 1" || kind != schemas.ExitCrash {
+			t.Errorf("worker exited with %q (%s), want exit status 1, a crash", got, kind)
 		}
 	}
-	// Stop may have caught a worker between its start and its crash.
-	st := f.h.Workers()[0]
-	if st.State != StateStopped || st.PID != 0 {
-		t.Errorf("after stop: %+v, want stopped", st)
+	if n := len(f.log.find("worker failed; not restarting it")); n != 1 {
+		t.Errorf("%d failure records, want 1", n)
 	}
-	if got := f.metric("rbee_hive_worker_restarts_total", "tiny:1b"); got != float64(st.Restarts) || got < 4 {
-		t.Errorf("restarts metric %v, status says %d", got, st.Restarts)
+	if st := f.h.Workers()[0]; st.State != StateFailed {
+		t.Errorf("after stop: %+v, want still failed", st)
+	}
+	if got := f.metric("rbee_hive_worker_restarts_total", "tiny:1b"); got != 4 {
+		t.Errorf("restarts metric %v, want 4", got)
 	}
 	if got := f.metric("rbee_hive_workers_running", "tiny:1b"); got != 0 {
 		t.Errorf("running gauge %v after stop, want 0", got)
 	}
 	assertGone(t, f.started())
+}
+
+// A worker that exits with the reserved status cannot start as configured
+// (a corrupt model file): it is failed at once, never restarted.
+func TestWorkerThatCannotStartIsNotRestarted(t *testing.T) {
+	f := newRealHive(t, "cannot-start", nil)
+	f.run()
+	checkFor(t, waitFor, func() error {
+		if st := f.h.Workers()[0]; st.State != StateFailed {
+			return fmt.Errorf("worker %s, want failed", st.State)
+		}
+		return nil
+	})
+	st := f.h.Workers()[0]
+	if st.Restarts != 0 || st.ExitKind != schemas.ExitCannotStart || !strings.HasPrefix(st.Reason, "cannot start (exit status 78)") {
+		t.Errorf("worker %+v, want failed without a restart, cannot start", st)
+	}
+	if err := f.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := len(f.log.find("worker started")); n != 1 {
+		t.Errorf("%d starts, want 1", n)
+	}
+	if n := len(f.log.find("restarting worker")); n != 0 {
+		t.Errorf("%d restarts, want none", n)
+	}
 }
 
 func TestStopIsGracefulWhenWorkersHonourSIGTERM(t *testing.T) {
@@ -277,6 +314,12 @@ func TestStopIsGracefulWhenWorkersHonourSIGTERM(t *testing.T) {
 	if n := len(f.log.find("worker still running after the grace period; killing it")); n != 0 {
 		t.Errorf("%d workers killed, want none", n)
 	}
+	if got := f.metric("rbee_hive_workers_force_killed_total", "tiny:1b"); got != 0 {
+		t.Errorf("force-killed metric %v, want 0", got)
+	}
+	if got := f.metric("rbee_hive_workers_graceful_shutdown_total", "tiny:1b"); got != 3 {
+		t.Errorf("graceful metric %v, want 3", got)
+	}
 	started := f.started()
 	slices.Sort(started)
 	slices.Sort(ready)
@@ -286,21 +329,74 @@ func TestStopIsGracefulWhenWorkersHonourSIGTERM(t *testing.T) {
 	assertGone(t, started)
 }
 
-func TestStopKillsWorkerThatIgnoresSIGTERM(t *testing.T) {
-	f := newRealHive(t, "ignore-term", func(c *Config) { c.StopGrace = 50 * time.Millisecond })
-	f.run()
-	f.waitReady(1)
-	if err := f.stop(); err != nil {
-		t.Fatalf("Run: %v", err)
+func TestStopKillsWorkersThatIgnoreSIGTERM(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			const grace = 200 * time.Millisecond
+			f := newRealHive(t, "ignore-term", func(c *Config) {
+				c.StopGrace = grace
+				c.Models[0].Replicas = n
+			})
+			f.run()
+			f.waitReady(n)
+			// Stand-ins for the keys real workers keep in the registry: a
+			// killed worker cannot delete its own.
+			kv, err := f.js.KeyValue(t.Context(), f.subj.WorkersBucket())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, st := range f.h.Workers() {
+				if _, err := kv.Put(t.Context(), st.ID, []byte("{}")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			began := time.Now()
+			if err := f.stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if took := time.Since(began); took < grace {
+				t.Errorf("stop took %v, less than the %v grace", took, grace)
+			}
+			for _, st := range f.h.Workers() {
+				if st.State != StateStopped || st.LastExit != "signal: killed" || st.ExitKind != schemas.ExitKilled {
+					t.Errorf("after stop: %+v, want stopped by SIGKILL", st)
+				}
+				if _, err := kv.Get(t.Context(), st.ID); !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+					t.Errorf("registry key of killed %s: %v, want deleted", st.ID, err)
+				}
+			}
+			if got := len(f.log.find("worker still running after the grace period; killing it")); got != n {
+				t.Errorf("%d kill records, want %d", got, n)
+			}
+			if got := f.metric("rbee_hive_workers_force_killed_total", "tiny:1b"); got != float64(n) {
+				t.Errorf("force-killed metric %v, want %d", got, n)
+			}
+			if got := f.metric("rbee_hive_workers_graceful_shutdown_total", "tiny:1b"); got != 0 {
+				t.Errorf("graceful metric %v, want 0", got)
+			}
+			if count, sum := f.shutdownHistogram(); count != 1 || sum < grace.Seconds() {
+				t.Errorf("shutdown duration: %d observations summing %vs, want one of at least the grace", count, sum)
+			}
+			assertGone(t, f.started())
+		})
 	}
-	st := f.h.Workers()[0]
-	if st.State != StateStopped || st.LastExit != "signal: killed" {
-		t.Errorf("after stop: %+v, want stopped by SIGKILL", st)
+}
+
+// shutdownHistogram returns the hive's shutdown duration observations.
+func (f *realHive) shutdownHistogram() (uint64, float64) {
+	f.t.Helper()
+	families, err := f.reg.Gather()
+	if err != nil {
+		f.t.Fatal(err)
 	}
-	if n := len(f.log.find("worker still running after the grace period; killing it")); n != 1 {
-		t.Errorf("%d kill records, want 1", n)
+	for _, fam := range families {
+		if fam.GetName() == "rbee_hive_shutdown_duration_seconds" {
+			h := fam.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
 	}
-	assertGone(t, f.started())
+	f.t.Fatal("no shutdown duration metric")
+	return 0, 0
 }
 
 func TestHeartbeatReportsMachineAndRunningWorkers(t *testing.T) {
@@ -441,7 +537,7 @@ func TestWorkerLifecycleAuditEvents(t *testing.T) {
 	}
 	var got []schemas.AuditEvent
 	timeout := time.After(waitFor)
-	for len(got) < 2 {
+	for len(got) < 4 {
 		select {
 		case m := <-events:
 			var ev schemas.AuditEvent
@@ -453,15 +549,22 @@ func TestWorkerLifecycleAuditEvents(t *testing.T) {
 			}
 			got = append(got, ev)
 		case <-timeout:
-			t.Fatalf("audit events so far %+v, want started and stopped", got)
+			t.Fatalf("audit events so far %+v, want started, hive stopping, stopped, hive stopped", got)
 		}
 	}
-	started, stopped := got[0], got[1]
+	started, stopping, stopped, hiveStopped := got[0], got[1], got[2], got[3]
 	if started.Type != schemas.AuditWorkerStarted || started.PID != pids[0] || started.HiveID != "test-hive" || started.Model != "tiny:1b" {
 		t.Errorf("first event %+v, want worker.started for pid %d", started, pids[0])
 	}
 	if stopped.Type != schemas.AuditWorkerStopped || stopped.WorkerID != started.WorkerID || stopped.Exit != "exit status 0" {
-		t.Errorf("second event %+v, want worker.stopped with exit status 0", stopped)
+		t.Errorf("third event %+v, want worker.stopped with exit status 0", stopped)
+	}
+	if stopped.ExitKind != schemas.ExitClean || stopped.Reason != "exited within the grace period" {
+		t.Errorf("worker.stopped %+v, want a clean exit within the grace", stopped)
+	}
+	if stopping.Type != schemas.AuditHiveStopping || hiveStopped.Type != schemas.AuditHiveStopped ||
+		!strings.HasPrefix(hiveStopped.Reason, "1 workers exited gracefully, 0 force-killed, in ") {
+		t.Errorf("hive events %+v and %+v, want hive.stopping, then hive.stopped with 1 graceful", stopping, hiveStopped)
 	}
 }
 

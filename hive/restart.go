@@ -1,6 +1,7 @@
 package hive
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"time"
 )
@@ -12,6 +13,7 @@ type restartTracker struct {
 	rand     func() float64 // in [0, 1), for jitter
 	failures int            // short runs since the backoff was last reset
 	recent   []time.Time    // restarts within the policy's interval
+	broken   []time.Time    // failures within the breaker's window
 }
 
 func newRestartTracker(p RestartPolicy) *restartTracker {
@@ -19,23 +21,23 @@ func newRestartTracker(p RestartPolicy) *restartTracker {
 }
 
 // next is told that a run ended at now after lasting ran (0 for a start that
-// failed) and returns the delay before the next start, or false when the
-// worker has used up its restarts.
-func (t *restartTracker) next(now time.Time, ran time.Duration) (time.Duration, bool) {
+// failed) and returns the delay before the next start, or why the worker is
+// to stay down: it used up its restarts, or the breaker opened.
+func (t *restartTracker) next(now time.Time, ran time.Duration) (time.Duration, string) {
 	p := t.policy
 	if ran >= p.ResetAfter {
 		t.failures = 0
 	}
-	if p.MaxRestarts > 0 {
-		kept := t.recent[:0]
-		for _, at := range t.recent {
-			if now.Sub(at) < p.Interval {
-				kept = append(kept, at)
-			}
+	if p.BreakerFailures > 0 {
+		t.broken = append(within(t.broken, now, p.BreakerWindow), now)
+		if len(t.broken) >= p.BreakerFailures {
+			return 0, fmt.Sprintf("circuit breaker open: %d failures within %v", len(t.broken), p.BreakerWindow)
 		}
-		t.recent = kept
+	}
+	if p.MaxRestarts > 0 {
+		t.recent = within(t.recent, now, p.Interval)
 		if len(t.recent) >= p.MaxRestarts {
-			return 0, false
+			return 0, fmt.Sprintf("restarted %d times within %v", len(t.recent), p.Interval)
 		}
 		t.recent = append(t.recent, now)
 	}
@@ -45,5 +47,16 @@ func (t *restartTracker) next(now time.Time, ran time.Duration) (time.Duration, 
 	}
 	d = min(d, p.MaxDelay)
 	t.failures++
-	return d + time.Duration(t.rand()*p.Jitter*float64(d)), true
+	return d + time.Duration(t.rand()*p.Jitter*float64(d)), ""
+}
+
+// within keeps the times of ts less than window before now.
+func within(ts []time.Time, now time.Time, window time.Duration) []time.Time {
+	kept := ts[:0]
+	for _, at := range ts {
+		if now.Sub(at) < window {
+			kept = append(kept, at)
+		}
+	}
+	return kept
 }

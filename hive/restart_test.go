@@ -20,9 +20,9 @@ func TestRestartTrackerJitter(t *testing.T) {
 		{1 - 1e-12, 6 * time.Second}, // capped base, then up to half again
 	} {
 		r = tc.rand
-		got, ok := tr.next(now, 0)
-		if !ok || got.Round(time.Millisecond) != tc.want {
-			t.Errorf("restart %d: %v %v, want %v", i, got, ok, tc.want)
+		got, stop := tr.next(now, 0)
+		if stop != "" || got.Round(time.Millisecond) != tc.want {
+			t.Errorf("restart %d: %v %q, want %v", i, got, stop, tc.want)
 		}
 	}
 }
@@ -41,8 +41,32 @@ func TestRestartTrackerInterval(t *testing.T) {
 		{10*time.Minute + time.Second, false},
 		{11 * time.Minute, true}, // and now the second
 	} {
-		if _, ok := tr.next(t0.Add(tc.at), 0); ok != tc.ok {
-			t.Errorf("restart %d at +%v: ok %v, want %v", i, tc.at, ok, tc.ok)
+		if _, stop := tr.next(t0.Add(tc.at), 0); (stop == "") != tc.ok {
+			t.Errorf("restart %d at +%v: stop %q, want ok %v", i, tc.at, stop, tc.ok)
+		}
+	}
+}
+
+func TestRestartTrackerBreaker(t *testing.T) {
+	tr := newRestartTracker(RestartPolicy{InitialDelay: time.Second, MaxDelay: time.Minute, ResetAfter: time.Second,
+		BreakerFailures: 3, BreakerWindow: 5 * time.Minute})
+	t0 := time.Now()
+	for i, tc := range []struct {
+		at  time.Duration
+		ran time.Duration
+		ok  bool
+	}{
+		{0, 0, true},
+		{time.Minute, time.Hour, true},             // a long run resets the backoff, not the breaker
+		{5*time.Minute + 30*time.Second, 0, true},  // the first failure has left the window
+		{5*time.Minute + 45*time.Second, 0, false}, // the third within five minutes
+	} {
+		_, stop := tr.next(t0.Add(tc.at), tc.ran)
+		if (stop == "") != tc.ok {
+			t.Errorf("failure %d at +%v: stop %q, want ok %v", i, tc.at, stop, tc.ok)
+		}
+		if !tc.ok && stop != "circuit breaker open: 3 failures within 5m0s" {
+			t.Errorf("stop reason %q", stop)
 		}
 	}
 }

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package hive
+
+import "errors"
+
+// procStat needs /proc. Without it no process can be told from one that
+// reused its PID, so a restarted hive adopts nothing and starts anew.
+func procStat(int) (uint64, bool, error) {
+	return 0, false, errors.New("process start times need Linux /proc")
+}
