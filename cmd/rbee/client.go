@@ -35,6 +35,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		chat      = fs.Bool("chat", false, "send the prompt as a user chat message")
 		timeout   = fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	)
+	hf := addHTTPFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: rbee run [flags] PROMPT...")
 		fs.PrintDefaults()
@@ -51,6 +52,11 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if err := req.Validate(); err != nil {
 		return usageError{err}
+	}
+	if *hf.queen != "" {
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		return runHTTP(ctx, hf, req, stdout)
 	}
 	subj, err := nf.subjects()
 	if err != nil {
@@ -133,6 +139,7 @@ func runModels(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	hf := addHTTPFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -142,6 +149,9 @@ func runModels(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if *hf.queen != "" {
+		return modelsHTTP(ctx, hf, stdout)
+	}
 	nc, js, err := nf.connect(ctx, newLogger(stderr, "warn"))
 	if err != nil {
 		return err

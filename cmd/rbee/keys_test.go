@@ -234,6 +234,30 @@ func TestUpWithKeys(t *testing.T) {
 	if code, _ := complete(bob); code != 200 {
 		t.Errorf("bob before revocation: %d", code)
 	}
+
+	// The client commands send a key from --api-key-file or RBEE_API_KEY.
+	keyFile := filepath.Join(t.TempDir(), "alice.key")
+	if err := os.WriteFile(keyFile, []byte(alice+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	queenURL := "http://" + up.httpAddr
+	client := func(env []string, args ...string) (string, error) {
+		cmd := exec.Command(rbeeBin, args...)
+		cmd.Env = append(os.Environ(), env...)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		return out.String() + errOut.String(), err
+	}
+	if out, err := client(nil, "run", "--queen", queenURL, "--api-key-file", keyFile, "--temperature", "0", "--max-tokens", "8", "Once upon a time"); err != nil || strings.TrimSpace(out) == "" {
+		t.Errorf("rbee run with --api-key-file: %v\n%s", err, out)
+	}
+	if out, err := client([]string{"RBEE_API_KEY=" + alice}, "models", "--queen", queenURL); err != nil || !strings.Contains(out, "stories260K") {
+		t.Errorf("rbee models with RBEE_API_KEY: %v\n%s", err, out)
+	}
+	if out, err := client([]string{"RBEE_API_KEY="}, "run", "--queen", queenURL, "Once"); err == nil || !strings.Contains(out, "invalid_api_key") {
+		t.Errorf("rbee run without a key: %v\n%s; want a refusal with invalid_api_key", err, out)
+	}
 	if err := os.Remove(filepath.Join(dir, "bob.json")); err != nil {
 		t.Fatal(err)
 	}

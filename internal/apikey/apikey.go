@@ -418,3 +418,27 @@ func (s *Set) Authenticate(secret string, now time.Time) (*Key, error) {
 	}
 	return found, nil
 }
+
+// ReadSecret reads a key a client sends from a file holding it (a trailing
+// newline is dropped). Like a key file, the file must be its owner's alone.
+func ReadSecret(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("api key file: %w", err)
+	}
+	if err := checkMode(path, fi); err != nil {
+		return "", err
+	}
+	if fi.Size() > maxFileBytes {
+		return "", fmt.Errorf("api key file %s is %d bytes, more than a key", path, fi.Size())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("api key file: %w", err)
+	}
+	s := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+	if s == "" || strings.ContainsAny(s, "\r\n") {
+		return "", fmt.Errorf("api key file %s: want the key alone on one line", path)
+	}
+	return s, nil
+}

@@ -258,3 +258,22 @@ func TestReload(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestReadSecret(t *testing.T) {
+	dir := t.TempDir()
+	p := writeKey(t, dir, "key", "rbee_abc\n", 0o600)
+	if s, err := ReadSecret(p); err != nil || s != "rbee_abc" {
+		t.Errorf("ReadSecret: %q, %v", s, err)
+	}
+	if runtime.GOOS != "windows" {
+		open := writeKey(t, dir, "open", "rbee_abc\n", 0o644)
+		if _, err := ReadSecret(open); err == nil || !strings.Contains(err.Error(), "chmod 600 "+open) {
+			t.Errorf("world-readable: %v", err)
+		}
+	}
+	for name, body := range map[string]string{"empty": "", "two": "a\nb\n", "blank": "\n"} {
+		if _, err := ReadSecret(writeKey(t, dir, name, body, 0o600)); err == nil {
+			t.Errorf("%s: accepted %q", name, body)
+		}
+	}
+}
