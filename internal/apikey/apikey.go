@@ -271,11 +271,15 @@ func jsonProblem(err error) string {
 }
 
 // load reads every key under paths: files, and the *.json files of
-// directories.
-func load(paths []string) ([]*Key, error) {
+// directories. With missingOK a path that no longer exists holds no keys:
+// deleting a key file named on the command line revokes it.
+func load(paths []string, missingOK bool) ([]*Key, error) {
 	var keys []*Key
 	for _, p := range paths {
 		fi, err := os.Stat(p)
+		if missingOK && errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("api keys: %w", err)
 		}
@@ -328,7 +332,7 @@ func Load(paths []string) (*Set, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("api keys: no key file given")
 	}
-	keys, err := load(paths)
+	keys, err := load(paths, false)
 	if err != nil {
 		return nil, err
 	}
@@ -356,14 +360,15 @@ type Change struct {
 	Total                   int
 }
 
-// Reload reads the files again. On any error the keys stay as they were.
+// Reload reads the files again; a file or directory given to Load that is
+// gone now holds no keys. On any error the keys stay as they were.
 // A key whose name, secret and rate are unchanged keeps its rate's state.
 // No key left is allowed: every request is refused then, which is how all
 // keys are revoked at once.
 func (s *Set) Reload() (Change, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fresh, err := load(s.paths)
+	fresh, err := load(s.paths, true)
 	if err != nil {
 		return Change{}, err
 	}

@@ -241,6 +241,21 @@ func TestReload(t *testing.T) {
 		}
 	}
 
+	// A key file named itself, then deleted: revoked on reload.
+	single := t.TempDir()
+	named := writeKey(t, single, "n.json", `{"name":"n","key":"nnnnnnnnnnnnnnnn"}`, 0o600)
+	s3, err := Load([]string{named})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(named)
+	if ch, err := s3.Reload(); err != nil || ch.Total != 0 || strings.Join(ch.Removed, ",") != "n" {
+		t.Fatalf("reload without the named file: %+v, %v", ch, err)
+	}
+	if _, err := s3.Authenticate("nnnnnnnnnnnnnnnn", now); !errors.Is(err, ErrInvalid) {
+		t.Errorf("deleted key file's key: %v", err)
+	}
+
 	// Every key gone: allowed, and everything is refused.
 	empty := t.TempDir()
 	writeKey(t, empty, "z.json", `{"name":"z","key":"zzzzzzzzzzzzzzzz"}`, 0o600)
