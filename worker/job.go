@@ -96,7 +96,7 @@ func (w *Worker) handle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest, "decode job: %v", err))
 		return
 	}
-	log = log.With("job_id", job.ID, "delivery", delivery)
+	log = log.With("job_id", job.ID, "delivery", delivery, "principal", job.Principal)
 	if err := job.Validate(); err != nil {
 		w.deadLetter(log, msg, job, delivery, err)
 		return
