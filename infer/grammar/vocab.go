@@ -111,6 +111,9 @@ func NewChecker(g *Grammar, v *Vocab) *Checker {
 // Grammar returns the checker's grammar.
 func (c *Checker) Grammar() *Grammar { return c.g }
 
+// Vocab returns the checker's vocabulary.
+func (c *Checker) Vocab() *Vocab { return c.v }
+
 // ErrRejected is returned by Matcher.Accept for a token the grammar does
 // not allow.
 var ErrRejected = errors.New("token rejected by the grammar")
