@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/micro"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/prometheus/client_golang/prometheus"
@@ -303,5 +304,21 @@ func TestNoKeysOffLoopbackRefused(t *testing.T) {
 				q.Close()
 			}
 		}
+	}
+}
+
+// No client claims a principal: the NATS infer endpoint refuses the field
+// and the HTTP API takes it for an unknown one.
+func TestPrincipalNotTakenFromClients(t *testing.T) {
+	k := newKeyedFixture(t, map[string]apikey.File{"alice": {}}, nil)
+	k.run()
+	k.putWorker("w1", model, schemas.WorkerReady)
+	msgs := k.infer(`{"model":"stories260K","prompt":"x","principal":"admin"}`)
+	if len(msgs) != 1 || msgs[0].Header.Get(micro.ErrorCodeHeader) != string(schemas.CodeInvalidRequest) {
+		t.Errorf("infer with a principal: %d messages, want one invalid_request error", len(msgs))
+	}
+	resp, code := k.send("POST", "/v1/completions", completionWith(`,"principal":"admin"`), bearer(k.keys["alice"]))
+	if resp.StatusCode != 400 || code != string(schemas.CodeInvalidRequest) {
+		t.Errorf("HTTP with a principal: %d %s, want 400 invalid_request", resp.StatusCode, code)
 	}
 }
