@@ -29,6 +29,9 @@ type commonRequest struct {
 	// extension; X-Request-Deadline sets an absolute one).
 	Timeout       *float64       `json:"timeout"`
 	StreamOptions *streamOptions `json:"stream_options"`
+	// ResponseFormat constrains the output to JSON (json_object, or
+	// json_schema); on completions too, as llama.cpp and vLLM serve it.
+	ResponseFormat *schemas.ResponseFormat `json:"response_format"`
 }
 
 type streamOptions struct {
@@ -117,6 +120,9 @@ func (r *commonRequest) inferRequest(maxTokens *int) (schemas.InferRequest, erro
 		return schemas.InferRequest{}, schemas.Errorf(schemas.CodeInvalidRequest, "n %d: only one choice per request is supported", *r.N)
 	}
 	ir := schemas.InferRequest{Model: r.Model, Stop: r.Stop}
+	if f := r.ResponseFormat; f != nil && f.Type != schemas.FormatText {
+		ir.ResponseFormat = f
+	}
 	if maxTokens != nil {
 		ir.MaxTokens = *maxTokens
 	}

@@ -80,6 +80,10 @@ type Config struct {
 	// would otherwise hold a goroutine, buffers and a file descriptor for
 	// as long as its client lives.
 	KeepAliveTimeout time.Duration
+	// CheckResponseFormat, when set, tells whether workers can honour a
+	// request's response format, so that a schema they would refuse is a
+	// 400 before the job is queued (cmd/rbee sets worker.CheckResponseFormat).
+	CheckResponseFormat func(*schemas.ResponseFormat) error
 	// Keys are the API keys HTTP requests must bring (Authorization:
 	// Bearer, or X-Api-Key), except /healthz, /readyz and, with
 	// MetricsOpen, /metrics. The caller reloads them (SIGHUP). Nil: no

@@ -33,6 +33,11 @@ func (q *Queen) admit(ctx context.Context, req *schemas.InferRequest, deadline t
 	if err := req.Validate(); err != nil {
 		return schemas.Job{}, err
 	}
+	if check := q.cfg.CheckResponseFormat; check != nil && req.ResponseFormat != nil {
+		if err := check(req.ResponseFormat); err != nil {
+			return schemas.Job{}, err
+		}
+	}
 	now := time.Now().UTC()
 	switch {
 	case !deadline.IsZero():
