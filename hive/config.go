@@ -61,6 +61,12 @@ type Config struct {
 	// killed and restarted. Default DefaultProgressTimeout; negative: never.
 	ProgressTimeout time.Duration
 	Restart         RestartPolicy // zero value: DefaultRestartPolicy()
+	// Catalog are models the hive can start on request (spawn, on-demand
+	// load) but does not start by itself.
+	Catalog           []ModelSpec
+	Preflight         Preflight
+	ReconcileInterval time.Duration // default DefaultReconcileInterval
+	IdleTimeout       time.Duration // a worker without a job this long is stopped; 0: never
 }
 
 // RestartPolicy says when a worker that exited is started again. Every exit
@@ -203,8 +209,17 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Restart, err = cfg.Restart.withDefaults(); err != nil {
 		return cfg, err
 	}
-	if len(cfg.Models) == 0 {
+	if len(cfg.Models) == 0 && len(cfg.Catalog) == 0 {
 		return cfg, errors.New("no models configured")
+	}
+	if cfg.Preflight, err = cfg.Preflight.withDefaults(); err != nil {
+		return cfg, err
+	}
+	switch {
+	case cfg.ReconcileInterval < 0, cfg.IdleTimeout < 0:
+		return cfg, errors.New("reconcile interval and idle timeout must not be negative")
+	case cfg.ReconcileInterval == 0:
+		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
 	models := make([]ModelSpec, len(cfg.Models))
 	seen := map[string]bool{}
@@ -219,6 +234,13 @@ func (cfg Config) withDefaults() (Config, error) {
 		models[i] = m
 	}
 	cfg.Models = models
+	catalog := make([]ModelSpec, len(cfg.Catalog))
+	for i, m := range cfg.Catalog {
+		if catalog[i], err = m.withDefaults(); err != nil {
+			return cfg, fmt.Errorf("catalog[%d]: %w", i, err)
+		}
+	}
+	cfg.Catalog = catalog
 	return cfg, nil
 }
 

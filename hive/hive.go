@@ -49,8 +49,22 @@ type Hive struct {
 	starter  *execStarter
 	metrics  *metrics
 	env      []string
-	workers  []*worker
+	catalog  map[string]ModelSpec // every model the hive can start, by name
+	models   []string             // the catalog's names, configuration order
 	started  atomic.Bool
+	kick     chan struct{} // asks the reconcile loop to converge now
+
+	mu       sync.Mutex
+	wanted   map[string]ModelSpec // the desired state: worker ID to its model
+	procs    map[string]*proc     // the supervised workers, by ID
+	order    []*proc              // procs in the order they were made, for Workers
+	rejected map[string]rejection // a model's last preflight refusal
+	draining bool                 // no spawns (drain command)
+	stopping bool                 // shutdown begun: no spawns, no starts
+	runCtx   context.Context      // Run's, while it runs: the workers' parent
+	runWG    *sync.WaitGroup      // the workers' goroutines
+	calls    sync.WaitGroup       // control requests answered on goroutines of their own
+	pm       *placementMetrics
 	sup      supervision // shared by the worker supervisors
 }
 
@@ -71,6 +85,10 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	if err != nil {
 		return nil, fmt.Errorf("hive metrics: %w", err)
 	}
+	pm, err := newPlacementMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("hive metrics: %w", err)
+	}
 	logger = logger.With("hive_id", cfg.ID)
 	hostname, err := os.Hostname()
 	if err != nil {
@@ -80,19 +98,26 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	if err != nil {
 		return nil, fmt.Errorf("hive: jetstream: %w", err)
 	}
-	h := &Hive{nc: nc, js: js, cfg: cfg, log: logger, hostname: hostname, starter: newExecStarter(),
-		metrics: m, env: append([]string(nil), cfg.ExtraEnv...)}
-	ids := map[string]bool{}
-	for _, model := range cfg.Models {
-		for r := range model.Replicas {
-			id := workerID(cfg.ID, model.Name, r)
-			if ids[id] {
-				return nil, fmt.Errorf("hive config: model %s replica %d: worker ID %s is already taken", model.Name, r, id)
-			}
-			ids[id] = true
-			h.workers = append(h.workers, h.newWorker(id, model))
-		}
+	h := &Hive{
+		nc: nc, js: js, cfg: cfg, log: logger, hostname: hostname, starter: newExecStarter(),
+		metrics: m, pm: pm, env: append([]string(nil), cfg.ExtraEnv...), catalog: map[string]ModelSpec{},
+		kick: make(chan struct{}, 1), wanted: map[string]ModelSpec{}, procs: map[string]*proc{},
+		rejected: map[string]rejection{},
 	}
+	for _, model := range append(append([]ModelSpec(nil), cfg.Models...), cfg.Catalog...) {
+		if _, ok := h.catalog[model.Name]; !ok {
+			h.models = append(h.models, model.Name)
+		}
+		h.catalog[model.Name] = model
+	}
+	wanted, err := h.wantedSet(cfg.Models)
+	if err != nil {
+		return nil, fmt.Errorf("hive config: %w", err)
+	}
+	h.wanted = wanted
+	h.mu.Lock()
+	h.converge()
+	h.mu.Unlock()
 	return h, nil
 }
 
@@ -112,8 +137,9 @@ func (h *Hive) audit(ev schemas.AuditEvent) {
 // ID is the hive's ID, as given or derived from the hostname.
 func (h *Hive) ID() string { return h.cfg.ID }
 
-// Run starts every worker, supervises them, publishes heartbeats and answers
-// control commands. When ctx ends or a shutdown command arrives it stops all
+// Run starts the wanted workers, supervises them, converges them to the
+// wanted set as it changes, publishes heartbeats and serves the control
+// endpoints. When ctx ends or a shutdown command arrives it stops all
 // workers, waits until each is gone and returns nil. It runs once per Hive.
 func (h *Hive) Run(ctx context.Context) error {
 	if !h.started.CompareAndSwap(false, true) {
@@ -128,14 +154,22 @@ func (h *Hive) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 
-	subject := h.cfg.Subjects.Control(schemas.KindHive, h.cfg.ID)
-	sub, err := h.nc.Subscribe(subject, func(m *nats.Msg) { h.control(m, stop) })
+	svc, err := h.startService(ctx, stop)
 	if err != nil {
-		return fmt.Errorf("hive: subscribe to %s: %w", subject, err)
+		return err
 	}
 	defer func() {
-		if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			h.log.Warn("unsubscribe from control subject", "err", err)
+		if err := svc.Stop(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			h.log.Warn("stop the control service", "err", err)
+		}
+	}()
+	beats, err := h.followWorkers()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := beats.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			h.log.Warn("unsubscribe from worker heartbeats", "err", err)
 		}
 	}()
 	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
@@ -144,61 +178,36 @@ func (h *Hive) Run(ctx context.Context) error {
 	}
 	cancel()
 
-	h.log.Info("hive starting", "workers", len(h.workers), "executable", h.cfg.Executable)
-	var wg sync.WaitGroup
-	for _, w := range h.workers {
-		wg.Go(func() { w.run(ctx) })
-	}
+	h.log.Info("hive starting", "workers", len(h.Workers()), "executable", h.cfg.Executable)
+	var workers, wg sync.WaitGroup
+	h.mu.Lock()
+	h.runCtx, h.runWG = ctx, &workers
+	h.converge()
+	h.mu.Unlock()
 	wg.Go(func() { h.heartbeats(ctx) })
+	wg.Go(func() { h.reconcileLoop(ctx) })
 	<-ctx.Done()
 	began := h.shutdownBegan(context.Cause(ctx))
+	h.mu.Lock()
+	h.stopping = true
+	h.mu.Unlock()
 	wg.Wait()
+	workers.Wait()
+	h.calls.Wait()
 	h.shutdownDone(began)
 	return nil
 }
 
-// Workers returns a snapshot of every worker's status, in configuration order.
+// Workers returns a snapshot of every supervised worker's status, in the
+// order they were added (the configuration's, for the first ones).
 func (h *Hive) Workers() []WorkerStatus {
-	out := make([]WorkerStatus, len(h.workers))
-	for i, w := range h.workers {
-		out[i] = w.snapshot()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]WorkerStatus, len(h.order))
+	for i, p := range h.order {
+		out[i] = p.w.snapshot()
 	}
 	return out
-}
-
-// control answers a command on the hive's control subject.
-func (h *Hive) control(m *nats.Msg, stop context.CancelCauseFunc) {
-	var c schemas.Control
-	err := json.Unmarshal(m.Data, &c)
-	if err != nil {
-		err = schemas.Errorf(schemas.CodeInvalidRequest, "decode control message: %v", err)
-	} else {
-		err = c.Validate()
-	}
-	var reply schemas.ControlReply
-	if err != nil {
-		var se *schemas.Error
-		if !errors.As(err, &se) {
-			se = schemas.Errorf(schemas.CodeInternal, "%v", err)
-		}
-		reply.Error = se
-		h.log.Warn("bad control message", "err", err)
-	} else {
-		reply.OK = true
-		h.log.Info("control command", "command", c.Command, "reason", c.Reason)
-	}
-	if m.Reply != "" {
-		data, merr := json.Marshal(reply)
-		if merr == nil {
-			merr = m.Respond(data)
-		}
-		if merr != nil {
-			h.log.Warn("answer control message", "err", merr)
-		}
-	}
-	if reply.OK {
-		stop(errShutdownRequested)
-	}
 }
 
 // heartbeats publishes the hive's heartbeat now and every interval until
@@ -283,14 +292,17 @@ func (h *Hive) heartbeat() schemas.HiveHeartbeat {
 	if hb.MemoryBytes, hb.FreeBytes, err = memory(); err != nil {
 		h.log.Warn("read memory size", "err", err)
 	}
-	for _, w := range h.workers {
-		if st := w.snapshot(); st.State == StateRunning {
+	for _, st := range h.Workers() {
+		if st.State == StateRunning {
 			hb.Workers = append(hb.Workers, st.ID)
 		}
 	}
-	for _, m := range h.cfg.Models {
-		hb.Models = append(hb.Models, m.Name)
-	}
+	// Every model of the catalog, loaded or not: the queen asks for the
+	// ones no worker serves (on-demand load).
+	hb.Models = append(hb.Models, h.models...)
+	h.mu.Lock()
+	hb.Draining = h.draining || h.stopping
+	h.mu.Unlock()
 	hb.Failed = h.failedWorkers()
 	return hb
 }

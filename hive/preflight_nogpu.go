@@ -1,0 +1,7 @@
+//go:build !nvml
+
+package hive
+
+// gpus reports none: this build has no NVML probe (build with -tags nvml
+// for one), and the CPU engine needs no GPU memory.
+func gpus() ([]GPU, error) { return nil, nil }
