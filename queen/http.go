@@ -32,6 +32,13 @@ func (q *Queen) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("POST /v1/chat/completions", q.handleChat)
 	mux.HandleFunc("POST /v1/completions", q.handleCompletions)
 	mux.HandleFunc("GET /v1/models", q.handleModels)
+	mux.HandleFunc("GET /v1/models/{id}", q.handleModel)
+	mux.HandleFunc("POST /api/generate", q.handleOllamaGenerate)
+	mux.HandleFunc("POST /api/chat", q.handleOllamaChat)
+	mux.HandleFunc("GET /api/tags", q.handleOllamaTags)
+	mux.HandleFunc("GET /api/ps", q.handleOllamaPs)
+	mux.HandleFunc("POST /api/show", q.handleOllamaShow)
+	mux.HandleFunc("GET /api/version", q.handleOllamaVersion)
 	mux.HandleFunc("DELETE /v1/jobs/{id}", q.handleCancel)
 	mux.HandleFunc("GET /v1/jobs/{id}", q.handleJob)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -64,12 +71,14 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The pattern is a registered route (a redirect to a clean path gets the
 	// route it leads to), so the endpoint label never holds a client's path.
 	h, pattern := rt.mux.Handler(r)
+	if pattern != "" {
+		endpoint = pattern
+	}
 	r, ok := rt.q.authenticate(sw, r, pattern)
 	if !ok {
 		return
 	}
 	if pattern != "" {
-		endpoint = pattern
 		rt.mux.ServeHTTP(sw, r)
 		return
 	}
@@ -214,16 +223,29 @@ func (q *Queen) handleJob(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// decodeBody reads a JSON body of at most maxBodyBytes into v, after
-// checkBody's checks.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any, chat bool) error {
+// readBody reads a body of at most maxBodyBytes, refusing one that is not
+// UTF-8 or nests too deep.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return schemas.Errorf(schemas.CodeTooLarge, "request body exceeds %d bytes", tooBig.Limit)
+			return nil, schemas.Errorf(schemas.CodeTooLarge, "request body exceeds %d bytes", tooBig.Limit)
 		}
-		return schemas.Wrap(schemas.CodeCancelled, fmt.Errorf("read request body: %w", err))
+		return nil, schemas.Wrap(schemas.CodeCancelled, fmt.Errorf("read request body: %w", err))
+	}
+	if err := checkEncoding(data); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+// decodeBody reads a JSON body into v, after readBody's and checkBody's
+// checks.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, chat bool) error {
+	data, err := readBody(w, r)
+	if err != nil {
+		return err
 	}
 	if err := checkBody(data, chat); err != nil {
 		return err
@@ -259,13 +281,7 @@ func (q *Queen) handleOpenAI(w http.ResponseWriter, r *http.Request, req interfa
 		err = req.check()
 	}
 	if err == nil {
-		err = checkInfer(&ir)
-	}
-	if err == nil {
-		err = authorize(r.Context(), &ir)
-	}
-	if err == nil {
-		err = q.checkContext(r.Context(), &ir)
+		err = q.vetRequest(r.Context(), &ir)
 	}
 	if err != nil {
 		q.log.Info("request refused", "model", clip(ir.Model), "principal", principal(r.Context()), "err", err)
@@ -273,6 +289,18 @@ func (q *Queen) handleOpenAI(w http.ResponseWriter, r *http.Request, req interfa
 		return
 	}
 	q.generate(w, r, &ir, chat, common)
+}
+
+// vetRequest runs the checks every HTTP API's request goes through before
+// it is queued: the HTTP bounds, the caller's key, the model's context.
+func (q *Queen) vetRequest(ctx context.Context, ir *schemas.InferRequest) error {
+	if err := checkInfer(ir); err != nil {
+		return err
+	}
+	if err := authorize(ctx, ir); err != nil {
+		return err
+	}
+	return q.checkContext(ctx, ir)
 }
 
 // generate queues the job and answers with the whole completion or, when
@@ -392,21 +420,48 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 }
 
 func (q *Queen) handleModels(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), lookupTimeout)
-	defer cancel()
-	workers, err := q.registry.live(ctx)
+	models, err := q.visibleModels(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	list := modelList{Object: "list", Data: []modelInfo{}}
-	for _, m := range q.models(ctx, workers) {
-		if k := keyOf(r.Context()); k != nil && !k.Allows(m.ID) {
+	writeJSON(w, http.StatusOK, modelList{Object: "list", Data: models})
+}
+
+// handleModel is OpenAI's models.retrieve.
+func (q *Queen) handleModel(w http.ResponseWriter, r *http.Request) {
+	models, err := q.visibleModels(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	id := r.PathValue("id")
+	for _, m := range models {
+		if m.ID == id {
+			writeJSON(w, http.StatusOK, m)
+			return
+		}
+	}
+	writeError(w, schemas.Errorf(schemas.CodeModelNotFound, "model %q not found", clip(id)))
+}
+
+// visibleModels lists the models live workers serve and hives know, those
+// the caller's key may use only.
+func (q *Queen) visibleModels(ctx context.Context) ([]modelInfo, error) {
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	workers, err := q.registry.live(lctx)
+	if err != nil {
+		return nil, err
+	}
+	models := []modelInfo{}
+	for _, m := range q.models(lctx, workers) {
+		if k := keyOf(ctx); k != nil && !k.Allows(m.ID) {
 			continue // a key sees only the models it may use
 		}
-		list.Data = append(list.Data, m)
+		models = append(models, m)
 	}
-	writeJSON(w, http.StatusOK, list)
+	return models, nil
 }
 
 // handleReady answers 200 when the bus connection is up and JetStream

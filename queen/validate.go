@@ -150,15 +150,21 @@ func clip(s string) string {
 	return s
 }
 
-// checkBody checks what decoding into the request type would let pass:
-// the body's encoding and nesting, and the fields it names.
-func checkBody(data []byte, chat bool) error {
+// checkEncoding refuses a body that is not UTF-8 or nests too deep, before
+// any decoding.
+func checkEncoding(data []byte) error {
 	if !utf8.Valid(data) {
 		return schemas.Errorf(schemas.CodeInvalidRequest, "request body is not valid UTF-8")
 	}
 	if d := depth(data); d > maxDepth {
 		return schemas.Errorf(schemas.CodeInvalidRequest, "request body nests deeper than %d levels", maxDepth)
 	}
+	return nil
+}
+
+// checkBody checks what decoding into the request type would let pass:
+// the fields an OpenAI request names.
+func checkBody(data []byte, chat bool) error {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
 		return schemas.Errorf(schemas.CodeInvalidRequest, "request body is not valid JSON for this endpoint: want a JSON object")
