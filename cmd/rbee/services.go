@@ -44,6 +44,7 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	cfg := queen.Config{HTTPAddr: *addr, ShutdownGrace: *grace, Provisioning: *prov}
+	cfg.CheckResponseFormat = checkResponseFormat
 	if err := auth.load(&cfg); err != nil {
 		return err
 	}

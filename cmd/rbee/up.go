@@ -42,6 +42,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	qcfg := queen.Config{HTTPAddr: *httpAddr, ShutdownGrace: *grace}
+	qcfg.CheckResponseFormat = checkResponseFormat
 	if err := auth.load(&qcfg); err != nil {
 		return err
 	}
