@@ -136,11 +136,22 @@ func runWorkersLs(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return writeJSON(stdout, rows)
 	}
+	// The workers their hives gave up on have no heartbeat: their hives
+	// list them.
+	var failed []schemas.HiveHeartbeat
+	if hkv, err := c.js.KeyValue(ctx, c.subj.HivesBucket()); err == nil {
+		failed, _ = bus.LiveHives(ctx, hkv, nil)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKER\tMODEL\tHIVE\tSTATE\tBUSY\tCONTEXT\tPID\tSEEN")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%d\t%s ago\n", r.WorkerID, r.Model, orDash(r.HiveID), r.State,
 			r.Busy, r.Slots, r.Context, r.PID, ago(r.Time))
+	}
+	for _, h := range failed {
+		for _, f := range h.Failed {
+			fmt.Fprintf(tw, "%s\t%s\t%s\tfailed: %s\t-\t-\t-\t%s ago\n", f.WorkerID, f.Model, h.HiveID, f.Reason, ago(f.Since))
+		}
 	}
 	return tw.Flush()
 }
