@@ -111,6 +111,26 @@ func (k *keyed) send(method, path, body string, header map[string]string) (*http
 	return resp, code
 }
 
+// scrapeWith returns the /metrics text, read with key.
+func (k *keyed) scrapeWith(key string) string {
+	k.t.Helper()
+	req, err := http.NewRequestWithContext(k.ctx(), http.MethodGet, k.http.URL+"/metrics", nil)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		k.t.Fatalf("GET /metrics: %d %s", resp.StatusCode, data)
+	}
+	return string(data)
+}
+
 func bearer(key string) map[string]string { return map[string]string{"Authorization": "Bearer " + key} }
 
 const chatBody = `{"model":"stories260K","messages":[{"role":"user","content":"Once"}],"max_tokens":4}`
@@ -163,6 +183,9 @@ func TestAPIKeysRefuseEachAttack(t *testing.T) {
 			t.Errorf("job principal %q, want alice", j.Job.Principal)
 		}
 	}
+
+	wantMetric(t, k.scrapeWith(alice), `rbee_queen_requests_total{code="401",endpoint="POST /v1/chat/completions"} 9`)
+	wantMetric(t, k.scrapeWith(alice), `rbee_queen_requests_total{code="403",endpoint="POST /v1/chat/completions"} 1`)
 
 	logs := k.logs.String()
 	for name, secret := range k.keys {
