@@ -38,7 +38,9 @@ FUZZ_TARGETS = \
 	./infer/chat:FuzzParseRender \
 	./schemas:FuzzValidate \
 	./schemas:FuzzDecodeEvents \
-	./queen:FuzzOpenAIRequest
+	./queen:FuzzOpenAIRequest \
+	./queen:FuzzCheckBody \
+	./internal/apikey:FuzzDecode
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

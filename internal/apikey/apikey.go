@@ -245,6 +245,11 @@ func readFile(path string) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key file: %w", err)
 	}
+	return decode(data, path)
+}
+
+// decode reads a key file's content.
+func decode(data []byte, path string) (*Key, error) {
 	var f File
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

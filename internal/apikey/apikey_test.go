@@ -292,3 +292,21 @@ func TestReadSecret(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecode feeds arbitrary key files to the parser: it never panics, and
+// a key it accepts has a name and a rate above zero.
+func FuzzDecode(f *testing.F) {
+	for _, seed := range []string{
+		`{"name":"a","key":"0123456789abcdef"}`,
+		`{"name":"a","sha256":"` + Hash("x") + `","models":["m"],"expires":"2030-01-01T00:00:00Z","rate":"5/m","burst":2}`,
+		`{"name":"a","rate":"1e309/s","key":"0123456789abcdef"}`, `{"name":`, `[]`, `null`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k, err := decode(data, "f.json")
+		if err == nil && (k.Name == "" || k.Burst < 0 || (k.Limit <= 0)) {
+			t.Fatalf("accepted %q as %+v", data, k)
+		}
+	})
+}
