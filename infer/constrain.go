@@ -11,8 +11,9 @@ import (
 // with: no token of the vocabulary continues the output.
 var ErrConstraint = errors.New("constrained generation")
 
-// maxCheckers bounds the grammars a model keeps masks for.
-const maxCheckers = 16
+// maxCheckers bounds the grammars a model keeps masks for (each at most
+// grammar's mask budget).
+const maxCheckers = 8
 
 // grammars keeps the model's vocabulary as the grammar automaton reads it,
 // made on first use, and a checker per recent grammar, so that requests

@@ -120,6 +120,11 @@ func TestSchemaFreeObjectsAndEnums(t *testing.T) {
 		[]string{`"red"`, `1`, `12`, `null`, `{"a":[true]}`}, []string{`"re"`, `2`, `121`, `{"a":[ true]}`})
 	checkValues(t, mustSchema(t, `{"type":"string","enum":["x",1]}`), []string{`"x"`}, []string{`1`})
 	checkValues(t, mustSchema(t, `{"type":"array","items":{"type":"number"},"maxItems":0}`), []string{`[]`}, []string{`[1]`})
+	checkValues(t, mustSchema(t, `{"anyOf":[{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]},
+		{"type":"object","properties":{"a":{"type":"string"},"b":{"const":true}},"required":["a","b"]}]}`),
+		[]string{`{"a":1}`, `{"a":"x","b":true}`}, []string{`{"a":"x"}`, `{"a":1,"b":true}`})
+	checkValues(t, mustSchema(t, `{"type":"object","properties":{"été":{"type":"string","maxLength":2},"a\"b":{"type":"null"}},"required":["a\"b"]}`),
+		[]string{`{"été":"\u00e9","a\"b":null}`, `{"a\"b":null}`}, []string{`{"été":"abc","a\"b":null}`, `{"ete":"a","a\"b":null}`})
 	checkValues(t, mustSchema(t, `true`), []string{`[1]`, `"x"`, `{"a":null}`, `-1.5`}, []string{`[`, `tru`})
 }
 

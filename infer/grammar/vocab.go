@@ -95,8 +95,9 @@ type Checker struct {
 	scratch []*walk // walkers not in use
 }
 
-// maxMasks bounds a checker's cache; past it the cache starts over.
-const maxMasks = 4096
+// maskBudget bounds the bytes of a checker's cached masks; past it the
+// cache starts over.
+const maskBudget = 16 << 20
 
 type walk struct {
 	states []state // one per trie depth
@@ -200,7 +201,7 @@ func (c *Checker) mask(s *state) []uint64 {
 	c.mu.Unlock()
 	m := c.compute(w, s)
 	c.mu.Lock()
-	if len(c.masks) >= maxMasks {
+	if len(c.masks) >= max(64, maskBudget/(8*len(m))) {
 		clear(c.masks)
 	}
 	c.masks[string(w.key)] = m
