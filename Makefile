@@ -36,6 +36,7 @@ FUZZ_TARGETS = \
 	./infer/quant:FuzzDequantize \
 	./infer/tokenizer:FuzzEncode \
 	./infer/chat:FuzzParseRender \
+	./infer/grammar:FuzzFromJSONSchema \
 	./schemas:FuzzValidate \
 	./schemas:FuzzDecodeEvents \
 	./queen:FuzzOpenAIRequest \
