@@ -275,3 +275,47 @@ func TestUpWithKeys(t *testing.T) {
 	}
 	stop(t, up.cmd, syscall.SIGTERM)
 }
+
+func TestParseExpiry(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 30, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"2027-01-31":           time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC),
+		"2027-01-31T12:00:00Z": time.Date(2027, 1, 31, 12, 0, 0, 0, time.UTC),
+		"90d":                  now.AddDate(0, 0, 90),
+		"36h":                  now.Add(36 * time.Hour),
+	} {
+		if got, err := parseExpiry(in, now); err != nil || !got.Equal(want) {
+			t.Errorf("parseExpiry(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "soon", "-1h", "0d", "d", "2027-13-01"} {
+		if _, err := parseExpiry(bad, now); err == nil {
+			t.Errorf("parseExpiry(%q) accepted", bad)
+		}
+	}
+}
+
+// keys new refuses what a key file could not hold, and never replaces a file.
+func TestKeysNewRefuses(t *testing.T) {
+	dir := t.TempDir()
+	newKey(t, dir, "alice")
+	for _, args := range [][]string{
+		{"keys", "new", "alice", "--dir", dir},
+		{"keys", "new", "bad name", "--dir", dir},
+		{"keys", "new", "bob", "--dir", dir, "--rate", "fast"},
+		{"keys", "new", "bob", "--dir", dir, "--expires", "someday"},
+		{"keys", "new", "--dir", dir},
+		{"keys", "new", "a", "b", "--dir", dir},
+	} {
+		out, err := exec.Command(rbeeBin, args...).CombinedOutput()
+		if err == nil {
+			t.Errorf("rbee %s succeeded:\n%s", strings.Join(args, " "), out)
+		}
+		if strings.Contains(string(out), apikey.Prefix) {
+			t.Errorf("rbee %s printed a key:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bob.json")); err == nil {
+		t.Error("a refused keys new left bob.json")
+	}
+}
