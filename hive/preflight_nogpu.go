@@ -1,4 +1,4 @@
-//go:build !nvml
+//go:build !(nvml && linux && cgo)
 
 package hive
 
