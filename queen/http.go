@@ -29,24 +29,40 @@ const readyTimeout = 2 * time.Second
 
 func (q *Queen) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/chat/completions", q.handleChat)
-	mux.HandleFunc("POST /v1/completions", q.handleCompletions)
-	mux.HandleFunc("GET /v1/models", q.handleModels)
-	mux.HandleFunc("GET /v1/models/{id}", q.handleModel)
-	mux.HandleFunc("POST /api/generate", q.handleOllamaGenerate)
-	mux.HandleFunc("POST /api/chat", q.handleOllamaChat)
-	mux.HandleFunc("GET /api/tags", q.handleOllamaTags)
-	mux.HandleFunc("GET /api/ps", q.handleOllamaPs)
-	mux.HandleFunc("POST /api/show", q.handleOllamaShow)
-	mux.HandleFunc("GET /api/version", q.handleOllamaVersion)
-	mux.HandleFunc("DELETE /v1/jobs/{id}", q.handleCancel)
-	mux.HandleFunc("GET /v1/jobs/{id}", q.handleJob)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", q.handleReady)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	for _, rt := range q.routeTable(gatherer) {
+		mux.Handle(rt.pattern, rt.handler)
+	}
 	return &router{q: q, mux: mux}
+}
+
+// route is one pattern the queen serves; docs/api/openapi.yaml lists
+// every one (queen/openapi_test.go checks both ways).
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+func (q *Queen) routeTable(gatherer prometheus.Gatherer) []route {
+	f := func(pattern string, h http.HandlerFunc) route { return route{pattern, h} }
+	return []route{
+		f("POST /v1/chat/completions", q.handleChat),
+		f("POST /v1/completions", q.handleCompletions),
+		f("GET /v1/models", q.handleModels),
+		f("GET /v1/models/{id}", q.handleModel),
+		f("DELETE /v1/jobs/{id}", q.handleCancel),
+		f("GET /v1/jobs/{id}", q.handleJob),
+		f("POST /api/generate", q.handleOllamaGenerate),
+		f("POST /api/chat", q.handleOllamaChat),
+		f("GET /api/tags", q.handleOllamaTags),
+		f("GET /api/ps", q.handleOllamaPs),
+		f("POST /api/show", q.handleOllamaShow),
+		f("GET /api/version", q.handleOllamaVersion),
+		f("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}),
+		f("GET /readyz", q.handleReady),
+		{"GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})},
+	}
 }
 
 // router serves mux, answers unknown paths and wrong methods with JSON
