@@ -116,16 +116,23 @@ func parseExpiry(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("expires %q: want an RFC 3339 time, a date (2027-01-31) or a duration (720h, 90d)", s)
 }
 
-// pathList collects repeated --api-keys flags.
-type pathList []string
+// pathList collects repeated --api-keys flags; the first flag replaces
+// what the environment gave.
+type pathList struct {
+	paths   []string
+	fromEnv bool
+}
 
-func (p *pathList) String() string { return strings.Join(*p, string(os.PathListSeparator)) }
+func (p *pathList) String() string { return strings.Join(p.paths, string(os.PathListSeparator)) }
 
 func (p *pathList) Set(v string) error {
 	if v == "" {
 		return errors.New("empty path")
 	}
-	*p = append(*p, v)
+	if p.fromEnv {
+		p.paths, p.fromEnv = nil, false
+	}
+	p.paths = append(p.paths, v)
 	return nil
 }
 
@@ -139,7 +146,7 @@ type authFlags struct {
 func addAuthFlags(fs *flag.FlagSet) *authFlags {
 	a := &authFlags{}
 	if v := os.Getenv("RBEE_API_KEYS"); v != "" {
-		a.keys = filepath.SplitList(v)
+		a.keys = pathList{paths: filepath.SplitList(v), fromEnv: true}
 	}
 	fs.Var(&a.keys, "api-keys", "API key file, or a directory of *.json key files (repeatable; env RBEE_API_KEYS, a path list); SIGHUP reloads them")
 	a.allowNoAuth = fs.Bool("allow-no-auth", false, "serve HTTP on a non-loopback address without API keys")
@@ -150,10 +157,10 @@ func addAuthFlags(fs *flag.FlagSet) *authFlags {
 // load reads the key files, if any were given, into the queen's config.
 func (a *authFlags) load(cfg *queen.Config) error {
 	cfg.AllowNoAuth, cfg.MetricsOpen = *a.allowNoAuth, *a.metricsOpen
-	if len(a.keys) == 0 {
+	if len(a.keys.paths) == 0 {
 		return nil
 	}
-	set, err := apikey.Load(a.keys)
+	set, err := apikey.Load(a.keys.paths)
 	if err != nil {
 		return err
 	}

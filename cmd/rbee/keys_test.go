@@ -319,3 +319,23 @@ func TestKeysNewRefuses(t *testing.T) {
 		t.Error("a refused keys new left bob.json")
 	}
 }
+
+func TestAPIKeysFlagReplacesEnv(t *testing.T) {
+	t.Setenv("RBEE_API_KEYS", "/env/a"+string(os.PathListSeparator)+"/env/b")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "/env/a,/env/b"},
+		{[]string{"--api-keys", "/flag/a", "--api-keys", "/flag/b"}, "/flag/a,/flag/b"},
+	} {
+		fs := newFlags("test", io.Discard)
+		a := addAuthFlags(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(a.keys.paths, ","); got != tc.want {
+			t.Errorf("%v: paths %s, want %s", tc.args, got, tc.want)
+		}
+	}
+}
