@@ -382,6 +382,30 @@ func TestStopKillsWorkersThatIgnoreSIGTERM(t *testing.T) {
 	}
 }
 
+// A hive with no workers (a catalog only) stops at once.
+func TestStopWithoutWorkersIsImmediate(t *testing.T) {
+	f := newRealHive(t, "sleep", func(c *Config) {
+		c.Catalog, c.Models = c.Models, nil
+		c.StopGrace = waitFor
+	})
+	f.run()
+	checkFor(t, waitFor, func() error {
+		if len(f.log.find("hive starting")) == 0 {
+			return errors.New("hive not started yet")
+		}
+		return nil
+	})
+	if err := f.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := len(f.h.Workers()); n != 0 {
+		t.Fatalf("%d workers, want none", n)
+	}
+	if count, sum := f.shutdownHistogram(); count != 1 || sum > 1 {
+		t.Errorf("shutdown duration: %d observations summing %vs, want one well under a second", count, sum)
+	}
+}
+
 // shutdownHistogram returns the hive's shutdown duration observations.
 func (f *realHive) shutdownHistogram() (uint64, float64) {
 	f.t.Helper()

@@ -40,6 +40,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	rbeeBin = filepath.Join(dir, "rbee")
+	// Hives keep their data directories under the state directory unless
+	// told otherwise: the tests' go with the test run, not the user's.
+	if err := os.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	build := exec.Command("go", "build", "-o", rbeeBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/rbee-dev/rbee/hive"
 )
 
 type command struct {
@@ -55,6 +57,9 @@ func main() {
 type usageError struct{ error }
 
 func exitCode(err error) int {
+	if errors.As(err, new(cannotStart)) {
+		return hive.ExitCodeCannotStart
+	}
 	var u usageError
 	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
 		return 2

@@ -97,6 +97,11 @@ type hiveOptions struct {
 	threads  *int
 	cacheDir *string
 	beat     *time.Duration
+	grace    *time.Duration
+	orphan   *time.Duration
+	hung     *time.Duration
+	progress *time.Duration
+	place    placementOptions
 }
 
 func addHiveFlags(fs *flag.FlagSet, host string) *hiveOptions {
@@ -110,7 +115,17 @@ func addHiveFlags(fs *flag.FlagSet, host string) *hiveOptions {
 	o.threads = fs.Int("threads", 0, "threads per worker (0: CPUs divided among the workers)")
 	o.cacheDir = fs.String("cache-dir", defaultCacheDir(), "where model files are kept")
 	o.beat = fs.Duration("heartbeat-interval", hive.DefaultHeartbeatInterval, "how often the hive renews its registry key; well below the hives bucket's TTL")
+	o.grace = fs.Duration("graceful-timeout", hive.DefaultStopGrace, "on shutdown, how long workers may drain before their process groups are killed")
+	o.orphan = fs.Duration("orphan-grace", hive.DefaultOrphanGrace, "workers drain and exit once this hive has been gone this long (-1s: never)")
+	o.hung = fs.Duration("hung-timeout", hive.DefaultHungTimeout, "kill and restart a live worker whose heartbeat stopped this long (-1s: never)")
+	o.progress = fs.Duration("progress-timeout", hive.DefaultProgressTimeout, "kill and restart a busy worker that produced no token this long (-1s: never)")
+	o.place.add(fs)
 	return o
+}
+
+// supervision sets the flags' process supervision settings in cfg.
+func (o *hiveOptions) supervision(cfg *hive.Config) {
+	cfg.StopGrace, cfg.OrphanGrace, cfg.HungTimeout, cfg.ProgressTimeout = *o.grace, *o.orphan, *o.hung, *o.progress
 }
 
 // models resolves the flags into specs, installing the bundled model when
@@ -143,8 +158,12 @@ func runHive(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	host, _ := os.Hostname()
 	opts := addHiveFlags(fs, host)
+	dataDir := fs.String("data-dir", "", "the hive's lock and record of running workers, which a restarted hive adopts (default: rbee/hive/<id> in the user's state directory)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *dataDir == "" {
+		*dataDir = defaultHiveDataDir(*opts.id)
 	}
 	subj, err := nf.subjects()
 	if err != nil {
@@ -160,14 +179,32 @@ func runHive(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return stoppedOr(ctx, err)
 	}
 	defer nc.Close()
-	h, err := hive.New(nc, hive.Config{
+	cfg := hive.Config{
 		ID: *opts.id, Models: models, ServerURL: serverURL(nf.cfg.URL), Prefix: subj.Prefix,
-		ExtraEnv: natsEnv(), Subjects: subj, HeartbeatInterval: *opts.beat,
-	}, log, newRegistry())
+		ExtraEnv: natsEnv(), Subjects: subj, HeartbeatInterval: *opts.beat, DataDir: *dataDir,
+	}
+	opts.supervision(&cfg)
+	opts.place.apply(&cfg, opts)
+	h, err := hive.New(nc, cfg, log, newRegistry())
 	if err != nil {
 		return err
 	}
 	return h.Run(ctx)
+}
+
+// defaultHiveDataDir is rbee/hive/<id> in the user's state directory
+// ($XDG_STATE_HOME, else ~/.local/state), else in the cache directory: one
+// per hive ID, so that two hives of one machine each have their own.
+func defaultHiveDataDir(id string) string {
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			base = filepath.Join(home, ".local", "state")
+		} else if base, err = os.UserCacheDir(); err != nil {
+			base = os.TempDir()
+		}
+	}
+	return filepath.Join(base, "rbee", "hive", id)
 }
 
 // natsEnv passes the connection settings a worker needs beyond --server.
@@ -198,12 +235,19 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ackWait    = fs.Duration("ack-wait", worker.DefaultAckWait, "job lease: how long a job stays with a worker that stopped renewing it")
 		attempts   = fs.Int("max-attempts", worker.DefaultMaxAttempts, "deliveries of a job that may run it before it is dead-lettered (-1: no limit); the first worker of a model sets it")
 		threads    = fs.Int("threads", 0, "threads (0: one per CPU)")
+		drain      = fs.Duration("shutdown-grace", worker.DefaultShutdownGrace, "how long jobs in hand may finish after a stop signal before they are handed back")
+		orphan     = fs.Duration("orphan-grace", hive.DefaultOrphanGrace, "with --hive-id: drain and exit once the hive has been gone this long (0: never)")
 	)
+	// A worker that cannot start as asked never will: its status tells the
+	// hive not to try again.
 	if err := parse(fs, args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return cannotStart{err}
 	}
 	if *name == "" || *path == "" {
-		return usageError{errors.New("worker: --model-name and --model are required")}
+		return cannotStart{usageError{errors.New("worker: --model-name and --model are required")}}
 	}
 	if *id == "" {
 		host, _ := os.Hostname()
@@ -211,12 +255,12 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	subj, err := nf.subjects()
 	if err != nil {
-		return err
+		return cannotStart{err}
 	}
 	log := newLogger(stderr, nf.logLevel).With("component", "worker") // the worker adds its IDs
 	m, err := infer.Load(*path, infer.Options{Threads: *threads, Logger: log.With("worker_id", *id, "model", *name)})
 	if err != nil {
-		return err
+		return cannotStart{err}
 	}
 	defer m.Close()
 	nc, _, err := nf.connectChecked(ctx, log.With("worker_id", *id), subj)
@@ -226,13 +270,20 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer nc.Close()
 	w, err := worker.New(nc, m, worker.Config{
 		ID: *id, HiveID: *parentHive, Model: *name, Slots: *slots, ContextLength: *ctxLen, KVTokens: *kvTokens,
-		AckWait: *ackWait, MaxAttempts: *attempts, Subjects: subj,
+		AckWait: *ackWait, MaxAttempts: *attempts, Subjects: subj, ShutdownGrace: *drain, OrphanGrace: *orphan,
 	}, log, newRegistry())
 	if err != nil {
-		return err
+		return cannotStart{err}
 	}
 	return w.Run(ctx)
 }
+
+// cannotStart marks a worker failure no restart can cure: a model file that
+// cannot be read or is not supported, bad flags. rbee exits with
+// hive.ExitCodeCannotStart.
+type cannotStart struct{ error }
+
+func (c cannotStart) Unwrap() error { return c.error }
 
 // stoppedOr is err, or nil when a stop signal ended ctx: stopping a
 // component while it still waits to start is a clean exit.

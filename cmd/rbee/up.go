@@ -8,14 +8,17 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/hive"
+	"github.com/rbee-dev/rbee/internal/dirlock"
 	"github.com/rbee-dev/rbee/queen"
 	"github.com/rbee-dev/rbee/schemas"
 )
@@ -37,9 +40,13 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		grace    = fs.Duration("shutdown-grace", queen.DefaultShutdownGrace, "how long streams may finish after Ctrl-C before they end with an error")
 	)
 	opts := addHiveFlags(fs, host)
+	hiveDir := fs.String("hive-data-dir", "", "the hive's lock and record of running workers (default: as rbee hive --data-dir)")
 	auth := addAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *hiveDir == "" {
+		*hiveDir = defaultHiveDataDir(*opts.id)
 	}
 	qcfg := queen.Config{HTTPAddr: *httpAddr, ShutdownGrace: *grace}
 	qcfg.CheckResponseFormat = checkResponseFormat
@@ -60,6 +67,14 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	// Two servers on one JetStream directory corrupt each other's state.
+	if *dataDir != "" {
+		lock, err := dirlock.Acquire(*dataDir)
+		if err != nil {
+			return fmt.Errorf("nats data directory: %w", err)
+		}
+		defer lock.Release()
+	}
 	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{
 		Host: *natsHost, Port: *natsPort, DataDir: *dataDir, ServerName: "rbee-" + hiveID(host),
 		Logger: natsServerLogger(stderr, *level),
@@ -80,10 +95,13 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	h, err := hive.New(nc, hive.Config{
+	hcfg := hive.Config{
 		ID: *opts.id, Models: models, ServerURL: url, Prefix: subj.Prefix, Subjects: subj,
-		ExtraEnv: natsEnv(), HeartbeatInterval: *opts.beat,
-	}, log.With("component", "hive"), newRegistry())
+		ExtraEnv: natsEnv(), HeartbeatInterval: *opts.beat, DataDir: *hiveDir,
+	}
+	opts.supervision(&hcfg)
+	opts.place.apply(&hcfg, opts)
+	h, err := hive.New(nc, hcfg, log.With("component", "hive"), newRegistry())
 	if err != nil {
 		return err
 	}
@@ -112,6 +130,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			"    -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}],\"max_tokens\":64}'\n"+
 			"Press Ctrl-C to stop.\n", q.Addr(), modelNames(models), url, q.Addr(), keyHeader, models[0].Name)
 	})
+	defer skipGraceOnSecondSignal(runCtx, h, log)()
 	// The first of queen and hive to stop (Ctrl-C, or a failure) stops the other.
 	err = <-errs
 	cancel()
@@ -123,6 +142,34 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = nil
 	}
 	return err
+}
+
+// skipGraceOnSecondSignal has a Ctrl-C (or SIGTERM) that comes after
+// ctx ended, while the hive waits for its workers to drain, kill them at
+// once. The returned func stops listening.
+func skipGraceOnSecondSignal(ctx context.Context, h *hive.Hive, log *slog.Logger) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+		case <-done:
+			return
+		}
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+		select {
+		case <-sigs:
+			log.Warn("second stop signal: killing the workers without waiting for them to drain")
+			h.SkipGrace()
+		case <-done:
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 // natsServerLogger keeps the embedded server's start-up banner out of an

@@ -35,7 +35,7 @@ func startUp(t *testing.T, extra ...string) upInstance {
 	t.Helper()
 	httpAddr := freeAddr(t)
 	dir := t.TempDir()
-	args := append([]string{"up", "--http", httpAddr, "--nats-port", "-1", "--data-dir", dir + "/nats", "--cache-dir", dir + "/cache"}, extra...)
+	args := append([]string{"up", "--http", httpAddr, "--nats-port", "-1", "--data-dir", dir + "/nats", "--hive-data-dir", dir + "/hive", "--cache-dir", dir + "/cache"}, extra...)
 	cmd := exec.Command(rbeeBin, args...)
 	cmd.Stderr = os.Stderr
 	cmd.Env = append(os.Environ(), "RBEE_LOG_LEVEL=warn", "NATS_URL=nats://127.0.0.1:1") // ignored by up
