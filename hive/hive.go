@@ -187,10 +187,11 @@ func (h *Hive) Run(ctx context.Context) error {
 	wg.Go(func() { h.heartbeats(ctx) })
 	wg.Go(func() { h.reconcileLoop(ctx) })
 	<-ctx.Done()
-	began := h.shutdownBegan(context.Cause(ctx))
+	// Spawns are refused from here on.
 	h.mu.Lock()
 	h.stopping = true
 	h.mu.Unlock()
+	began := h.shutdownBegan(context.Cause(ctx))
 	wg.Wait()
 	workers.Wait()
 	h.calls.Wait()
