@@ -45,6 +45,16 @@ type Event struct {
 	Usage      *Usage   `json:"usage,omitempty"`
 	Timings    *Timings `json:"timings,omitempty"`
 
+	// End events of the jobs that do not generate (Job.Kind): an embed
+	// job's vectors, one per input in order; a tokenize job's tokens (and
+	// their pieces when asked for); a detokenize job's text. They come
+	// whole in the one end event, so a worker refuses an embed job whose
+	// vectors would not fit in a message.
+	Embeddings [][]float32 `json:"embeddings,omitempty"`
+	Tokens     []int32     `json:"tokens,omitempty"`
+	Pieces     []string    `json:"pieces,omitempty"`
+	Content    string      `json:"content,omitempty"`
+
 	// Error events.
 	Error *Error `json:"error,omitempty"`
 }

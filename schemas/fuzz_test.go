@@ -22,6 +22,10 @@ func FuzzValidate(f *testing.F) {
 		``, `null`, `{}`, `[]`, `"job"`, `{"type":"token"}`, `{"type":"end","usage":null}`,
 		`{"type":"error","error":{}}`, `{"temperature":-1e400}`, `{"messages":[null]}`, `{"seq":-9223372036854775808}`,
 		`{"id":"a","model":"m","stream":"r","stop":[""]}`, `{"token_id":4294967296}`,
+		`{"id":"a","model":"m","stream":"r","kind":"embed","input":["x",""],"truncate":true}`,
+		`{"id":"a","model":"m","stream":"r","kind":"tokenize","prompt":"x","add_special":true,"with_pieces":true}`,
+		`{"id":"a","model":"m","stream":"r","kind":"detokenize","tokens":[1,-1]}`, `{"kind":"nope"}`,
+		`{"job_id":"j","seq":0,"delivery":1,"type":"end","stop_reason":"stop","usage":{},"embeddings":[[0.5,-1e39]],"tokens":[1],"pieces":["a"]}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -21,6 +21,17 @@ const (
 	MaxIdempotencyKey = 255
 	// MaxSchemaBytes bounds a response format's JSON Schema.
 	MaxSchemaBytes = 64 << 10
+	// MaxEmbedInputs bounds the texts of one embed job, as OpenAI does.
+	MaxEmbedInputs = 2048
+)
+
+// Job kinds. A generation is the default; the others answer with one end
+// event carrying their result (Event.Embeddings, Tokens, Pieces, Content).
+const (
+	KindGenerate   = "generate"
+	KindEmbed      = "embed"
+	KindTokenize   = "tokenize"
+	KindDetokenize = "detokenize"
 )
 
 // Message is one chat turn.
@@ -58,7 +69,8 @@ type Job struct {
 	Stop      []string  `json:"stop,omitempty"`
 	Sampling
 	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
-	CreatedAt      time.Time       `json:"created_at,omitzero"`
+	Aux
+	CreatedAt time.Time `json:"created_at,omitzero"`
 	// Deadline is when the job must be done: a worker that takes it later
 	// answers deadline_exceeded without starting it, and one running it
 	// stops there. Time spent queued counts.
@@ -116,6 +128,7 @@ type InferRequest struct {
 	// ResponseFormat constrains the output to JSON, as OpenAI's
 	// response_format; nil or type "text" leaves it free.
 	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
+	Aux
 	// Timeout bounds the whole job, queueing included, in seconds (0: the
 	// queen's default).
 	Timeout float64 `json:"timeout,omitempty"`
@@ -152,8 +165,93 @@ func (r *InferRequest) Job(id, stream string) Job {
 		ID: id, Model: r.Model, Stream: stream,
 		Prompt: r.Prompt, Messages: r.Messages,
 		MaxTokens: r.MaxTokens, Stop: r.Stop, Sampling: r.Sampling, Principal: r.Principal,
-		ResponseFormat: r.ResponseFormat,
+		ResponseFormat: r.ResponseFormat, Aux: r.Aux,
 	}
+}
+
+// Aux holds the fields of the jobs that are not generations. The worker
+// owns the model and its tokenizer, so embeddings and tokenization travel
+// the same queue as completions. Workers that predate Kind would take
+// such a job for a generation: upgrade workers before queens.
+type Aux struct {
+	// Kind is "" or "generate" (a generation), "embed", "tokenize" or
+	// "detokenize".
+	Kind string `json:"kind,omitempty"`
+	// Input are the texts an embed job embeds, one vector each.
+	Input []string `json:"input,omitempty"`
+	// Truncate cuts an embed input longer than the context to fit it
+	// instead of failing the job with context_exceeded.
+	Truncate bool `json:"truncate,omitempty"`
+	// AddSpecial makes a tokenize job add the model's BOS (and EOS where
+	// it adds one); ParseSpecial has it match special tokens' text;
+	// WithPieces asks for each token's text too.
+	AddSpecial   bool `json:"add_special,omitempty"`
+	ParseSpecial bool `json:"parse_special,omitempty"`
+	WithPieces   bool `json:"with_pieces,omitempty"`
+	// Tokens are what a detokenize job turns into text.
+	Tokens []int32 `json:"tokens,omitempty"`
+}
+
+// Generates reports whether the job is a generation.
+func (j *Job) Generates() bool { return j.Kind == "" || j.Kind == KindGenerate }
+
+// validateAux checks the fields of the job's kind, and that a kind that
+// does not generate carries nothing it would ignore.
+func (j *Job) validateAux() error {
+	a := &j.Aux
+	gen := j.Prompt != "" || len(j.Messages) > 0 || len(j.Stop) > 0 || j.ResponseFormat != nil
+	switch a.Kind {
+	case "", KindGenerate:
+		if len(a.Input) > 0 || len(a.Tokens) > 0 || a.Truncate || a.AddSpecial || a.ParseSpecial || a.WithPieces {
+			return Errorf(CodeInvalidRequest, "input, tokens, truncate, add_special, parse_special and with_pieces are for the embed, tokenize and detokenize kinds")
+		}
+		return nil
+	case KindEmbed:
+		switch {
+		case gen:
+			return Errorf(CodeInvalidRequest, "an embed job takes input, not prompt, messages, stop or response_format")
+		case len(a.Input) == 0:
+			return Errorf(CodeInvalidRequest, "input is empty: an embed job needs at least one text")
+		case len(a.Input) > MaxEmbedInputs:
+			return Errorf(CodeInvalidRequest, "%d inputs, limit %d", len(a.Input), MaxEmbedInputs)
+		case len(a.Tokens) > 0 || a.AddSpecial || a.ParseSpecial || a.WithPieces:
+			return Errorf(CodeInvalidRequest, "tokens, add_special, parse_special and with_pieces are not for an embed job")
+		}
+		total := 0
+		for i, s := range a.Input {
+			if s == "" {
+				return Errorf(CodeInvalidRequest, "input[%d] is empty", i)
+			}
+			total += len(s)
+		}
+		if total > MaxPromptBytes {
+			return Errorf(CodeInvalidRequest, "input holds %d bytes, limit %d", total, MaxPromptBytes)
+		}
+	case KindTokenize:
+		switch {
+		case len(j.Messages) > 0 || len(j.Stop) > 0 || j.ResponseFormat != nil:
+			return Errorf(CodeInvalidRequest, "a tokenize job takes prompt, not messages, stop or response_format")
+		case len(a.Input) > 0 || len(a.Tokens) > 0 || a.Truncate:
+			return Errorf(CodeInvalidRequest, "input, tokens and truncate are not for a tokenize job")
+		}
+	case KindDetokenize:
+		switch {
+		case gen:
+			return Errorf(CodeInvalidRequest, "a detokenize job takes tokens, not prompt, messages, stop or response_format")
+		case len(a.Input) > 0 || a.Truncate || a.AddSpecial || a.ParseSpecial || a.WithPieces:
+			return Errorf(CodeInvalidRequest, "input, truncate, add_special, parse_special and with_pieces are not for a detokenize job")
+		case len(a.Tokens) > MaxTokensLimit:
+			return Errorf(CodeInvalidRequest, "%d tokens, limit %d", len(a.Tokens), MaxTokensLimit)
+		}
+		for i, t := range a.Tokens {
+			if t < 0 {
+				return Errorf(CodeInvalidRequest, "tokens[%d] is %d: token IDs are not negative", i, t)
+			}
+		}
+	default:
+		return Errorf(CodeInvalidRequest, "kind %q: want %q, %q, %q or %q", a.Kind, KindGenerate, KindEmbed, KindTokenize, KindDetokenize)
+	}
+	return nil
 }
 
 func (j *Job) validateBody() error {
@@ -187,6 +285,9 @@ func (j *Job) validateBody() error {
 		}
 	}
 	if err := j.ResponseFormat.Validate(); err != nil {
+		return err
+	}
+	if err := j.validateAux(); err != nil {
 		return err
 	}
 	return j.Sampling.validate()
