@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 var errCrashed = errors.New("exit status 1")
@@ -278,6 +279,35 @@ func TestSupervisorStopDuringBackoff(t *testing.T) {
 		}
 		if st := w.snapshot(); st.State != StateStopped || s.count() != 1 {
 			t.Errorf("state %s after %d starts, want stopped after 1", st.State, s.count())
+		}
+	})
+}
+
+func TestSupervisorStopSkipsGraceWhenTold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &fakeProcess{} // ignores SIGTERM
+		s := &fakeStarter{next: func(int) *fakeProcess { return p }}
+		w := newTestWorker(s, DefaultRestartPolicy(), time.Hour)
+		skip := make(chan struct{})
+		w.skipGrace = skip
+		w.stops = &stopCounters{graceful: prometheus.NewCounter(prometheus.CounterOpts{Name: "g"}), forced: prometheus.NewCounter(prometheus.CounterOpts{Name: "f"})}
+		stop := runWorker(w)
+		synctest.Wait()
+		began := time.Now()
+		go func() {
+			time.Sleep(3 * time.Second)
+			close(skip)
+		}()
+		stop()
+		if took := time.Since(began); took != 3*time.Second {
+			t.Errorf("stop took %v, want the 3 s until the grace was skipped", took)
+		}
+		if st := w.snapshot(); st.State != StateStopped || st.LastExit != "signal: killed" {
+			t.Errorf("status %+v, want stopped by a kill", st)
+		}
+		var m dto.Metric
+		if err := w.stops.forced.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+			t.Errorf("force-killed count %v (%v), want 1", m.GetCounter().GetValue(), err)
 		}
 	})
 }
