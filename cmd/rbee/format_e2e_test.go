@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/shared"
+
 	"github.com/rbee-dev/rbee/bus/bustest"
 	"github.com/rbee-dev/rbee/infer"
 	"github.com/rbee-dev/rbee/infer/chat"
@@ -95,15 +99,7 @@ func TestStructuredOutputOverHTTP(t *testing.T) {
 		for seed := range 8 {
 			got, finish := chatContent(t, map[string]any{"model": "stories260K", "messages": messages,
 				"max_tokens": 300, "temperature": 1, "seed": seed, "response_format": format})
-			var p struct {
-				Name *string `json:"name"`
-				Age  *int    `json:"age"`
-				Mood *string `json:"mood"`
-			}
-			dec := json.NewDecoder(strings.NewReader(got))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&p); err != nil || finish != "stop" || p.Name == nil || p.Age == nil || p.Mood == nil ||
-				len([]rune(*p.Name)) < 1 || len([]rune(*p.Name)) > 10 || (*p.Mood != "happy" && *p.Mood != "sad") {
+			if err := validPerson(got); err != nil || finish != "stop" {
 				t.Errorf("seed %d: %q (%s) does not validate: %v", seed, got, finish, err)
 			}
 		}
@@ -146,6 +142,28 @@ func TestStructuredOutputOverHTTP(t *testing.T) {
 		}
 	})
 
+	// The official Go client, as the issue asks: 50 sampled requests, each
+	// answer valid against the schema.
+	t.Run("openai-go, 50 sampled", func(t *testing.T) {
+		client := openai.NewClient(option.WithBaseURL(base+"/v1/"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+		format := openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &shared.ResponseFormatJSONSchemaParam{
+			JSONSchema: shared.ResponseFormatJSONSchemaJSONSchemaParam{Name: "person", Strict: openai.Bool(true),
+				Schema: json.RawMessage(personSchema)}}}
+		for seed := range 50 {
+			comp, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+				Model: "stories260K", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Tell me about a person.")},
+				MaxCompletionTokens: openai.Int(300), Temperature: openai.Float(1), Seed: openai.Int(int64(seed)),
+				ResponseFormat: format,
+			})
+			if err != nil {
+				t.Fatalf("seed %d: %v", seed, err)
+			}
+			if err := validPerson(comp.Choices[0].Message.Content); err != nil || comp.Choices[0].FinishReason != "stop" {
+				t.Errorf("seed %d: %q (%s): %v", seed, comp.Choices[0].Message.Content, comp.Choices[0].FinishReason, err)
+			}
+		}
+	})
+
 	t.Run("unsupported schema is a 400", func(t *testing.T) {
 		resp := postJSON(t, base+"/v1/chat/completions", map[string]any{"model": "stories260K", "messages": messages,
 			"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{
@@ -162,4 +180,27 @@ func TestStructuredOutputOverHTTP(t *testing.T) {
 
 	stop(t, hiveCmd, syscall.SIGTERM)
 	stop(t, queenCmd, syscall.SIGTERM)
+}
+
+// validPerson checks text against personSchema.
+func validPerson(text string) error {
+	var p struct {
+		Name *string `json:"name"`
+		Age  *int    `json:"age"`
+		Mood *string `json:"mood"`
+	}
+	dec := json.NewDecoder(strings.NewReader(text))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return err
+	}
+	switch {
+	case p.Name == nil || p.Age == nil || p.Mood == nil:
+		return fmt.Errorf("a required property is missing")
+	case len([]rune(*p.Name)) < 1 || len([]rune(*p.Name)) > 10:
+		return fmt.Errorf("name %q is not 1 to 10 characters", *p.Name)
+	case *p.Mood != "happy" && *p.Mood != "sad":
+		return fmt.Errorf("mood %q is not in the enum", *p.Mood)
+	}
+	return nil
 }
