@@ -30,6 +30,17 @@ func newActivations(b backend, hp Hyperparameters, tokens, seqs int) activations
 // every layer, storing their keys and values, and leaves in a.logits one
 // row per entry of l.logitRows.
 func (m *Model) forward(b backend, a *activations, l *stepLayout) {
+	x := m.layersForward(b, a, l)
+	last := a.last.view(len(l.logitRows))
+	b.gather(last, x, l.logitRows)
+	b.rmsNorm(last, last, m.outNorm, m.hp.NormEps)
+	a.oneOut[0] = a.logits.view(len(l.logitRows))
+	b.matMul(a.oneOut[:], m.output[:], last)
+}
+
+// layersForward runs the step's tokens through every layer and returns
+// their hidden states, one row per token, before the final norm.
+func (m *Model) layersForward(b backend, a *activations, l *stepLayout) tensor {
 	hp := m.hp
 	n := len(l.tokens)
 	x, xb, att := a.x.view(n), a.xb.view(n), a.att.view(n)
@@ -63,11 +74,7 @@ func (m *Model) forward(b backend, a *activations, l *stepLayout) {
 		b.matMul(a.oneOut[:], ly.down[:], hb)
 		b.add(x, xb)
 	}
-	last := a.last.view(len(l.logitRows))
-	b.gather(last, x, l.logitRows)
-	b.rmsNorm(last, last, m.outNorm, hp.NormEps)
-	a.oneOut[0] = a.logits.view(len(l.logitRows))
-	b.matMul(a.oneOut[:], m.output[:], last)
+	return x
 }
 
 // A layer's matrices are grouped by the input they read, so the backend

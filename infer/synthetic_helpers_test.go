@@ -291,6 +291,13 @@ type refOptions struct {
 // projection, SwiGLU feed-forward, residuals, final norm and the output (or
 // tied embedding) projection. It keeps the whole K/V history in float64.
 func referenceLogits(m *synthModel, tokens []int32, o refOptions) [][]float64 {
+	logits, _ := referenceStates(m, tokens, o)
+	return logits
+}
+
+// referenceStates is referenceLogits that also returns each position's
+// final hidden state: after the final norm, before the output projection.
+func referenceStates(m *synthModel, tokens []int32, o refOptions) (logits, hidden [][]float64) {
 	s := m.spec
 	hd := s.dim / s.heads
 	group := s.heads / s.kvHs
@@ -358,7 +365,7 @@ func referenceLogits(m *synthModel, tokens []int32, o refOptions) [][]float64 {
 	}
 	keys := make([][][]float64, s.layers) // layer, position, kvDim
 	vals := make([][][]float64, s.layers)
-	logits := make([][]float64, len(tokens))
+	logits, hidden = make([][]float64, len(tokens)), make([][]float64, len(tokens))
 	for pos, tok := range tokens {
 		x := append([]float64(nil), emb[tok]...)
 		for l := range s.layers {
@@ -421,7 +428,8 @@ func referenceLogits(m *synthModel, tokens []int32, o refOptions) [][]float64 {
 				x[i] += e
 			}
 		}
-		logits[pos] = matVec(out, norm(x, v("output_norm.weight")))
+		hidden[pos] = norm(x, v("output_norm.weight"))
+		logits[pos] = matVec(out, hidden[pos])
 	}
-	return logits
+	return logits, hidden
 }

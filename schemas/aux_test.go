@@ -13,7 +13,11 @@ func auxJob(a Aux) Job {
 func TestAuxJobValidate(t *testing.T) {
 	valid := []Job{
 		auxJob(Aux{Kind: KindEmbed, Input: []string{"a", "b"}, Truncate: true}),
-		func() Job { j := auxJob(Aux{Kind: KindTokenize, AddSpecial: true, WithPieces: true}); j.Prompt = "hi"; return j }(),
+		func() Job {
+			j := auxJob(Aux{Kind: KindTokenize, AddSpecial: true, WithPieces: true})
+			j.Prompt = "hi"
+			return j
+		}(),
 		auxJob(Aux{Kind: KindTokenize}), // an empty text has no tokens
 		auxJob(Aux{Kind: KindDetokenize, Tokens: []int32{1, 2, 3}}),
 		auxJob(Aux{Kind: KindDetokenize}),
