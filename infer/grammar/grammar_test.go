@@ -125,6 +125,8 @@ func TestSchemaFreeObjectsAndEnums(t *testing.T) {
 		[]string{`{"a":1}`, `{"a":"x","b":true}`}, []string{`{"a":"x"}`, `{"a":1,"b":true}`})
 	checkValues(t, mustSchema(t, `{"type":"object","properties":{"été":{"type":"string","maxLength":2},"a\"b":{"type":"null"}},"required":["a\"b"]}`),
 		[]string{`{"été":"\u00e9","a\"b":null}`, `{"a\"b":null}`}, []string{`{"été":"abc","a\"b":null}`, `{"ete":"a","a\"b":null}`})
+	checkValues(t, mustSchema(t, `{"allOf":[{"type":"array","items":{"const":1},"uniqueItems":false}]}`),
+		[]string{`[]`, `[1,1]`}, []string{`[2]`})
 	checkValues(t, mustSchema(t, `true`), []string{`[1]`, `"x"`, `{"a":null}`, `-1.5`}, []string{`[`, `tru`})
 }
 
@@ -170,6 +172,8 @@ func TestRefusedSchemas(t *testing.T) {
 		{`{"type":"string","format":"date","maxLength":3}`, ErrUnsupported, `maxLength`},
 		{`{"enum":[1],"minimum":0}`, ErrUnsupported, `"minimum"`},
 		{`{"type":"object","anyOf":[{"type":"string"}]}`, ErrUnsupported, `"type"`},
+		{`{"allOf":[{"type":"string"},{"maxLength":3}]}`, ErrUnsupported, `"allOf"`},
+		{`{"type":"array","uniqueItems":true}`, ErrUnsupported, `"uniqueItems"`},
 		{`{"minLength":1,"items":{}}`, ErrUnsupported, `several types`},
 		{`false`, ErrUnsupported, `false`},
 		{`{"type":"str"}`, ErrInvalid, `"str"`},

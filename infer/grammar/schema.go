@@ -27,7 +27,8 @@ func JSONObject() *Grammar {
 // array, string, number, integer, boolean and null; properties, required
 // and additionalProperties; items, minItems and maxItems; minLength,
 // maxLength and the formats date, time, date-time, uuid and email; enum,
-// const, anyOf, and $ref to $defs or definitions without cycles.
+// const, anyOf, allOf of one schema, and $ref to $defs or definitions
+// without cycles.
 // Annotations (title, description, default, ...) are ignored. Any other
 // keyword fails with ErrUnsupported, naming it.
 //
@@ -119,7 +120,7 @@ var supported = map[string]bool{
 	"type": true, "properties": true, "required": true, "additionalProperties": true,
 	"items": true, "minItems": true, "maxItems": true,
 	"minLength": true, "maxLength": true, "format": true,
-	"enum": true, "const": true, "anyOf": true, "$ref": true,
+	"enum": true, "const": true, "anyOf": true, "allOf": true, "$ref": true,
 }
 
 var typeKeywords = map[string][]string{
@@ -146,6 +147,8 @@ func (c *compiler) compile(s jv, path string, depth int) (int32, error) {
 	for _, m := range s.obj {
 		switch {
 		case annotations[m.name]:
+		case m.name == "uniqueItems" && m.value.kind == 'b' && !m.value.b:
+			// uniqueItems false asks for nothing.
 		case supported[m.name]:
 			constraints = append(constraints, m.name)
 		default:
@@ -165,6 +168,17 @@ func (c *compiler) compile(s jv, path string, depth int) (int32, error) {
 			return 0, err
 		}
 		return c.ref(ref, path, depth)
+	}
+	if all, ok := s.get("allOf"); ok {
+		// A one-schema allOf is how some generators wrap a $ref; more would
+		// need an intersection of automata.
+		if all.kind != 'a' || len(all.arr) != 1 {
+			return 0, unsupported(path, "keyword \"allOf\" is supported with one schema only")
+		}
+		if err := only("allOf"); err != nil {
+			return 0, err
+		}
+		return c.compile(all.arr[0], path+"/allOf/0", depth)
 	}
 	if any, ok := s.get("anyOf"); ok {
 		if err := only("anyOf"); err != nil {
