@@ -95,6 +95,14 @@ func (q *Queen) authenticate(w http.ResponseWriter, r *http.Request, pattern str
 			attrs = append(attrs, "principal", k.Name)
 		}
 		q.log.Info("request refused: API key", attrs...)
+		ev := schemas.AuditEvent{Type: schemas.AuditAuthRefused, Code: schemas.CodeInvalidAPIKey, Reason: err.Error() + ": " + clip(r.URL.Path)}
+		if secret != "" {
+			ev.Fingerprint = apikey.Fingerprint(secret)
+		}
+		if k != nil {
+			ev.Principal = k.Name
+		}
+		q.auditor.Record(ev)
 		challenge := `Bearer realm="rbee"`
 		if !errors.Is(err, apikey.ErrMissing) {
 			challenge += `, error="invalid_token"`
@@ -105,6 +113,8 @@ func (q *Queen) authenticate(w http.ResponseWriter, r *http.Request, pattern str
 	}
 	if ok, wait := k.Reserve(q.now()); !ok {
 		q.log.Info("request refused: rate", "principal", k.Name, "key_fingerprint", k.Fingerprint(), "retry_after", wait)
+		q.auditor.Record(schemas.AuditEvent{Type: schemas.AuditAuthRefused, Code: schemas.CodeRateLimited,
+			Principal: k.Name, Fingerprint: k.Fingerprint(), Reason: clip(r.URL.Path)})
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		writeError(w, schemas.Errorf(schemas.CodeRateLimited, "the API key %s is past its rate; retry after %s", k.Name, w.Header().Get("Retry-After")+"s"))
 		return nil, false

@@ -314,6 +314,8 @@ func (q *Queen) vetRequest(ctx context.Context, ir *schemas.InferRequest) error 
 		return err
 	}
 	if err := authorize(ctx, ir); err != nil {
+		q.auditor.Record(schemas.AuditEvent{Type: schemas.AuditAuthRefused, Code: schemas.CodeOf(err),
+			Principal: principal(ctx), Fingerprint: fingerprint(ctx), Model: clip(ir.Model), Reason: err.Error()})
 		return err
 	}
 	return q.checkContext(ctx, ir)

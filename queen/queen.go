@@ -157,6 +157,7 @@ type Queen struct {
 	keeper     *keeper
 	requesters *requesters
 	hiveModels hiveModels
+	auditor    *bus.Auditor
 
 	running atomic.Bool
 	addr    atomic.Value // string
@@ -207,6 +208,9 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	q.keeper = newKeeper(q)
 	q.requesters = newRequesters(nc)
 	q.handler = q.routes(gatherer)
+	if q.auditor, err = bus.NewAuditor(nc, cfg.Subjects, "queen", cfg.ID, logger); err != nil {
+		return nil, fmt.Errorf("queen: %w", err)
+	}
 	return q, nil
 }
 
@@ -227,6 +231,10 @@ func (q *Queen) Close() {
 		q.log.Warn("unsubscribe from the gone subject", "err", err)
 	}
 }
+
+// Audit records a security-relevant event in the queen's chain of the
+// audit trail (published while Run runs): cmd/rbee records key reloads.
+func (q *Queen) Audit(ev schemas.AuditEvent) { q.auditor.Record(ev) }
 
 // Handler is the queen's HTTP API: the OpenAI-compatible endpoints,
 // /healthz, /readyz and /metrics.
@@ -266,6 +274,8 @@ func (q *Queen) Run(ctx context.Context) error {
 	var keeping sync.WaitGroup
 	keepCtx, stopKeeping := context.WithCancel(hardCtx)
 	keeping.Go(func() { q.keeper.run(keepCtx) })
+	// The auditor outlives the requests, so their events are published.
+	keeping.Go(func() { q.auditor.Run(keepCtx) })
 	defer func() {
 		stopKeeping()
 		keeping.Wait()

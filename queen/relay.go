@@ -92,6 +92,7 @@ func (q *Queen) startRelay(ctx context.Context, job schemas.Job, idempotencyKey 
 	}
 	q.metrics.jobsInFlight.Inc()
 	q.log.Debug("job queued", "job_id", job.ID, "model", job.Model)
+	q.auditor.Record(schemas.AuditEvent{Type: schemas.AuditJobAccepted, JobID: job.ID, Model: job.Model, Principal: job.Principal})
 	return rl, nil
 }
 

@@ -18,6 +18,14 @@ const (
 	AuditWorkerHung    = "worker.hung"    // a hive killed a live worker that stopped heartbeating or making progress
 	AuditHiveStopping  = "hive.stopping"  // a hive began its shutdown
 	AuditHiveStopped   = "hive.stopped"   // a hive finished its shutdown (Reason: how many workers left gracefully, how many were killed)
+	// AuditJobAccepted: the queen queued a job for its principal.
+	AuditJobAccepted = "job.accepted"
+	// AuditAuthRefused: the queen refused a request's credentials or
+	// scope (Code says which; Fingerprint names the key presented).
+	AuditAuthRefused = "auth.refused"
+	// AuditKeysReloaded: a component reloaded its API keys (Reason: what
+	// changed), or failed to and kept the old ones (Code set).
+	AuditKeysReloaded = "keys.reloaded"
 )
 
 // How a worker process ended (AuditEvent.ExitKind, the hive's WorkerStatus).
@@ -66,6 +74,8 @@ type AuditEvent struct {
 	// Principal is who the job or command was for: an API key's name or a
 	// NATS user.
 	Principal string `json:"principal,omitempty"`
+	// Fingerprint is a short hash of the API key presented, never the key.
+	Fingerprint string `json:"key_fingerprint,omitempty"`
 
 	// The chain (bus.Auditor): each producer, a Component and its Source
 	// ID, numbers its events from 1 and names the SHA-256 of the one
@@ -88,6 +98,15 @@ func (e *AuditEvent) Validate() error {
 		if !ValidID(e.WorkerID) {
 			return Errorf(CodeInvalidRequest, "%s needs a worker_id", e.Type)
 		}
+	case AuditJobAccepted:
+		if !ValidID(e.JobID) || !ValidModel(e.Model) {
+			return Errorf(CodeInvalidRequest, "job.accepted needs a job_id and a model")
+		}
+	case AuditAuthRefused:
+		if e.Code == "" {
+			return Errorf(CodeInvalidRequest, "auth.refused needs a code")
+		}
+	case AuditKeysReloaded:
 	case AuditHiveStopping, AuditHiveStopped:
 		if !ValidID(e.HiveID) {
 			return Errorf(CodeInvalidRequest, "%s needs a hive_id", e.Type)

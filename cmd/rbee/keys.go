@@ -18,6 +18,7 @@ import (
 
 	"github.com/rbee-dev/rbee/internal/apikey"
 	"github.com/rbee-dev/rbee/queen"
+	"github.com/rbee-dev/rbee/schemas"
 )
 
 var runKeys = subcommands("keys", map[string]command{
@@ -171,7 +172,8 @@ func (a *authFlags) load(cfg *queen.Config) error {
 // reloadOnHangup reloads keys on every SIGHUP until the returned stop is
 // called. SIGHUP no longer ends the process: without keys it is only
 // logged. A reload that fails keeps the keys loaded before and says why.
-func reloadOnHangup(keys *apikey.Set, log *slog.Logger) (stop func()) {
+// Each reload, and each failed one, is audited with audit.
+func reloadOnHangup(keys *apikey.Set, log *slog.Logger, audit func(schemas.AuditEvent)) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -190,9 +192,12 @@ func reloadOnHangup(keys *apikey.Set, log *slog.Logger) (stop func()) {
 			ch, err := keys.Reload()
 			if err != nil {
 				log.Error("SIGHUP: API keys not reloaded; the keys loaded before stay in force", "err", err)
+				audit(schemas.AuditEvent{Type: schemas.AuditKeysReloaded, Code: schemas.CodeInvalidRequest, Reason: err.Error()})
 				continue
 			}
 			log.Info("SIGHUP: API keys reloaded", "keys", ch.Total, "added", ch.Added, "removed", ch.Removed, "rotated", ch.Rotated)
+			audit(schemas.AuditEvent{Type: schemas.AuditKeysReloaded, Reason: fmt.Sprintf("%d keys; added %v, removed %v, rotated %v",
+				ch.Total, ch.Added, ch.Removed, ch.Rotated)})
 			if ch.Total == 0 {
 				log.Warn("no API key is left: every HTTP request is refused")
 			}

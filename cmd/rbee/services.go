@@ -56,7 +56,6 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, nf.logLevel).With("component", "queen")
-	defer reloadOnHangup(cfg.Keys, log)()
 	// The queen owns provisioning: its keeper makes the streams and
 	// buckets, and makes them again when the bus loses them.
 	nc, _, err := nf.connect(ctx, log)
@@ -69,6 +68,7 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer reloadOnHangup(cfg.Keys, log, q.Audit)()
 	return q.Run(ctx)
 }
 

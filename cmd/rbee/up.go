@@ -61,7 +61,6 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	log := newLogger(stderr, *level)
-	defer reloadOnHangup(qcfg.Keys, log.With("component", "queen"))()
 	models, err := opts.models()
 	if err != nil {
 		return err
@@ -95,6 +94,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer reloadOnHangup(qcfg.Keys, log.With("component", "queen"), q.Audit)()
 	hcfg := hive.Config{
 		ID: *opts.id, Models: models, ServerURL: url, Prefix: subj.Prefix, Subjects: subj,
 		ExtraEnv: natsEnv(), HeartbeatInterval: *opts.beat, DataDir: *hiveDir,
