@@ -3,6 +3,7 @@ package hive
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,10 +65,17 @@ func TestStopKillsWhatWorkerLeftBehind(t *testing.T) {
 	assertOrphansGone(t, orphans)
 }
 
-func TestKilledHiveLeavesWorkersForTheNextHiveToAdopt(t *testing.T) {
-	// A hive killed with SIGKILL cannot stop its workers, and nothing else
-	// does: they keep serving. The hive started next on the same data
-	// directory finds them by PID and start time and adopts them.
+// orphaningHive starts fakeHive, a hive of two sleeping workers on a data
+// directory, as a process of its own, and returns when both workers are
+// ready.
+type orphaningHive struct {
+	url, model, dataDir string
+	cmd                 *exec.Cmd
+	workers             []int // sorted
+}
+
+func startOrphaningHive(t *testing.T) *orphaningHive {
+	t.Helper()
 	s := bustest.RunServer(t)
 	model := filepath.Join(t.TempDir(), "tiny.gguf")
 	if err := os.WriteFile(model, []byte("GGUF"), 0o600); err != nil {
@@ -90,14 +98,54 @@ func TestKilledHiveLeavesWorkersForTheNextHiveToAdopt(t *testing.T) {
 	workers := f.waitReady(2)
 	killOnFailure(t, workers)
 	slices.Sort(workers)
+	// A worker may be ready a moment before the hive has recorded it.
+	checkFor(t, waitFor, func() error {
+		b, err := os.ReadFile(filepath.Join(dataDir, stateFileName))
+		if err != nil {
+			return err
+		}
+		var f stateFile
+		if err := json.Unmarshal(b, &f); err != nil {
+			return err
+		}
+		if len(f.Workers) != 2 {
+			return fmt.Errorf("state file records %d workers, want 2", len(f.Workers))
+		}
+		return nil
+	})
+	return &orphaningHive{url: s.ClientURL(), model: model, dataDir: dataDir, cmd: cmd, workers: workers}
+}
 
-	nc, err := nats.Connect(s.ClientURL())
+// kill kills the hive with SIGKILL and checks its workers outlived it.
+func (o *orphaningHive) kill(t *testing.T) {
+	t.Helper()
+	if err := o.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.cmd.Wait(); err == nil || err.Error() != "signal: killed" {
+		t.Fatalf("hive exited with %v, want killed", err)
+	}
+	for _, pid := range o.workers {
+		if err := syscall.Kill(pid, 0); err != nil {
+			t.Fatalf("worker %d after its hive was killed: %v, want alive", pid, err)
+		}
+	}
+}
+
+func TestKilledHiveLeavesWorkersForTheNextHiveToAdopt(t *testing.T) {
+	// A hive killed with SIGKILL cannot stop its workers, and nothing else
+	// does: they keep serving. The hive started next on the same data
+	// directory finds them by PID and start time and adopts them.
+	o := startOrphaningHive(t)
+	s, model, dataDir, cmd, workers := o.url, o.model, o.dataDir, o.cmd, o.workers
+
+	nc, err := nats.Connect(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	// While the first hive lives, a second on its data directory refuses.
-	second, err := New(nc, orphaningConfig(s.ClientURL(), model, dataDir), nil, nil)
+	second, err := New(nc, orphaningConfig(s, model, dataDir), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,20 +154,10 @@ func TestKilledHiveLeavesWorkersForTheNextHiveToAdopt(t *testing.T) {
 		t.Fatalf("second hive on the same data directory: Run %v, want an error saying %q", err, want)
 	}
 
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err == nil || err.Error() != "signal: killed" {
-		t.Fatalf("hive exited with %v, want killed", err)
-	}
-	for _, pid := range workers {
-		if err := syscall.Kill(pid, 0); err != nil {
-			t.Fatalf("worker %d after its hive was killed: %v, want alive", pid, err)
-		}
-	}
+	o.kill(t)
 
 	log := &recorder{}
-	next, err := New(nc, orphaningConfig(s.ClientURL(), model, dataDir), slog.New(log), nil)
+	next, err := New(nc, orphaningConfig(s, model, dataDir), slog.New(log), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,4 +209,54 @@ func TestKilledHiveLeavesWorkersForTheNextHiveToAdopt(t *testing.T) {
 	if len(st.workers) != 0 {
 		t.Errorf("state file still records %v", st.workers)
 	}
+}
+
+// A restarted hive that runs fewer workers than its predecessor adopts the
+// ones it runs and stops the others: its key is back in the registry, so
+// their orphan grace would never end them.
+func TestRestartedHiveStopsRecordedWorkersItDoesNotRun(t *testing.T) {
+	o := startOrphaningHive(t)
+	o.kill(t)
+	b, err := os.ReadFile(filepath.Join(o.dataDir, stateFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recorded stateFile
+	if err := json.Unmarshal(b, &recorded); err != nil {
+		t.Fatal(err)
+	}
+	pids := map[string]int{}
+	for _, r := range recorded.Workers {
+		pids[r.ID] = r.PID
+	}
+	kept, dropped := pids["orphaning-hive-m-0"], pids["orphaning-hive-m-1"]
+	if kept == 0 || dropped == 0 {
+		t.Fatalf("state file records %+v, want both workers", recorded.Workers)
+	}
+	nc, err := nats.Connect(o.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	cfg := orphaningConfig(o.url, o.model, o.dataDir)
+	cfg.Models[0].Replicas = 1
+	next, err := New(nc, cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- next.Run(ctx) }()
+	checkFor(t, waitFor, func() error {
+		if st := next.Workers(); len(st) != 1 || st[0].PID != kept || !st[0].Adopted {
+			return fmt.Errorf("workers %+v, want m-0 adopted as pid %d", st, kept)
+		}
+		return nil
+	})
+	assertOrphansGone(t, []int{dropped})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	assertOrphansGone(t, []int{kept})
 }

@@ -193,5 +193,36 @@ func (h *Hive) openDataDir() (*state, error) {
 	}
 	h.starter.state = st
 	h.log.Info("hive data directory locked", "dir", h.cfg.DataDir, "recorded_workers", len(st.workers))
+	h.mu.Lock()
+	wanted := make(map[string]bool, len(h.wanted))
+	for id := range h.wanted {
+		wanted[id] = true
+	}
+	h.mu.Unlock()
+	st.stopUnwanted(wanted)
 	return st, nil
+}
+
+// stopUnwanted asks the recorded workers this hive will not start (a model
+// no longer configured, a worker spawned on request) to stop, and forgets
+// them: their hive is back, so the orphan grace would never end them.
+func (s *state) stopUnwanted(wanted map[string]bool) {
+	s.mu.Lock()
+	var unwanted []workerRecord
+	for id, r := range s.workers {
+		if !wanted[id] {
+			unwanted = append(unwanted, r)
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range unwanted {
+		log := s.log.With("worker_id", r.ID, "pid", r.PID)
+		if start, zombie, err := procStat(r.PID); err == nil && !zombie && start == r.StartTime {
+			log.Info("stopping a worker from a previous hive that this hive does not run")
+			if err := signalGroup(r.PID, stopSignal); err != nil {
+				log.Warn("stop the old worker", "err", err)
+			}
+		}
+		s.remove(r.ID, r.PID)
+	}
 }
