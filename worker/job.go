@@ -243,6 +243,11 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 		defer stopDeadline()
 	}
 
+	if !job.Generates() {
+		w.runAux(ctx, jobCtx, cancel, log, msg, es, job, taken, queuedAt)
+		return
+	}
+
 	// The publisher outlives the job's context: the events that end the
 	// stream still go out after a cancel or a deadline.
 	var bg sync.WaitGroup

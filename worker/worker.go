@@ -140,6 +140,7 @@ type Worker struct {
 	log     *slog.Logger
 	metrics *metrics
 	sched   *infer.Scheduler
+	aux     *auxEngine // embed, tokenize and detokenize jobs
 	ctxLen  int
 	started atomic.Bool
 
@@ -193,6 +194,7 @@ func New(nc *nats.Conn, model *infer.Model, cfg Config, logger *slog.Logger, reg
 	}
 	w.sched = infer.NewScheduler(e)
 	w.ctxLen = e.Config().ContextLength
+	w.aux = newAuxEngine(model, w.ctxLen)
 	return w, nil
 }
 
