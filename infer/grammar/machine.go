@@ -84,7 +84,7 @@ func (s *state) copyFrom(o *state) {
 
 // key encodes the state for the mask cache.
 func (s *state) key(buf []byte) []byte {
-	for i, e := range s.ends {
+	for i := range s.ends {
 		if i > 0 {
 			buf = append(buf, 0xff)
 		}
@@ -93,7 +93,6 @@ func (s *state) key(buf []byte) []byte {
 				byte(f.k), byte(f.k>>8), byte(f.k>>16), byte(f.k>>24),
 				byte(f.n), byte(f.n>>8), byte(f.n>>16), byte(f.n>>24), f.phase, f.ws, f.esc)
 		}
-		_ = e
 	}
 	return buf
 }
