@@ -57,6 +57,10 @@ func (q *Queen) routeTable(gatherer prometheus.Gatherer) []route {
 		f("GET /api/ps", q.handleOllamaPs),
 		f("POST /api/show", q.handleOllamaShow),
 		f("GET /api/version", q.handleOllamaVersion),
+		f("POST /api/embed", q.handleOllamaEmbed),
+		f("POST /v1/embeddings", q.handleEmbeddings),
+		f("POST /tokenize", q.handleTokenize),
+		f("POST /detokenize", q.handleDetokenize),
 		f("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		}),

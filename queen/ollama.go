@@ -14,7 +14,7 @@ import (
 
 // Ollama's API on the queen's port, so that programs written for Ollama
 // work against rbee: /api/generate and /api/chat (NDJSON streams unless
-// "stream": false), /api/tags, /api/ps, /api/show and /api/version. The
+// "stream": false), /api/embed, /api/tags, /api/ps, /api/show and /api/version. The
 // field names and the options map are Ollama's; a request goes through the
 // same checks and work queue as an OpenAI one.
 
@@ -465,4 +465,74 @@ func (q *Queen) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
 
 func (q *Queen) handleOllamaVersion(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"version": ServiceVersion})
+}
+
+// Ollama's /api/embed.
+
+type ollamaEmbedRequest struct {
+	Model      string          `json:"model"`
+	Input      json.RawMessage `json:"input"`
+	Truncate   *bool           `json:"truncate"`
+	Options    json.RawMessage `json:"options"`
+	KeepAlive  json.RawMessage `json:"keep_alive"`
+	Dimensions *int            `json:"dimensions"`
+}
+
+type ollamaEmbedResponse struct {
+	Model           string      `json:"model"`
+	Embeddings      [][]float32 `json:"embeddings"`
+	TotalDuration   int64       `json:"total_duration"`
+	LoadDuration    int64       `json:"load_duration"`
+	PromptEvalCount int         `json:"prompt_eval_count"`
+}
+
+// ollamaEmbed maps Ollama's embed request. Options set sampling and
+// per-worker settings, none of which changes an embedding, so any option
+// is refused by name rather than ignored; keep_alive is accepted, as on
+// the other Ollama routes (hives unload idle workers themselves).
+func (r *ollamaEmbedRequest) inferRequest() (schemas.InferRequest, error) {
+	ir := schemas.InferRequest{Model: r.Model}
+	if len(r.Options) > 0 && !bytes.Equal(r.Options, []byte("null")) {
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(r.Options, &raw); err != nil {
+			return ir, schemas.Errorf(schemas.CodeInvalidRequest, "options: want an object: %v", err)
+		}
+		for name := range raw {
+			return ir, ollamaUnsupported("options." + name + " on /api/embed")
+		}
+	}
+	if r.Dimensions != nil {
+		return ir, ollamaUnsupported("dimensions")
+	}
+	inputs, err := textInput(r.Input)
+	if err != nil {
+		return ir, err
+	}
+	if err := checkInputs(inputs); err != nil {
+		return ir, err
+	}
+	// Ollama truncates unless told not to.
+	ir.Aux = schemas.Aux{Kind: schemas.KindEmbed, Input: inputs, Truncate: r.Truncate == nil || *r.Truncate}
+	return ir, nil
+}
+
+func (q *Queen) handleOllamaEmbed(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var req ollamaEmbedRequest
+	if err := decodeOllama(w, r, &req); err != nil {
+		writeOllamaError(w, err)
+		return
+	}
+	ir, err := req.inferRequest()
+	if err != nil {
+		writeOllamaError(w, err)
+		return
+	}
+	end, err := q.runAux(w, r, &ir)
+	if err != nil {
+		writeOllamaError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ollamaEmbedResponse{Model: req.Model, Embeddings: end.Embeddings,
+		TotalDuration: time.Since(start).Nanoseconds(), PromptEvalCount: end.Usage.PromptTokens})
 }
