@@ -113,7 +113,7 @@ func Permissions(subj schemas.Subjects, role Role) *server.Permissions {
 			Publish: &server.SubjectPermission{
 				Allow: []string{p + ".>", "$JS.API.>", "$JS.ACK.>", "$KV.>", "$SRV.>", "_INBOX.>",
 					InboxPrefix(RoleClient) + ".>", InboxPrefix(RoleOperator) + ".>", InboxPrefix(RoleHive) + ".>"},
-				Deny:  []string{base + ".audit.hive.>", base + ".audit.worker.>"},
+				Deny: []string{base + ".audit.hive.>", base + ".audit.worker.>"},
 			},
 			Subscribe: &server.SubjectPermission{Allow: []string{p + ".>", inbox, "$KV.>", "$SRV.>"}},
 		}
