@@ -88,6 +88,14 @@ func (q *Queen) startRelay(ctx context.Context, job schemas.Job, idempotencyKey 
 		if idempotencyKey != "" {
 			q.release(ctx, idempotencyKey)
 		}
+		if ctx.Err() != nil {
+			// The client left while the job was being published, which
+			// may have stored it: cancel it and record its end, as for a
+			// job the queen stops following.
+			q.cancel(context.WithoutCancel(ctx), rl.job.ID)
+			rl.fail(schemas.Wrap(schemas.CodeCancelled, err))
+			rl.seal(q.log.With("job_id", rl.job.ID, "model", rl.job.Model))
+		}
 		return nil, err
 	}
 	q.metrics.jobsInFlight.Inc()
