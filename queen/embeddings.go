@@ -177,4 +177,3 @@ func (q *Queen) runAux(w http.ResponseWriter, r *http.Request, ir *schemas.Infer
 		}
 	}
 }
-
