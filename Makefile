@@ -3,7 +3,7 @@ GO       ?= go
 BIN      ?= bin/rbee
 FUZZTIME ?= 10s
 
-.PHONY: all build run test vet unit fuzz bench bench-go generate clean
+.PHONY: all build run test vet unit race fuzz bench bench-go generate clean
 
 all: build
 
@@ -27,6 +27,13 @@ vet:
 unit:
 	$(GO) test -count=1 -timeout 15m ./...
 	cd third_party/jinja && $(GO) test -count=1 .
+
+# The packages whose goroutines meet, again under the race detector. The
+# engine's numeric packages (quant, vec, gguf, tokenizer, synth, sample) are
+# left out: single-goroutine code that takes minutes instrumented.
+RACE_PKGS = ./bus/... ./queen/... ./worker/... ./hive/... ./schemas/... ./internal/... ./infer ./infer/chat ./infer/grammar
+race:
+	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
 
 # Explore with every fuzz target for FUZZTIME each (go test fuzzes one
 # target per run); a crash it finds lands in the package's testdata/fuzz,
