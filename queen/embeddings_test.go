@@ -3,6 +3,7 @@ package queen
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"net/http"
 	"strings"
@@ -138,6 +139,7 @@ func TestTokenizeAndDetokenize(t *testing.T) {
 		}
 	})
 	// Without a model: the one live workers serve.
+	waitLiveModels(t, f, 1)
 	resp, body := f.post("/tokenize", `{"content":"Once","add_special":true}`)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d: %v", resp.StatusCode, body)
@@ -169,8 +171,24 @@ func TestTokenizeAndDetokenize(t *testing.T) {
 		}
 	}
 	f.putWorker("w2", "other", schemas.WorkerReady)
+	waitLiveModels(t, f, 2)
 	resp, body = f.post("/tokenize", `{"content":"a"}`)
 	if e, _ := body["error"].(map[string]any); resp.StatusCode != http.StatusBadRequest || !strings.Contains(e["message"].(string), "model is required") {
 		t.Errorf("two models, none named: status %d, %v", resp.StatusCode, body)
 	}
+}
+
+// waitLiveModels waits until the queen's registry has seen n live models.
+func waitLiveModels(t *testing.T, f *fixture, n int) {
+	t.Helper()
+	checkFor(t, func() error {
+		models, err := f.q.visibleModels(f.ctx())
+		if err != nil {
+			return err
+		}
+		if len(models) != n {
+			return fmt.Errorf("%d models, want %d", len(models), n)
+		}
+		return nil
+	})
 }
