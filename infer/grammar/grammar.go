@@ -4,8 +4,8 @@
 // and tells, for a state of the automaton, which tokens may come next (a
 // mask, cached per state); a Matcher follows one generation through it.
 //
-// Whitespace between JSON tokens is bounded (one space, or a newline and
-// MaxIndent spaces or tabs) and numbers have bounded digits, so the model always makes progress towards
+// Whitespace between JSON tokens is at most one space (no newlines) and
+// numbers have bounded digits, so the model always makes progress towards
 // the end of the value; once the value is complete only an end-of-generation
 // token may follow.
 package grammar
@@ -27,9 +27,6 @@ var (
 
 // Limits that bound the automaton.
 const (
-	// MaxIndent is the most spaces or tabs after a newline between two JSON
-	// tokens; the only other whitespace allowed there is one space.
-	MaxIndent = 20
 	// MaxDepth bounds the nesting of values (the automaton's stack).
 	MaxDepth = 32
 	// MaxIntDigits and MaxFracDigits bound a number's integer and fraction

@@ -8,7 +8,7 @@ type frame struct {
 	k     int32 // trie node (literal, key), format state, or number state
 	n     int32 // property index, item or character count, digit count
 	phase uint8
-	ws    uint8 // the current gap's whitespace (see space)
+	ws    uint8 // 1 once the current gap has its space (see space)
 	esc   uint8 // string: escape or UTF-8 state
 	_     uint8
 }
@@ -270,25 +270,17 @@ func (g *Grammar) canEnd(f *frame) bool {
 
 func isWS(c byte) bool { return c == ' ' || c == '\n' || c == '\t' || c == '\r' }
 
-// space reads a whitespace byte between JSON tokens. A gap is one space, or
-// a newline and up to MaxIndent spaces or tabs (as llama.cpp's JSON
-// grammars have it): room for pretty-printing, none for looping.
+// space reads a whitespace byte between JSON tokens. A gap holds at most
+// one space and never a newline, as OpenAI's structured outputs are
+// compact: a small model given room to indent spends its token budget on
+// runs of spaces.
 func space(f *frame, c byte) int {
-	switch {
-	case f.ws == 0 && c == ' ':
-		f.ws = wsSpaced
-	case f.ws == 0 && c == '\n':
-		f.ws = 1
-	case f.ws >= 1 && f.ws <= MaxIndent && (c == ' ' || c == '\t'):
-		f.ws++
-	default:
+	if f.ws != 0 || c != ' ' {
 		return rReject
 	}
+	f.ws = 1
 	return rConsumed
 }
-
-// wsSpaced marks a gap that was one space: it is over.
-const wsSpaced = 255
 
 func (g *Grammar) starts(n int32, c byte) bool { return hasBit(&g.nodes[n].first, c) }
 
