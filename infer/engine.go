@@ -126,6 +126,8 @@ type Sequence struct {
 	nPrompt    int
 	maxTokens  int
 	logitSteps int
+	logprobs   int // alternatives to report; -1: no logprobs
+	top        []sample.Candidate
 	kv         kvSeq
 	admitted   bool
 	starved    bool
@@ -191,10 +193,14 @@ func (e *Engine) NewSequence(req Request, emit func(Token) error) (*Sequence, er
 			blocks:   make([]int32, 0, blocksFor(e.cfg.ContextLength+1)),
 			contents: make([]uint64, 0, blocksFor(e.cfg.ContextLength+1)),
 		},
-		sampler: sampler, decoder: m.tok.NewStreamDecoder(), stops: sample.NewStopMatcher(req.Stop),
+		logprobs: -1,
+		sampler:  sampler, decoder: m.tok.NewStreamDecoder(), stops: sample.NewStopMatcher(req.Stop),
 		logits: make([]float32, m.hp.VocabSize),
 		text:   make([]byte, 0, 8*min(maxTokens, e.cfg.ContextLength)),
 		start:  time.Now(),
+	}
+	if req.Logprobs {
+		s.logprobs = min(max(req.TopLogprobs, 0), sample.MaxTopLogprobs)
 	}
 	s.res.PromptIDs = ids
 	s.tokens = append(s.tokens, ids...)
@@ -403,12 +409,16 @@ func (s *Sequence) sampleNext() {
 		s.finish(StopEOG, nil)
 		return
 	}
+	var lp *Logprobs
+	if s.logprobs >= 0 {
+		lp = s.tokenLogprobs(id)
+	}
 	s.sampler.Accept(id)
 	s.tokens = append(s.tokens, id)
 	generated++
 	piece, stopped := s.stops.Push(s.decoder.Add(id))
 	s.text = append(s.text, piece...)
-	if err := s.emit(Token{ID: id, Text: piece}); err != nil {
+	if err := s.emit(Token{ID: id, Text: piece, Logprobs: lp}); err != nil {
 		s.finish(StopLength, err)
 		return
 	}
@@ -419,6 +429,19 @@ func (s *Sequence) sampleNext() {
 	case generated >= s.maxTokens || len(s.tokens) > s.e.cfg.ContextLength:
 		s.finish(StopLength, nil)
 	}
+}
+
+// tokenLogprobs reports id's logprob from the logits it was just sampled
+// from, which the sampler left penalised and masked.
+func (s *Sequence) tokenLogprobs(id int32) *Logprobs {
+	var chosen float32
+	chosen, s.top = sample.Logprobs(s.logits, id, s.logprobs, s.top)
+	tok := s.e.m.tok
+	lp := &Logprobs{Logprob: chosen, Bytes: tok.Piece(id), Top: make([]Alternative, len(s.top))}
+	for i, c := range s.top {
+		lp.Top[i] = Alternative{ID: c.ID, Bytes: tok.Piece(c.ID), Logprob: c.Logprob}
+	}
+	return lp
 }
 
 // finish ends the sequence. Text held back for a possible stop string or a

@@ -29,6 +29,10 @@ type Request struct {
 	// (see infer/grammar): tokens it does not allow are never sampled, and
 	// the generation ends once the value is complete.
 	Grammar *grammar.Grammar
+	// Logprobs asks for each token's log-probability and its TopLogprobs
+	// (0 to sample.MaxTopLogprobs) most likely alternatives on Token.
+	Logprobs    bool
+	TopLogprobs int
 	// Resume holds tokens an earlier run of this request already generated:
 	// they are taken as output without being emitted, and generation goes
 	// on after them exactly as that run would have with the same seed.
@@ -42,6 +46,25 @@ type Request struct {
 type Token struct {
 	ID   int32
 	Text string
+	// Logprobs is set when the request asked for them, on every token
+	// but a held-back tail's (ID -1).
+	Logprobs *Logprobs
+}
+
+// Logprobs is a sampled token's log-probability under the distribution it
+// was drawn from (after penalties, bias and grammar; at temperature 1, see
+// sample.Logprobs), with its bytes and the most likely alternatives.
+type Logprobs struct {
+	Logprob float32
+	Bytes   []byte
+	Top     []Alternative
+}
+
+// Alternative is one of the most likely tokens at a step.
+type Alternative struct {
+	ID      int32
+	Bytes   []byte
+	Logprob float32
 }
 
 // Timings measure one generation.
