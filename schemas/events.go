@@ -39,6 +39,8 @@ type Event struct {
 	// Token events.
 	Text    string `json:"text,omitempty"`
 	TokenID *int32 `json:"token_id,omitempty"`
+	// Logprobs is the token's, when the job asked (Sampling.Logprobs).
+	Logprobs *TokenLogprobs `json:"logprobs,omitempty"`
 
 	// End events.
 	StopReason string   `json:"stop_reason,omitempty"`
@@ -57,6 +59,22 @@ type Event struct {
 
 	// Error events.
 	Error *Error `json:"error,omitempty"`
+}
+
+// TokenLogprobs is a sampled token's log-probability, its bytes (which
+// may be part of a UTF-8 character) and the most likely alternatives at
+// its step, most likely first.
+type TokenLogprobs struct {
+	Logprob float64      `json:"logprob"`
+	Bytes   []byte       `json:"bytes"`
+	Top     []TopLogprob `json:"top,omitempty"`
+}
+
+// TopLogprob is one alternative of a step.
+type TopLogprob struct {
+	TokenID int32   `json:"token_id"`
+	Bytes   []byte  `json:"bytes"`
+	Logprob float64 `json:"logprob"`
 }
 
 // Usage counts tokens the way OpenAI's usage object does.

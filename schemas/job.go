@@ -52,7 +52,21 @@ type Sampling struct {
 	PresencePenalty  float64  `json:"presence_penalty,omitempty"`
 	FrequencyPenalty float64  `json:"frequency_penalty,omitempty"`
 	Seed             *int64   `json:"seed,omitempty"`
+	// LogitBias is added to the logits of the tokens it names (token id
+	// to -100..100) before every draw, as OpenAI's logit_bias.
+	LogitBias map[int32]float64 `json:"logit_bias,omitempty"`
+	// Logprobs, when set, asks for each token's log-probability and that
+	// many most likely alternatives (0 to MaxTopLogprobs) on its token
+	// event. Workers that predate it send none: upgrade workers first.
+	Logprobs *int `json:"logprobs,omitempty"`
 }
+
+// MaxTopLogprobs bounds the alternatives a token event reports, as OpenAI
+// bounds top_logprobs; MaxLogitBias the tokens one request may bias.
+const (
+	MaxTopLogprobs = 20
+	MaxLogitBias   = 1024
+)
 
 // Job is one generation request, as it sits on the work queue. At most one of
 // Prompt and Messages is set (an empty prompt is a story from the start); Messages is rendered with the model's chat
@@ -378,6 +392,20 @@ func (s *Sampling) validate() error {
 		{"frequency_penalty", s.FrequencyPenalty, -2, 2},
 	} {
 		if err := check(c.name, c.v, c.lo, c.hi); err != nil {
+			return err
+		}
+	}
+	if s.Logprobs != nil && (*s.Logprobs < 0 || *s.Logprobs > MaxTopLogprobs) {
+		return Errorf(CodeInvalidRequest, "logprobs %d: want 0 to %d alternatives", *s.Logprobs, MaxTopLogprobs)
+	}
+	if len(s.LogitBias) > MaxLogitBias {
+		return Errorf(CodeInvalidRequest, "logit_bias names %d tokens, limit %d", len(s.LogitBias), MaxLogitBias)
+	}
+	for id, b := range s.LogitBias {
+		if id < 0 {
+			return Errorf(CodeInvalidRequest, "logit_bias: token %d is negative", id)
+		}
+		if err := check(fmt.Sprintf("logit_bias[%d]", id), b, -100, 100); err != nil {
 			return err
 		}
 	}

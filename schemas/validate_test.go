@@ -92,6 +92,10 @@ func TestJobValidate(t *testing.T) {
 		{"repeat penalty too high", func(j *Job) { j.RepeatPenalty = 11 }, "repeat_penalty"},
 		{"presence penalty too low", func(j *Job) { j.PresencePenalty = -2.1 }, "presence_penalty"},
 		{"frequency penalty too high", func(j *Job) { j.FrequencyPenalty = math.Inf(1) }, "frequency_penalty"},
+		{"negative logprobs", func(j *Job) { j.Logprobs = ptr(-1) }, "logprobs"},
+		{"too many alternatives", func(j *Job) { j.Logprobs = ptr(MaxTopLogprobs + 1) }, "logprobs"},
+		{"logit bias past 100", func(j *Job) { j.LogitBias = map[int32]float64{5: 100.5} }, "logit_bias[5]"},
+		{"logit bias of a negative token", func(j *Job) { j.LogitBias = map[int32]float64{-1: 1} }, "logit_bias"},
 	} {
 		j := validJob()
 		tc.change(&j)
@@ -273,6 +277,16 @@ func TestEncodeDecodeEvents(t *testing.T) {
 		if _, err := DecodeEvents(nil, []byte(body)); CodeOf(err) != CodeInvalidRequest {
 			t.Errorf("%s: DecodeEvents = %v, want an invalid_request error", name, err)
 		}
+	}
+	lp := tokenEvent()
+	lp.Logprobs = &TokenLogprobs{Logprob: -0.5, Bytes: []byte{0xC3}, Top: []TopLogprob{{TokenID: 7, Bytes: []byte{0xC3}, Logprob: -0.5}}}
+	data, err = EncodeEvents([]Event{lp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := DecodeEvents(nil, data); err != nil || out[0].Logprobs == nil || string(out[0].Logprobs.Bytes) != "\xC3" ||
+		out[0].Logprobs.Top[0].TokenID != 7 {
+		t.Errorf("a token's logprobs, half a character: %+v, %v", out, err)
 	}
 	many := make([]Event, MaxEventsPerMessage+1)
 	for i := range many {

@@ -66,3 +66,23 @@ func TestLogprobsAfterPenalties(t *testing.T) {
 		t.Errorf("logprob %v out of range", lp)
 	}
 }
+
+func TestLogitBias(t *testing.T) {
+	s, err := New(Params{LogitBias: map[int32]float32{2: 100, 0: -100}}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logits := []float32{5, 4, -3}
+	if id := s.Sample(logits); id != 2 {
+		t.Errorf("greedy with token 2 biased by 100: got %d", id)
+	}
+	if logits[2] != 97 || logits[0] != -95 {
+		t.Errorf("biased logits %v, want the bias added in place", logits)
+	}
+	if _, err := New(Params{LogitBias: map[int32]float32{3: 1}}, 3); err == nil {
+		t.Error("a bias for a token outside the vocabulary was accepted")
+	}
+	if _, err := New(Params{LogitBias: map[int32]float32{1: float32(math.Inf(1))}}, 3); err == nil {
+		t.Error("an infinite bias was accepted")
+	}
+}

@@ -48,6 +48,10 @@ type Params struct {
 	// FrequencyPenalty is subtracted from a token's logit once per
 	// occurrence in the window. Negative values encourage repetition.
 	FrequencyPenalty float32
+	// LogitBias is added to the logits of the tokens it names before the
+	// penalties, as OpenAI's logit_bias; -100 or 100 all but bans or
+	// forces a token.
+	LogitBias map[int32]float32
 
 	// Seed makes sampling reproducible when HasSeed is set: the same seed,
 	// parameters and inputs give the same tokens. Without it the sampler
@@ -83,6 +87,11 @@ func (p Params) Validate() error {
 	}
 	if !finite(p.FrequencyPenalty) {
 		errs = append(errs, fmt.Errorf("frequency_penalty must be a finite number, got %v", p.FrequencyPenalty))
+	}
+	for id, b := range p.LogitBias {
+		if !finite(b) {
+			errs = append(errs, fmt.Errorf("logit_bias of token %d must be a finite number, got %v", id, b))
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid sampling parameters: %w", errors.Join(errs...))

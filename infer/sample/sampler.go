@@ -47,6 +47,11 @@ func New(p Params, vocabSize int) (*Sampler, error) {
 	if vocabSize <= 0 || vocabSize > math.MaxInt32 {
 		return nil, fmt.Errorf("new sampler: vocabulary size must be within [1, %d], got %d", math.MaxInt32, vocabSize)
 	}
+	for id := range p.LogitBias {
+		if id < 0 || int(id) >= vocabSize {
+			return nil, fmt.Errorf("new sampler: logit_bias names token %d, outside the vocabulary of %d", id, vocabSize)
+		}
+	}
 	seed := p.Seed
 	if !p.HasSeed {
 		seed = rand.Uint64()
@@ -142,7 +147,7 @@ func (s *Sampler) forget(id int32) {
 	s.distinct = s.distinct[:len(s.distinct)-1]
 }
 
-// Sample applies the penalties to logits (in place), runs the filters and
+// Sample applies the logit bias and the penalties to logits (in place), runs the filters and
 // returns the chosen token id. logits normally has vocabSize entries; a
 // shorter slice samples among its own entries, and an empty one returns -1.
 // NaN logits are never chosen unless every logit is NaN or -Inf, in which
@@ -153,6 +158,11 @@ func (s *Sampler) Sample(logits []float32) int32 {
 	}
 	step := s.step
 	s.step++
+	for id, b := range s.p.LogitBias {
+		if int(id) < len(logits) {
+			logits[id] += b
+		}
+	}
 	if s.penalize {
 		s.applyPenalties(logits)
 	}
