@@ -180,7 +180,7 @@ func (e *Engine) NewSequence(req Request, emit func(Token) error) (*Sequence, er
 	}
 	sampler, err := sample.New(req.Sampling, m.hp.VocabSize)
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrSampling, err)
 	}
 	maxTokens := req.MaxTokens
 	if maxTokens <= 0 {

@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -8,6 +9,10 @@ import (
 	"github.com/rbee-dev/rbee/infer/grammar"
 	"github.com/rbee-dev/rbee/infer/sample"
 )
+
+// ErrSampling is wrapped when a request's sampling parameters do not fit
+// the model (a logit_bias for a token outside its vocabulary, say).
+var ErrSampling = errors.New("sampling parameters")
 
 // Stop reasons reported in Result.
 const (

@@ -69,6 +69,8 @@ func settle(err, cause error) (schemas.Code, action) {
 		return schemas.CodeContextExceeded, actAck
 	case errors.Is(err, infer.ErrTemplate):
 		return schemas.CodeTemplateError, actAck
+	case errors.Is(err, infer.ErrSampling):
+		return schemas.CodeInvalidRequest, actAck
 	case errors.Is(err, infer.ErrKVExhausted):
 		return schemas.CodeNoCapacity, actAck
 	default:
@@ -261,7 +263,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	req.Resume = state.tokens
 	res, err := w.sched.Generate(jobCtx, req, func(t infer.Token) error {
 		id := t.ID
-		es.add(schemas.Event{Type: schemas.EventToken, Text: t.Text, TokenID: &id})
+		es.add(schemas.Event{Type: schemas.EventToken, Text: t.Text, TokenID: &id, Logprobs: wireLogprobs(t.Logprobs)})
 		w.progress.Add(1)
 		return nil
 	})
@@ -441,6 +443,9 @@ func request(job schemas.Job) (infer.Request, error) {
 		return infer.Request{}, err
 	}
 	req := infer.Request{Prompt: job.Prompt, MaxTokens: job.MaxTokens, Stop: job.Stop, Sampling: params(job.Sampling), Grammar: g}
+	if job.Logprobs != nil {
+		req.Logprobs, req.TopLogprobs = true, *job.Logprobs
+	}
 	for _, m := range job.Messages {
 		req.Messages = append(req.Messages, chat.Message{Role: m.Role, Content: m.Content})
 	}
@@ -489,6 +494,7 @@ func params(s schemas.Sampling) sample.Params {
 		RepeatPenalty:    float32(s.RepeatPenalty),
 		PresencePenalty:  float32(s.PresencePenalty),
 		FrequencyPenalty: float32(s.FrequencyPenalty),
+		LogitBias:        logitBias(s.LogitBias),
 	}
 	if s.Temperature != nil {
 		p.Temperature = float32(*s.Temperature)
