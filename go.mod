@@ -3,6 +3,7 @@ module github.com/rbee-dev/rbee
 go 1.26.0
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/NVIDIA/go-nvml v0.13.4-1
 	github.com/ardanlabs/jinja v1.8.0
 	github.com/caarlos0/env/v11 v11.4.2
