@@ -3,6 +3,7 @@ package queen
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -191,4 +192,24 @@ func waitLiveModels(t *testing.T, f *fixture, n int) {
 		}
 		return nil
 	})
+}
+
+// TestMicroTokenize: the queen's micro service takes the other kinds too,
+// so a bus client tokenizes with nats req rbee.v2.infer and reads the one
+// end event.
+func TestMicroTokenize(t *testing.T) {
+	f := newFixture(t, nil)
+	f.run()
+	taken := f.startWorker(model, answer(schemas.Event{Tokens: []int32{1, 403}}))
+	msgs := f.infer(`{"model":"stories260K","kind":"tokenize","prompt":"Once","add_special":true}`)
+	if job := recvJob(t, taken).Job; job.Kind != schemas.KindTokenize || job.Prompt != "Once" || !job.AddSpecial {
+		t.Errorf("job %+v: want the tokenize job", job.Aux)
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages, want the end event", len(msgs))
+	}
+	var ev schemas.Event
+	if err := json.Unmarshal(msgs[0].Data, &ev); err != nil || ev.Type != schemas.EventEnd || len(ev.Tokens) != 2 || ev.Tokens[1] != 403 {
+		t.Errorf("event %s: %v", msgs[0].Data, err)
+	}
 }
