@@ -361,6 +361,7 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 		return
 	}
 	var text strings.Builder
+	var logprobs []*schemas.TokenLogprobs
 	for {
 		ev, err := rl.recv(ctx)
 		if err != nil {
@@ -369,10 +370,13 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 		}
 		if ev.Type == schemas.EventEnd {
 			setWorker(w, ev)
-			writeJSON(w, http.StatusOK, a.response(text.String(), ev.StopReason, *ev.Usage))
+			writeJSON(w, http.StatusOK, a.response(text.String(), ev.StopReason, *ev.Usage, logprobs))
 			return
 		}
 		text.WriteString(ev.Text)
+		if ev.Logprobs != nil {
+			logprobs = append(logprobs, ev.Logprobs)
+		}
 	}
 }
 
@@ -410,7 +414,7 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 	}
 	done := func() { fmt.Fprint(w, "data: [DONE]\n\n"); rc.Flush() }
 
-	first := true
+	first, offset := true, 0
 	for {
 		if ev.Type == schemas.EventEnd {
 			if first && !send(a.chunk("", true, nil)) {
@@ -425,8 +429,11 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 			done()
 			return
 		}
-		if !send(a.chunk(ev.Text, first, nil)) {
+		if !send(a.tokenChunk(ev.Text, first, ev.Logprobs, offset)) {
 			return // the client is gone; rl.close tells the worker
+		}
+		if ev.Logprobs != nil {
+			offset += len(ev.Logprobs.Bytes)
 		}
 		first = false
 		if ev, err = rl.recv(ctx); err != nil {

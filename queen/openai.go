@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/rbee-dev/rbee/schemas"
@@ -32,6 +33,8 @@ type commonRequest struct {
 	// ResponseFormat constrains the output to JSON (json_object, or
 	// json_schema); on completions too, as llama.cpp and vLLM serve it.
 	ResponseFormat *schemas.ResponseFormat `json:"response_format"`
+	// LogitBias maps token ids, as strings, to a bias of -100..100.
+	LogitBias map[string]float64 `json:"logit_bias"`
 }
 
 type streamOptions struct {
@@ -42,6 +45,8 @@ type chatRequest struct {
 	commonRequest
 	Messages            []chatMessageIn `json:"messages"`
 	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Logprobs            *bool           `json:"logprobs"`
+	TopLogprobs         *int            `json:"top_logprobs"`
 }
 
 type chatMessageIn struct {
@@ -52,7 +57,13 @@ type chatMessageIn struct {
 type completionRequest struct {
 	commonRequest
 	Prompt stringOrList `json:"prompt"`
+	// Logprobs is the legacy API's: how many alternatives per token, 0 to
+	// maxCompletionLogprobs; null for none.
+	Logprobs *int `json:"logprobs"`
 }
+
+// maxCompletionLogprobs is OpenAI's bound on the completions API's logprobs.
+const maxCompletionLogprobs = 5
 
 // stringOrList is a JSON string or array of strings.
 type stringOrList []string
@@ -127,6 +138,16 @@ func (r *commonRequest) inferRequest(maxTokens *int) (schemas.InferRequest, erro
 		ir.MaxTokens = *maxTokens
 	}
 	s := &ir.Sampling
+	if len(r.LogitBias) > 0 {
+		s.LogitBias = make(map[int32]float64, len(r.LogitBias))
+		for k, v := range r.LogitBias {
+			id, err := strconv.ParseInt(k, 10, 32)
+			if err != nil || id < 0 {
+				return ir, schemas.Errorf(schemas.CodeInvalidRequest, "logit_bias: key %q is not a token id", clip(k))
+			}
+			s.LogitBias[int32(id)] = v
+		}
+	}
 	s.Temperature = r.Temperature
 	s.Seed = r.Seed
 	if r.TopK != nil {
@@ -162,6 +183,18 @@ func (r *chatRequest) inferRequest() (schemas.InferRequest, error) {
 	for i, m := range r.Messages {
 		ir.Messages[i] = schemas.Message{Role: m.Role, Content: string(m.Content)}
 	}
+	switch {
+	case r.TopLogprobs != nil && (*r.TopLogprobs < 0 || *r.TopLogprobs > schemas.MaxTopLogprobs):
+		return ir, schemas.Errorf(schemas.CodeInvalidRequest, "top_logprobs %d: want 0 to %d", *r.TopLogprobs, schemas.MaxTopLogprobs)
+	case r.TopLogprobs != nil && *r.TopLogprobs > 0 && (r.Logprobs == nil || !*r.Logprobs):
+		return ir, schemas.Errorf(schemas.CodeInvalidRequest, "top_logprobs needs logprobs true")
+	case r.Logprobs != nil && *r.Logprobs:
+		top := 0
+		if r.TopLogprobs != nil {
+			top = *r.TopLogprobs
+		}
+		ir.Logprobs = &top
+	}
 	return ir, nil
 }
 
@@ -177,6 +210,12 @@ func (r *completionRequest) inferRequest() (schemas.InferRequest, error) {
 		return ir, schemas.Errorf(schemas.CodeInvalidRequest, "prompt is empty")
 	}
 	ir.Prompt = r.Prompt[0]
+	if n := r.Logprobs; n != nil {
+		if *n < 0 || *n > maxCompletionLogprobs {
+			return ir, schemas.Errorf(schemas.CodeInvalidRequest, "logprobs %d: want 0 to %d", *n, maxCompletionLogprobs)
+		}
+		ir.Logprobs = n
+	}
 	return ir, nil
 }
 
@@ -192,11 +231,39 @@ type completion[C any] struct {
 }
 
 type chatChoice struct {
-	Index        int       `json:"index"`
-	Message      *chatOut  `json:"message,omitempty"`
-	Delta        *chatOut  `json:"delta,omitempty"`
-	FinishReason *string   `json:"finish_reason"`
-	Logprobs     *struct{} `json:"logprobs"`
+	Index        int           `json:"index"`
+	Message      *chatOut      `json:"message,omitempty"`
+	Delta        *chatOut      `json:"delta,omitempty"`
+	FinishReason *string       `json:"finish_reason"`
+	Logprobs     *chatLogprobs `json:"logprobs"`
+}
+
+// chatLogprobs is a chat choice's logprobs: one entry per token.
+type chatLogprobs struct {
+	Content []chatTokenLogprob `json:"content"`
+	Refusal []chatTokenLogprob `json:"refusal"`
+}
+
+type chatTokenLogprob struct {
+	Token       string         `json:"token"`
+	Logprob     float64        `json:"logprob"`
+	Bytes       []int          `json:"bytes"`
+	TopLogprobs []chatTopEntry `json:"top_logprobs"`
+}
+
+type chatTopEntry struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+// textLogprobs is the completions API's: parallel lists, one entry per
+// token; text_offset counts bytes of the generated text.
+type textLogprobs struct {
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []float64            `json:"token_logprobs"`
+	TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+	TextOffset    []int                `json:"text_offset"`
 }
 
 type chatOut struct {
@@ -205,10 +272,10 @@ type chatOut struct {
 }
 
 type textChoice struct {
-	Index        int       `json:"index"`
-	Text         string    `json:"text"`
-	FinishReason *string   `json:"finish_reason"`
-	Logprobs     *struct{} `json:"logprobs"`
+	Index        int           `json:"index"`
+	Text         string        `json:"text"`
+	FinishReason *string       `json:"finish_reason"`
+	Logprobs     *textLogprobs `json:"logprobs"`
 }
 
 type modelList struct {
@@ -231,13 +298,14 @@ type modelInfo struct {
 type api struct {
 	chat bool
 	// Fixed per job:
-	id      string
-	model   string
-	created int64
+	id       string
+	model    string
+	created  int64
+	logprobs bool // the job asked for them
 }
 
 func newAPI(chat bool, job *schemas.Job) api {
-	a := api{chat: chat, model: job.Model, created: job.CreatedAt.Unix()}
+	a := api{chat: chat, model: job.Model, created: job.CreatedAt.Unix(), logprobs: job.Logprobs != nil}
 	if chat {
 		a.id = "chatcmpl-" + job.ID
 	} else {
@@ -246,19 +314,84 @@ func newAPI(chat bool, job *schemas.Job) api {
 	return a
 }
 
-func (a api) response(text, finish string, usage schemas.Usage) any {
+// logprobsOf shapes the logprobs of tokens (their token events, in order)
+// for the endpoint; offset is the generated text's length before the first
+// of them. Nil when the job did not ask for logprobs.
+func (a api) logprobsOf(tokens []*schemas.TokenLogprobs, offset int) (*chatLogprobs, *textLogprobs) {
+	if !a.logprobs {
+		return nil, nil
+	}
+	if a.chat {
+		out := &chatLogprobs{Content: []chatTokenLogprob{}, Refusal: []chatTokenLogprob{}}
+		for _, t := range tokens {
+			e := chatTokenLogprob{Token: string(t.Bytes), Logprob: t.Logprob, Bytes: byteList(t.Bytes), TopLogprobs: []chatTopEntry{}}
+			for _, alt := range t.Top {
+				e.TopLogprobs = append(e.TopLogprobs, chatTopEntry{Token: string(alt.Bytes), Logprob: alt.Logprob, Bytes: byteList(alt.Bytes)})
+			}
+			out.Content = append(out.Content, e)
+		}
+		return out, nil
+	}
+	out := &textLogprobs{Tokens: []string{}, TokenLogprobs: []float64{}, TopLogprobs: []map[string]float64{}, TextOffset: []int{}}
+	for _, t := range tokens {
+		out.Tokens = append(out.Tokens, string(t.Bytes))
+		out.TokenLogprobs = append(out.TokenLogprobs, t.Logprob)
+		top := make(map[string]float64, len(t.Top))
+		for _, alt := range t.Top {
+			// Two tokens with the same text keep the likelier.
+			if lp, ok := top[string(alt.Bytes)]; !ok || alt.Logprob > lp {
+				top[string(alt.Bytes)] = alt.Logprob
+			}
+		}
+		out.TopLogprobs = append(out.TopLogprobs, top)
+		out.TextOffset = append(out.TextOffset, offset)
+		offset += len(t.Bytes)
+	}
+	return nil, out
+}
+
+// byteList is bytes as OpenAI lists them: integers, not base64.
+func byteList(b []byte) []int {
+	out := make([]int, len(b))
+	for i, c := range b {
+		out[i] = int(c)
+	}
+	return out
+}
+
+func (a api) response(text, finish string, usage schemas.Usage, tokens []*schemas.TokenLogprobs) any {
+	chatLP, textLP := a.logprobsOf(tokens, 0)
 	if a.chat {
 		return completion[chatChoice]{
 			ID: a.id, Object: "chat.completion", Created: a.created, Model: a.model,
-			Choices: []chatChoice{{Message: &chatOut{Role: "assistant", Content: &text}, FinishReason: &finish}},
+			Choices: []chatChoice{{Message: &chatOut{Role: "assistant", Content: &text}, FinishReason: &finish, Logprobs: chatLP}},
 			Usage:   &usage,
 		}
 	}
 	return completion[textChoice]{
 		ID: a.id, Object: "text_completion", Created: a.created, Model: a.model,
-		Choices: []textChoice{{Text: text, FinishReason: &finish}},
+		Choices: []textChoice{{Text: text, FinishReason: &finish, Logprobs: textLP}},
 		Usage:   &usage,
 	}
+}
+
+// tokenChunk is a streamed token: its text and, when asked for, its
+// logprobs; offset is the length of the text streamed before it.
+func (a api) tokenChunk(text string, first bool, lp *schemas.TokenLogprobs, offset int) any {
+	c := a.chunk(text, first, nil)
+	if lp == nil {
+		return c
+	}
+	chatLP, textLP := a.logprobsOf([]*schemas.TokenLogprobs{lp}, offset)
+	switch c := c.(type) {
+	case completion[chatChoice]:
+		c.Choices[0].Logprobs = chatLP
+		return c
+	case completion[textChoice]:
+		c.Choices[0].Logprobs = textLP
+		return c
+	}
+	return c
 }
 
 // chunk is one streamed piece of text; first marks the chat chunk that

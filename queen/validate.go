@@ -39,7 +39,7 @@ var hintFields = []string{
 
 // requestFields is every field each endpoint accepts, with its rule. A
 // field OpenAI defines but rbee cannot honour is accepted only at the value
-// that asks for nothing (logprobs false, tools empty), so that clients
+// that asks for nothing (echo false, tools empty), so that clients
 // sending defaults work and a request relying on it is refused, not
 // answered as if it were honoured. Fields neither OpenAI nor rbee define are
 // refused: a misspelt parameter would otherwise be silently ignored.
@@ -47,7 +47,7 @@ var requestFields = func() map[bool]map[string]fieldRule {
 	common := map[string]fieldRule{
 		"model": nil, "max_tokens": nil, "temperature": nil, "top_p": nil, "seed": nil, "stop": nil,
 		"presence_penalty": nil, "frequency_penalty": nil, "n": nil, "stream": nil, "stream_options": nil,
-		"response_format": nil, "logit_bias": unset, "logprobs": unset, "top_logprobs": unset,
+		"response_format": nil, "logit_bias": nil,
 		// rbee's extensions, as llama.cpp and vLLM spell them.
 		"top_k": nil, "min_p": nil, "repeat_penalty": nil, "timeout": nil,
 	}
@@ -56,13 +56,14 @@ var requestFields = func() map[bool]map[string]fieldRule {
 	}
 	chat, completion := maps.Clone(common), maps.Clone(common)
 	for f, rule := range map[string]fieldRule{
-		"messages": checkMessages, "max_completion_tokens": nil,
+		"messages": checkMessages, "max_completion_tokens": nil, "logprobs": nil, "top_logprobs": nil,
 		"tools": unset, "functions": unset, "audio": unset, "web_search_options": unset,
 		"tool_choice": oneOf("none", "auto"), "function_call": oneOf("none", "auto"), "modalities": textOnly,
 	} {
 		chat[f] = rule
 	}
-	for f, rule := range map[string]fieldRule{"prompt": nil, "suffix": unset, "echo": unset, "best_of": oneOrUnset} {
+	for f, rule := range map[string]fieldRule{"prompt": nil, "logprobs": nil, "top_logprobs": unset,
+		"suffix": unset, "echo": unset, "best_of": oneOrUnset} {
 		completion[f] = rule
 	}
 	return map[bool]map[string]fieldRule{true: chat, false: completion}
@@ -74,7 +75,7 @@ func unset(name string, raw json.RawMessage) error {
 	case "null", "false", "0", `""`, "[]", "{}":
 		return nil
 	}
-	return schemas.Errorf(schemas.CodeInvalidRequest, "%s is not supported: rbee cannot honour it (leave it out, or null)", name)
+	return schemas.Errorf(schemas.CodeInvalidRequest, "unsupported parameter %s: rbee cannot honour it (leave it out, or null)", name)
 }
 
 func oneOrUnset(name string, raw json.RawMessage) error {
