@@ -134,7 +134,10 @@ type Identities struct {
 }
 
 // SeedFile is the path of role's nkey seed.
-func (ids *Identities) SeedFile(role Role) string { return filepath.Join(ids.Dir, string(role)+".nk") }
+func (ids *Identities) SeedFile(role Role) string { return SeedPath(ids.Dir, role) }
+
+// SeedPath is where LoadIdentities keeps role's seed in dir.
+func SeedPath(dir string, role Role) string { return filepath.Join(dir, string(role)+".nk") }
 
 // PublicKey is role's public nkey.
 func (ids *Identities) PublicKey(role Role) string { return ids.keys[role] }

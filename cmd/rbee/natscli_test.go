@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,11 +26,18 @@ func TestReadmeNatsExamples(t *testing.T) {
 	up := startUp(t)
 	defer stop(t, up.cmd, syscall.SIGTERM)
 	natsURL := up.natsURL
-	nats := func(ctx context.Context, args ...string) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, natsBin, args...)
-		cmd.Env = append(os.Environ(), "NATS_URL="+natsURL, "NATS_CONTEXT=")
-		return cmd
+	// The README's examples use the contexts rbee up wrote: the client's
+	// and the operator's.
+	natsAs := func(name string) func(ctx context.Context, args ...string) *exec.Cmd {
+		return func(ctx context.Context, args ...string) *exec.Cmd {
+			cmd := exec.CommandContext(ctx, natsBin, append([]string{"--context", name}, args...)...)
+			cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+				return strings.HasPrefix(kv, "NATS_URL=") || strings.HasPrefix(kv, "NATS_CONTEXT=")
+			})
+			return cmd
+		}
 	}
+	nats, operator := natsAs("rbee"), natsAs("rbee-operator")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -70,7 +78,7 @@ func TestReadmeNatsExamples(t *testing.T) {
 		return nil
 	})
 
-	sub := nats(ctx, "sub", "rbee.v2.stream.demo.>")
+	sub := operator(ctx, "sub", "rbee.v2.stream.demo.>")
 	subOut, err := sub.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +91,7 @@ func TestReadmeNatsExamples(t *testing.T) {
 	for lines.Scan() && !strings.Contains(lines.Text(), "Subscribing on rbee.v2.stream.demo.>") {
 	}
 	pub := `{"id":"job-1","model":"stories260K","stream":"rbee.v2.stream.demo.job-1","prompt":"Once upon a time","max_tokens":32}`
-	if out, err := nats(ctx, "pub", "rbee.v2.jobs.stories260K", pub).CombinedOutput(); err != nil {
+	if out, err := operator(ctx, "pub", "rbee.v2.jobs.stories260K", pub).CombinedOutput(); err != nil {
 		t.Fatalf("nats pub: %v\n%s", err, out)
 	}
 	ended := false
@@ -105,9 +113,21 @@ func TestReadmeNatsExamples(t *testing.T) {
 		{[]string{"stream", "subjects", "RBEE_STREAMS"}, "rbee.v2.stream.demo.job-1"},
 		{[]string{"kv", "ls", "RBEE_WORKERS"}, "stories260K-0"},
 	} {
-		out, err := nats(ctx, c.args...).CombinedOutput()
+		out, err := operator(ctx, c.args...).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), c.want) {
 			t.Errorf("nats %v: %v, want %q in\n%s", c.args, err, c.want, out)
+		}
+	}
+
+	// The client context may not do the operator's part.
+	for _, args := range [][]string{
+		{"pub", "rbee.v2.jobs.stories260K", pub},
+		{"sub", ">", "--count", "1", "--timeout", "2s"},
+		{"stream", "info", "RBEE_JOBS"},
+	} {
+		out, err := nats(ctx, args...).CombinedOutput()
+		if err == nil || !strings.Contains(strings.ToLower(string(out)), "permission") {
+			t.Errorf("nats --context rbee %v: %v, want a permissions violation in\n%s", args, err, out)
 		}
 	}
 }

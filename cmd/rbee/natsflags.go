@@ -41,6 +41,8 @@ func addNATSFlags(fs *flag.FlagSet, clientName string) (*natsFlags, error) {
 	}
 	fs.StringVar(&n.cfg.URL, "server", n.cfg.URL, "NATS server URLs, comma-separated (env NATS_URL; default "+bus.DefaultURL+")")
 	fs.StringVar(&n.cfg.Creds, "creds", n.cfg.Creds, "NATS credentials file (env NATS_CREDS)")
+	fs.StringVar(&n.cfg.NKey, "nkey", n.cfg.NKey, "NATS nkey seed file (env NATS_NKEY; default: this command's key from rbee up, in "+defaultNKeysDir()+")")
+	fs.StringVar(&n.cfg.InboxPrefix, "inbox-prefix", n.cfg.InboxPrefix, "prefix of this connection's reply subjects (env NATS_INBOX_PREFIX)")
 	fs.StringVar(&n.cfg.TLSCA, "tlsca", n.cfg.TLSCA, "CA certificate that verifies the server (env NATS_CA)")
 	fs.StringVar(&n.cfg.TLSCert, "tlscert", n.cfg.TLSCert, "client certificate (env NATS_CERT)")
 	fs.StringVar(&n.cfg.TLSKey, "tlskey", n.cfg.TLSKey, "client key (env NATS_KEY)")
@@ -59,7 +61,7 @@ func (n *natsFlags) subjects() (schemas.Subjects, error) {
 
 // connect dials NATS with the flags' settings.
 func (n *natsFlags) connect(ctx context.Context, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	return dial(ctx, n.cfg, log)
+	return dial(ctx, withDefaultIdentity(n.cfg, roleOf(n.cfg.Name)), log)
 }
 
 // connectChecked dials NATS and waits, up to provisionWait, until the
@@ -67,7 +69,7 @@ func (n *natsFlags) connect(ctx context.Context, log *slog.Logger) (*nats.Conn, 
 // provisioning (the queen, rbee up or rbee provision) made, and refuse to
 // start with a message naming what is missing.
 func (n *natsFlags) connectChecked(ctx context.Context, log *slog.Logger, subj schemas.Subjects) (*nats.Conn, jetstream.JetStream, error) {
-	nc, js, err := dial(ctx, n.cfg, log)
+	nc, js, err := dial(ctx, withDefaultIdentity(n.cfg, roleOf(n.cfg.Name)), log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -41,6 +41,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	)
 	opts := addHiveFlags(fs, host)
 	hiveDir := fs.String("hive-data-dir", "", "the hive's lock and record of running workers (default: as rbee hive --data-dir)")
+	natsAuth := fs.Bool("nats-auth", true, "the embedded server accepts only rbee's identities, each with least privilege (false: anyone who reaches it may do anything)")
+	nkeysDir := fs.String("nkeys-dir", defaultNKeysDir(), "where the identities' nkey seeds are kept (env RBEE_NKEYS_DIR); other rbee commands find theirs here")
 	auth := addAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -74,20 +76,52 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer lock.Release()
 	}
-	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{
+	// Each part connects as its own identity; without them every
+	// connection may do anything.
+	var ids *bus.Identities
+	as := func(cfg bus.Config, _ bus.Role) bus.Config { return cfg }
+	if *natsAuth {
+		if ids, err = bus.LoadIdentities(*nkeysDir); err != nil {
+			return fmt.Errorf("nats identities: %w", err)
+		}
+		as = ids.Config
+	}
+	ecfg := bus.EmbeddedConfig{
 		Host: *natsHost, Port: *natsPort, DataDir: *dataDir, ServerName: "rbee-" + hiveID(host),
 		Logger: natsServerLogger(stderr, *level),
-	})
+	}
+	if ids != nil {
+		ecfg.Users = ids.Users(subj)
+	}
+	srv, err := bus.StartEmbedded(ctx, ecfg)
 	if err != nil {
 		return fmt.Errorf("start nats: %w", err)
 	}
 	defer srv.Shutdown()
 	url := srv.ClientURL()
-	nc, js, err := dialProvisioned(ctx, bus.Config{URL: url, Name: "rbee-up", InProcess: srv.Server()}, log.With("component", "bus"), subj)
+	local := bus.Config{URL: url, InProcess: srv.Server()}
+	qconn := local
+	qconn.Name = "rbee-up-queen"
+	nc, js, err := dialProvisioned(ctx, as(qconn, bus.RoleQueen), log.With("component", "bus"), subj)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	hconn := local
+	hconn.Name = "rbee-up-hive"
+	hnc, _, err := dial(ctx, as(hconn, bus.RoleHive), log.With("component", "bus"))
+	if err != nil {
+		return err
+	}
+	defer hnc.Close()
+	workerEnv := natsEnv()
+	contexts := ""
+	if ids != nil {
+		workerEnv = append(workerEnv, "NATS_NKEY="+ids.SeedFile(bus.RoleWorker), "NATS_INBOX_PREFIX="+bus.InboxPrefix(bus.RoleWorker))
+		if contexts, err = writeNATSContexts(url, ids); err != nil {
+			log.Warn("nats CLI contexts not written", "err", err)
+		}
+	}
 
 	qcfg.Subjects = subj
 	q, err := queen.New(nc, qcfg, log.With("component", "queen"), newRegistry())
@@ -97,11 +131,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer reloadOnHangup(qcfg.Keys, log.With("component", "queen"), q.Audit)()
 	hcfg := hive.Config{
 		ID: *opts.id, Models: models, ServerURL: url, Prefix: subj.Prefix, Subjects: subj,
-		ExtraEnv: natsEnv(), HeartbeatInterval: *opts.beat, DataDir: *hiveDir,
+		ExtraEnv: workerEnv, HeartbeatInterval: *opts.beat, DataDir: *hiveDir,
 	}
 	opts.supervision(&hcfg)
 	opts.place.apply(&hcfg, opts)
-	h, err := hive.New(nc, hcfg, log.With("component", "hive"), newRegistry())
+	h, err := hive.New(hnc, hcfg, log.With("component", "hive"), newRegistry())
 	if err != nil {
 		return err
 	}
@@ -125,10 +159,19 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if qcfg.Keys != nil {
 			keyHeader = ` -H "Authorization: Bearer $RBEE_API_KEY"`
 		}
+		natsLine := url
+		if ids != nil {
+			natsLine += " (identities in " + ids.Dir + "; nats CLI: nats --context rbee, nats --context rbee-operator)"
+			if contexts == "" {
+				natsLine = url + " (identities in " + ids.Dir + ")"
+			}
+		} else {
+			natsLine += " (no authentication: anyone who reaches it may do anything)"
+		}
 		fmt.Fprintf(stdout, "rbee is up.\n  OpenAI-compatible API: http://%s/v1 (models: %s)\n  NATS:                  %s\n"+
 			"Try:\n  curl -s http://%s/v1/chat/completions -H 'Content-Type: application/json'%s \\\n"+
 			"    -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}],\"max_tokens\":64}'\n"+
-			"Press Ctrl-C to stop.\n", q.Addr(), modelNames(models), url, q.Addr(), keyHeader, models[0].Name)
+			"Press Ctrl-C to stop.\n", q.Addr(), modelNames(models), natsLine, q.Addr(), keyHeader, models[0].Name)
 	})
 	defer skipGraceOnSecondSignal(runCtx, h, log)()
 	// The first of queen and hive to stop (Ctrl-C, or a failure) stops the other.

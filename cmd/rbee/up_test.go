@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -35,6 +37,10 @@ func startUp(t *testing.T, extra ...string) upInstance {
 	t.Helper()
 	httpAddr := freeAddr(t)
 	dir := t.TempDir()
+	// rbee up writes its NATS identities and the nats CLI's contexts
+	// there; the test's own rbee and nats commands find them the same way.
+	t.Setenv("RBEE_NKEYS_DIR", filepath.Join(dir, "nkeys"))
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	args := append([]string{"up", "--http", httpAddr, "--nats-port", "-1", "--data-dir", dir + "/nats", "--hive-data-dir", dir + "/hive", "--cache-dir", dir + "/cache"}, extra...)
 	cmd := exec.Command(rbeeBin, args...)
 	cmd.Stderr = os.Stderr
@@ -82,11 +88,26 @@ func startUp(t *testing.T, extra ...string) upInstance {
 	return upInstance{cmd: cmd, httpAddr: httpAddr, natsURL: natsURL}
 }
 
+// connect dials rbee up's server as one of its identities.
+func (up upInstance) connect(t *testing.T, role bus.Role) *nats.Conn {
+	t.Helper()
+	opt, err := nats.NkeyOptionFromSeed(bus.SeedPath(os.Getenv("RBEE_NKEYS_DIR"), role))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(up.natsURL, opt, nats.CustomInboxPrefix(bus.InboxPrefix(role)))
+	if err != nil {
+		t.Fatalf("connect as %s: %v", role, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 // rbee up serves the bundled model from one command and Ctrl-C leaves no
 // process behind.
 func TestUpServesAndStopsCleanly(t *testing.T) {
 	up := startUp(t)
-	httpAddr, natsURL := up.httpAddr, up.natsURL
+	httpAddr := up.httpAddr
 
 	resp := postJSON(t, "http://"+httpAddr+"/v1/completions", map[string]any{
 		"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 64, "temperature": 0,
@@ -104,16 +125,12 @@ func TestUpServesAndStopsCleanly(t *testing.T) {
 		t.Errorf("completion %+v", out.Choices)
 	}
 
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := up.connect(t, bus.RoleOperator)
 	js, _ := jetstream.New(nc)
 	subj, _ := schemas.NewSubjects("")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	workers, err := liveWorkers(ctx, js, subj)
-	nc.Close()
 	if err != nil || len(workers) != 1 {
 		t.Fatalf("live workers %+v (%v), want 1", workers, err)
 	}
