@@ -137,6 +137,11 @@ func (h *Hive) audit(ev schemas.AuditEvent) {
 // ID is the hive's ID, as given or derived from the hostname.
 func (h *Hive) ID() string { return h.cfg.ID }
 
+// ApplyConfig applies what of cfg can change while the hive runs: the
+// models it serves, which SetWanted reconciles (the added start, the removed
+// stop, the others carry on). The rest needs a restart.
+func (h *Hive) ApplyConfig(cfg Config) error { return h.SetWanted(cfg.Models) }
+
 // Run starts the wanted workers, supervises them, converges them to the
 // wanted set as it changes, publishes heartbeats and serves the control
 // endpoints. When ctx ends or a shutdown command arrives it stops all

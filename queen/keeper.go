@@ -82,7 +82,7 @@ func (k *keeper) keep(ctx context.Context) {
 		} else {
 			k.q.log.Info("provisioning rbee's streams and buckets", "missing", err)
 		}
-		if err = bus.Provision(ctx, js, subj, k.q.cfg.Provisioning); err == nil {
+		if err = bus.Provision(ctx, js, subj, k.q.live().Provisioning); err == nil {
 			k.q.log.Info("streams and buckets provisioned")
 		}
 	}

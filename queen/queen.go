@@ -144,6 +144,8 @@ type Queen struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	cfg     Config
+	// liveCfg is cfg with what ApplyConfig changed; read it with live.
+	liveCfg atomic.Pointer[Config]
 	log     *slog.Logger
 	metrics *metrics
 	handler http.Handler
@@ -203,6 +205,7 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		now:     time.Now,
 		ready:   make(chan struct{}),
 	}
+	q.liveCfg.Store(&cfg)
 	q.router = newEventRouter(q)
 	q.registry = newRegistry(q)
 	q.keeper = newKeeper(q)
@@ -230,6 +233,31 @@ func (q *Queen) Close() {
 	if err := q.requesters.close(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		q.log.Warn("unsubscribe from the gone subject", "err", err)
 	}
+}
+
+// live is the config in force: cfg with the settings ApplyConfig changed.
+func (q *Queen) live() *Config { return q.liveCfg.Load() }
+
+// ApplyConfig applies the settings of cfg that can change while the queen
+// runs: the default, first-token and idle timeouts, the default max tokens
+// and the provisioning (queue limits, ages), which it applies to the
+// streams now. The others need a restart and are ignored. On an error
+// nothing changes.
+func (q *Queen) ApplyConfig(ctx context.Context, cfg Config) error {
+	cur := q.live()
+	next := *cur
+	next.DefaultTimeout, next.FirstTokenTimeout, next.IdleTimeout = cfg.DefaultTimeout, cfg.FirstTokenTimeout, cfg.IdleTimeout
+	next.DefaultMaxTokens, next.Provisioning = cfg.DefaultMaxTokens, cfg.Provisioning
+	if err := next.setDefaults(); err != nil {
+		return fmt.Errorf("queen config: %w", err)
+	}
+	if next.Provisioning != cur.Provisioning {
+		if err := bus.Provision(ctx, q.js, next.Subjects, next.Provisioning); err != nil {
+			return fmt.Errorf("queen: provision: %w", err)
+		}
+	}
+	q.liveCfg.Store(&next)
+	return nil
 }
 
 // Audit records a security-relevant event in the queen's chain of the

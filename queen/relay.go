@@ -107,7 +107,7 @@ func (q *Queen) startRelay(ctx context.Context, job schemas.Job, idempotencyKey 
 // firstEventBy is when the job's first event must have come: its deadline,
 // or the first-token timeout if that is sooner.
 func (r *relay) firstEventBy() time.Time {
-	by := r.start.Add(r.q.cfg.FirstTokenTimeout)
+	by := r.start.Add(r.q.live().FirstTokenTimeout)
 	if !r.job.Deadline.IsZero() && r.job.Deadline.Before(by) {
 		by = r.job.Deadline
 	}
@@ -193,7 +193,7 @@ func (r *relay) recv(ctx context.Context) (schemas.Event, error) {
 // first event is due by the job's deadline (or the first-token timeout),
 // each next one within the idle timeout, and nothing after the deadline.
 func (r *relay) wait(ctx context.Context) error {
-	deadline := time.Now().Add(r.q.cfg.IdleTimeout)
+	deadline := time.Now().Add(r.q.live().IdleTimeout)
 	if r.next == 0 {
 		deadline = r.firstEventBy()
 	}
@@ -216,9 +216,9 @@ func (r *relay) wait(ctx context.Context) error {
 	case !r.job.Deadline.IsZero() && !time.Now().Before(r.job.Deadline):
 		return schemas.Errorf(schemas.CodeDeadlineExceeded, "job %s passed its deadline %s", r.job.ID, r.job.Deadline.Format(time.RFC3339Nano))
 	case r.next == 0:
-		return schemas.Errorf(schemas.CodeTimeout, "no worker started job %s within %s", r.job.ID, r.q.cfg.FirstTokenTimeout)
+		return schemas.Errorf(schemas.CodeTimeout, "no worker started job %s within %s", r.job.ID, r.q.live().FirstTokenTimeout)
 	default:
-		return schemas.Errorf(schemas.CodeTimeout, "the worker sent nothing for %s", r.q.cfg.IdleTimeout)
+		return schemas.Errorf(schemas.CodeTimeout, "the worker sent nothing for %s", r.q.live().IdleTimeout)
 	}
 }
 

@@ -28,7 +28,7 @@ const jobSchema = "job/" + schemas.Version
 // else the default. startRelay sets the stream and queues it.
 func (q *Queen) admit(ctx context.Context, req *schemas.InferRequest, deadline time.Time) (schemas.Job, error) {
 	if req.MaxTokens == 0 {
-		req.MaxTokens = q.cfg.DefaultMaxTokens
+		req.MaxTokens = q.live().DefaultMaxTokens
 	}
 	if err := req.Validate(); err != nil {
 		return schemas.Job{}, err
@@ -44,7 +44,7 @@ func (q *Queen) admit(ctx context.Context, req *schemas.InferRequest, deadline t
 	case req.Timeout > 0:
 		deadline = now.Add(time.Duration(req.Timeout * float64(time.Second)))
 	default:
-		deadline = now.Add(q.cfg.DefaultTimeout)
+		deadline = now.Add(q.live().DefaultTimeout)
 	}
 	if !deadline.After(now) {
 		return schemas.Job{}, schemas.Errorf(schemas.CodeDeadlineExceeded, "the deadline %s has passed", deadline.Format(time.RFC3339Nano))

@@ -26,6 +26,10 @@ const (
 	// AuditKeysReloaded: a component reloaded its API keys (Reason: what
 	// changed), or failed to and kept the old ones (Code set).
 	AuditKeysReloaded = "keys.reloaded"
+	// AuditConfigReloaded: a component applied a new configuration (Reason:
+	// the fields that changed, secrets masked), or refused it and kept the
+	// old one (Code set).
+	AuditConfigReloaded = "config.reloaded"
 )
 
 // How a worker process ended (AuditEvent.ExitKind, the hive's WorkerStatus).
@@ -106,7 +110,7 @@ func (e *AuditEvent) Validate() error {
 		if e.Code == "" {
 			return Errorf(CodeInvalidRequest, "auth.refused needs a code")
 		}
-	case AuditKeysReloaded:
+	case AuditKeysReloaded, AuditConfigReloaded:
 	case AuditHiveStopping, AuditHiveStopped:
 		if !ValidID(e.HiveID) {
 			return Errorf(CodeInvalidRequest, "%s needs a hive_id", e.Type)
