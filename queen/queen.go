@@ -141,9 +141,9 @@ func (c *Config) setDefaults() error {
 // token streams. Create it with New; serve it with Run, or mount Handler on
 // a server of your own.
 type Queen struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	cfg     Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg Config
 	// liveCfg is cfg with what ApplyConfig changed; read it with live.
 	liveCfg atomic.Pointer[Config]
 	log     *slog.Logger
