@@ -197,7 +197,7 @@ func TestErrorResponses(t *testing.T) {
 		{"draining only", "POST", "/v1/completions", `{"model":"drained","prompt":"x"}`, 503, schemas.CodeNoCapacity, "draining"},
 		{"body too large", "POST", chat, `{"model":"` + strings.Repeat("x", maxBodyBytes) + `"}`, 413, schemas.CodeTooLarge, "exceeds"},
 		{"wrong method", "GET", chat, ``, 405, schemas.CodeMethodNotAllowed, "GET"},
-		{"unknown path", "GET", "/v1/embeddings", ``, 404, schemas.CodeNotFound, "/v1/embeddings"},
+		{"unknown path", "GET", "/v1/audio/speech", ``, 404, schemas.CodeNotFound, "/v1/audio/speech"},
 		{"root", "POST", "/", `{}`, 404, schemas.CodeNotFound, "/"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
