@@ -228,6 +228,10 @@ func (e *Engine) NewSequence(req Request, emit func(Token) error) (*Sequence, er
 	return s, nil
 }
 
+// evaluated reports whether the sequence's prompt is in its KV blocks (it
+// has sampled), or it has ended: a choice forked from it may start.
+func (s *Sequence) evaluated() bool { return !s.firstAt.IsZero() || s.done }
+
 // Done reports whether the sequence has finished; Result tells how.
 func (s *Sequence) Done() bool { return s.done }
 

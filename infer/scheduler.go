@@ -44,6 +44,10 @@ type schedJob struct {
 	ctx  context.Context
 	seq  *Sequence
 	done chan struct{}
+	// after, for a choice forked from another (GenerateN), is the first
+	// choice: this one joins the batch once that one has evaluated the
+	// prompt, so it takes the prompt's KV blocks from the prefix cache.
+	after *Sequence
 }
 
 // NewScheduler makes a scheduler for e. e must not be used otherwise while
@@ -106,6 +110,50 @@ func (s *Scheduler) Generate(ctx context.Context, req Request, emit func(Token) 
 	s.signal()
 	<-j.done
 	return seq.Result()
+}
+
+// GenerateN runs several choices of one prompt (reqs differ only in their
+// sampling, say their seeds, and in what each resumes from) and returns
+// when all have finished, with their results in order. The first choice
+// evaluates the prompt; the others join the batch after it, share its KV
+// blocks through the prefix cache (only the prompt's last, partly filled
+// block is copied) and decode with it in the same steps. emit gets the
+// choice's index with each token. The error is the first choice's that
+// failed.
+func (s *Scheduler) GenerateN(ctx context.Context, reqs []Request, emit func(int, Token) error) ([]Result, error) {
+	jobs := make([]*schedJob, len(reqs))
+	for i, req := range reqs {
+		seq, err := s.e.NewSequence(req, func(t Token) error { return emit(i, t) })
+		if err != nil {
+			return nil, err
+		}
+		jobs[i] = &schedJob{ctx: ctx, seq: seq, done: make(chan struct{})}
+		if i > 0 {
+			jobs[i].after = jobs[0].seq
+		}
+	}
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil, ErrStopped
+	}
+	s.arrived = append(s.arrived, jobs...)
+	s.inFlight += len(jobs)
+	s.mu.Unlock()
+	stopWaking := context.AfterFunc(ctx, s.signal)
+	defer stopWaking()
+	s.signal()
+	results := make([]Result, len(jobs))
+	var first error
+	for i, j := range jobs {
+		<-j.done
+		var err error
+		results[i], err = j.seq.Result()
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return results, first
 }
 
 // Run steps the engine until ctx is done, then fails the requests still in
@@ -173,20 +221,29 @@ func (s *Scheduler) retire() {
 
 // admit moves waiting requests into the batch, in order, while the batch
 // and the KV pool have room.
+// A forked choice waits, without holding others up, until its first
+// choice has evaluated the prompt.
 func (s *Scheduler) admit() {
-	for len(s.waiting) > 0 && len(s.running) < s.e.cfg.MaxSequences {
-		j := s.waiting[0]
+	keep := s.waiting[:0]
+	full := false
+	for _, j := range s.waiting {
+		if full || len(s.running) >= s.e.cfg.MaxSequences || (j.after != nil && !j.after.evaluated()) {
+			keep = append(keep, j)
+			continue
+		}
 		ok, err := s.e.Admit(j.seq)
-		if err != nil {
+		switch {
+		case err != nil:
 			s.finish(j)
-		} else if !ok {
-			return
-		} else {
+		case !ok:
+			full = true
+			keep = append(keep, j)
+		default:
 			s.running = append(s.running, j)
 		}
-		s.waiting[0] = nil
-		s.waiting = s.waiting[1:]
 	}
+	clear(s.waiting[len(keep):])
+	s.waiting = keep
 }
 
 // relieve makes room for starved requests: the youngest running request
