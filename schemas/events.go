@@ -39,13 +39,20 @@ type Event struct {
 	// Token events.
 	Text    string `json:"text,omitempty"`
 	TokenID *int32 `json:"token_id,omitempty"`
+	// Index is the choice the token belongs to, for a job with more than
+	// one (Sampling.N).
+	Index int `json:"index,omitempty"`
 	// Logprobs is the token's, when the job asked (Sampling.Logprobs).
 	Logprobs *TokenLogprobs `json:"logprobs,omitempty"`
 
 	// End events.
-	StopReason string   `json:"stop_reason,omitempty"`
-	Usage      *Usage   `json:"usage,omitempty"`
-	Timings    *Timings `json:"timings,omitempty"`
+	StopReason string `json:"stop_reason,omitempty"`
+	// StopReasons, for a job with more than one choice, is each choice's
+	// (StopReason is the first's); usage counts the prompt once and every
+	// choice's tokens.
+	StopReasons []string `json:"stop_reasons,omitempty"`
+	Usage       *Usage   `json:"usage,omitempty"`
+	Timings     *Timings `json:"timings,omitempty"`
 
 	// End events of the jobs that do not generate (Job.Kind): an embed
 	// job's vectors, one per input in order; a tokenize job's tokens (and
@@ -109,12 +116,17 @@ func (e *Event) Validate() error {
 		if e.TokenID == nil {
 			return Errorf(CodeInvalidRequest, "token event without token_id")
 		}
+		if e.Index < 0 || e.Index >= MaxChoices {
+			return Errorf(CodeInvalidRequest, "index %d: want 0 to %d", e.Index, MaxChoices-1)
+		}
 	case EventEnd:
 		if e.Usage == nil {
 			return Errorf(CodeInvalidRequest, "end event without usage")
 		}
-		if e.StopReason != StopReasonStop && e.StopReason != StopReasonLength {
-			return Errorf(CodeInvalidRequest, "stop_reason %q: want stop or length", e.StopReason)
+		for _, r := range append([]string{e.StopReason}, e.StopReasons...) {
+			if r != StopReasonStop && r != StopReasonLength {
+				return Errorf(CodeInvalidRequest, "stop_reason %q: want stop or length", r)
+			}
 		}
 	case EventError:
 		if e.Error == nil || e.Error.Code == "" {

@@ -59,6 +59,9 @@ type Sampling struct {
 	// many most likely alternatives (0 to MaxTopLogprobs) on its token
 	// event. Workers that predate it send none: upgrade workers first.
 	Logprobs *int `json:"logprobs,omitempty"`
+	// N is how many choices to sample from the prompt (0 means 1): choice
+	// i draws with seed Seed+i, and its events carry Event.Index i.
+	N int `json:"n,omitempty"`
 }
 
 // MaxTopLogprobs bounds the alternatives a token event reports, as OpenAI
@@ -66,6 +69,8 @@ type Sampling struct {
 const (
 	MaxTopLogprobs = 20
 	MaxLogitBias   = 1024
+	// MaxChoices bounds Sampling.N on the bus; the queen's limit is lower.
+	MaxChoices = 16
 )
 
 // Job is one generation request, as it sits on the work queue. At most one of
@@ -397,6 +402,9 @@ func (s *Sampling) validate() error {
 	}
 	if s.Logprobs != nil && (*s.Logprobs < 0 || *s.Logprobs > MaxTopLogprobs) {
 		return Errorf(CodeInvalidRequest, "logprobs %d: want 0 to %d alternatives", *s.Logprobs, MaxTopLogprobs)
+	}
+	if s.N < 0 || s.N > MaxChoices {
+		return Errorf(CodeInvalidRequest, "n %d: want 1 to %d choices", s.N, MaxChoices)
 	}
 	if len(s.LogitBias) > MaxLogitBias {
 		return Errorf(CodeInvalidRequest, "logit_bias names %d tokens, limit %d", len(s.LogitBias), MaxLogitBias)

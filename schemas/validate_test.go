@@ -93,6 +93,7 @@ func TestJobValidate(t *testing.T) {
 		{"presence penalty too low", func(j *Job) { j.PresencePenalty = -2.1 }, "presence_penalty"},
 		{"frequency penalty too high", func(j *Job) { j.FrequencyPenalty = math.Inf(1) }, "frequency_penalty"},
 		{"negative logprobs", func(j *Job) { j.Logprobs = ptr(-1) }, "logprobs"},
+		{"too many choices", func(j *Job) { j.N = MaxChoices + 1 }, "n 17"},
 		{"too many alternatives", func(j *Job) { j.Logprobs = ptr(MaxTopLogprobs + 1) }, "logprobs"},
 		{"logit bias past 100", func(j *Job) { j.LogitBias = map[int32]float64{5: 100.5} }, "logit_bias[5]"},
 		{"logit bias of a negative token", func(j *Job) { j.LogitBias = map[int32]float64{-1: 1} }, "logit_bias"},
@@ -169,6 +170,9 @@ func TestEventValidate(t *testing.T) {
 		{"error without code", func() Event { e := errorEvent(); e.Error = &Error{Message: "x"}; return e }, "error code"},
 		{"no type", func() Event { e := tokenEvent(); e.Type = ""; return e }, "event type"},
 		{"unknown type", func() Event { e := tokenEvent(); e.Type = "tok"; return e }, "event type"},
+		{"choice index past the bound", func() Event { e := tokenEvent(); e.Index = MaxChoices; return e }, "index"},
+		{"a choice's odd reason", func() Event { e := endEvent(); e.StopReasons = []string{"stop", "x"}; return e }, "stop_reason \"x\""},
+		{"choices' reasons", func() Event { e := endEvent(); e.StopReasons = []string{"stop", "length"}; return e }, ""},
 	} {
 		e := tc.ev()
 		checkValidate(t, tc.name, &e, tc.want)
