@@ -213,3 +213,33 @@ func TestMicroTokenize(t *testing.T) {
 		t.Errorf("event %s: %v", msgs[0].Data, err)
 	}
 }
+
+// FuzzEmbedInput feeds arbitrary bodies to the embeddings requests'
+// decoding: no panic, and every refusal, or the job it maps to, is
+// invalid_request at worst.
+func FuzzEmbedInput(f *testing.F) {
+	for _, seed := range []string{`{"model":"m","input":"a"}`, `{"model":"m","input":["a",""]}`, `{"model":"m","input":[[1],[2]]}`,
+		`{"model":"m","input":[1,"a"]}`, `{"model":"m","input":null,"options":{"x":1}}`, `{"input":{"a":1}}`, `[]`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var oai embeddingsRequest
+		if json.Unmarshal(body, &oai) == nil {
+			if inputs, err := textInput(oai.Input); err != nil {
+				if schemas.CodeOf(err) != schemas.CodeInvalidRequest {
+					t.Fatalf("textInput: %v", err)
+				}
+			} else {
+				checkAccepted(t, "embeddings", schemas.InferRequest{Model: oai.Model, Aux: schemas.Aux{Kind: schemas.KindEmbed, Input: inputs}})
+			}
+		}
+		var oll ollamaEmbedRequest
+		if json.Unmarshal(body, &oll) == nil {
+			if ir, err := oll.inferRequest(); err == nil {
+				checkAccepted(t, "ollama embed", ir)
+			} else if schemas.CodeOf(err) != schemas.CodeInvalidRequest {
+				t.Fatalf("ollama embed: %v", err)
+			}
+		}
+	})
+}

@@ -99,7 +99,8 @@ func TestTokenizeJobs(t *testing.T) {
 
 // TestEmbedJobLimits: an input longer than the context fails, or is cut
 // to it with truncate; vectors that could not fit in one message are
-// refused before any is computed.
+// refused before any is computed, and so is a tokenize result too large
+// for one.
 func TestEmbedJobLimits(t *testing.T) {
 	b := newBed(t)
 	b.startWorker(t, worker.Config{ContextLength: 16})
@@ -119,5 +120,8 @@ func TestEmbedJobLimits(t *testing.T) {
 	if !strings.Contains(ev.Error.Message, "send at most") {
 		t.Errorf("error %q: want it to say how many inputs fit", ev.Error.Message)
 	}
+	// Tokens too: 600 KB of single letters are more IDs than a message holds.
+	ev = endOf(t, b, schemas.Job{ID: "tok-big", Prompt: strings.Repeat("a b ", 150_000), Aux: schemas.Aux{Kind: schemas.KindTokenize}})
+	wantError(t, []schemas.Event{ev}, schemas.CodeTooLarge)
 	b.waitQueueEmpty(t)
 }
