@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -317,6 +316,9 @@ func (q *Queen) vetRequest(ctx context.Context, ir *schemas.InferRequest) error 
 	if err := checkInfer(ir); err != nil {
 		return err
 	}
+	if ir.N > q.cfg.MaxChoices {
+		return schemas.Errorf(schemas.CodeInvalidRequest, "n %d: this server gives at most %d choices", ir.N, q.cfg.MaxChoices)
+	}
 	if err := authorize(ctx, ir); err != nil {
 		q.auditor.Record(schemas.AuditEvent{Type: schemas.AuditAuthRefused, Code: schemas.CodeOf(err),
 			Principal: principal(ctx), Fingerprint: fingerprint(ctx), Model: clip(ir.Model), Reason: err.Error()})
@@ -360,8 +362,7 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 		q.stream(ctx, w, rl, a, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
 		return
 	}
-	var text strings.Builder
-	var logprobs []*schemas.TokenLogprobs
+	choices := make([]choiceOut, a.n)
 	for {
 		ev, err := rl.recv(ctx)
 		if err != nil {
@@ -370,12 +371,19 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 		}
 		if ev.Type == schemas.EventEnd {
 			setWorker(w, ev)
-			writeJSON(w, http.StatusOK, a.response(text.String(), ev.StopReason, *ev.Usage, logprobs))
+			for i := range choices {
+				choices[i].finish = finishReason(ev, i)
+			}
+			writeJSON(w, http.StatusOK, a.response(choices, *ev.Usage))
 			return
 		}
-		text.WriteString(ev.Text)
+		if ev.Index >= len(choices) {
+			continue // not a choice of this job: nothing to show
+		}
+		c := &choices[ev.Index]
+		c.text.WriteString(ev.Text)
 		if ev.Logprobs != nil {
-			logprobs = append(logprobs, ev.Logprobs)
+			c.logprobs = append(c.logprobs, ev.Logprobs)
 		}
 	}
 }
@@ -414,14 +422,22 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 	}
 	done := func() { fmt.Fprint(w, "data: [DONE]\n\n"); rc.Flush() }
 
-	first, offset := true, 0
+	// Per choice: whether its role chunk is still to come, and how much
+	// of its text (in logprobs' bytes) went out.
+	first, offset := make([]bool, a.n), make([]int, a.n)
+	for i := range first {
+		first[i] = true
+	}
 	for {
 		if ev.Type == schemas.EventEnd {
-			if first && !send(a.chunk("", true, nil)) {
-				return
-			}
-			if !send(a.chunk("", false, &ev.StopReason)) {
-				return
+			for i := range first {
+				if first[i] && !send(a.chunk(i, "", true, nil)) {
+					return
+				}
+				reason := finishReason(ev, i)
+				if !send(a.chunk(i, "", false, &reason)) {
+					return
+				}
 			}
 			if includeUsage && !send(a.usageChunk(*ev.Usage)) {
 				return
@@ -429,13 +445,15 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 			done()
 			return
 		}
-		if !send(a.tokenChunk(ev.Text, first, ev.Logprobs, offset)) {
-			return // the client is gone; rl.close tells the worker
+		if i := ev.Index; i < a.n {
+			if !send(a.tokenChunk(i, ev.Text, first[i], ev.Logprobs, offset[i])) {
+				return // the client is gone; rl.close tells the worker
+			}
+			if ev.Logprobs != nil {
+				offset[i] += len(ev.Logprobs.Bytes)
+			}
+			first[i] = false
 		}
-		if ev.Logprobs != nil {
-			offset += len(ev.Logprobs.Bytes)
-		}
-		first = false
 		if ev, err = rl.recv(ctx); err != nil {
 			// A client still there gets the error and the stream's end;
 			// one that went away gets nothing.

@@ -191,7 +191,7 @@ func TestErrorResponses(t *testing.T) {
 		{"no messages", "POST", chat, `{"model":"stories260K","messages":[]}`, 400, schemas.CodeInvalidRequest, "messages is empty"},
 		{"bad role", "POST", chat, `{"model":"stories260K","messages":[{"role":"robot","content":"x"}]}`, 400, schemas.CodeInvalidRequest, "robot"},
 		{"image part", "POST", chat, `{"model":"stories260K","messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, schemas.CodeInvalidRequest, "image_url"},
-		{"n above one", "POST", chat, `{"model":"stories260K","n":2,"messages":[{"role":"user","content":"x"}]}`, 400, schemas.CodeInvalidRequest, "n 2"},
+		{"n above the limit", "POST", chat, `{"model":"stories260K","n":5,"messages":[{"role":"user","content":"x"}]}`, 400, schemas.CodeInvalidRequest, "n 5"},
 		{"two prompts", "POST", "/v1/completions", `{"model":"stories260K","prompt":["a","b"]}`, 400, schemas.CodeInvalidRequest, "2 strings"},
 		{"token prompt", "POST", "/v1/completions", `{"model":"stories260K","prompt":[1,2]}`, 400, schemas.CodeInvalidRequest, "array of strings"},
 		{"draining only", "POST", "/v1/completions", `{"model":"drained","prompt":"x"}`, 503, schemas.CodeNoCapacity, "draining"},

@@ -127,10 +127,13 @@ func (c *chatContent) UnmarshalJSON(data []byte) error {
 // inferRequest maps the fields every endpoint shares. maxTokens is the
 // request's own limit, if any.
 func (r *commonRequest) inferRequest(maxTokens *int) (schemas.InferRequest, error) {
-	if r.N != nil && *r.N != 1 {
-		return schemas.InferRequest{}, schemas.Errorf(schemas.CodeInvalidRequest, "n %d: only one choice per request is supported", *r.N)
+	if r.N != nil && *r.N < 1 {
+		return schemas.InferRequest{}, schemas.Errorf(schemas.CodeInvalidRequest, "n %d: want 1 or more choices", *r.N)
 	}
 	ir := schemas.InferRequest{Model: r.Model, Stop: r.Stop}
+	if r.N != nil && *r.N > 1 {
+		ir.N = *r.N
+	}
 	if f := r.ResponseFormat; f != nil && f.Type != schemas.FormatText {
 		ir.ResponseFormat = f
 	}
@@ -302,10 +305,11 @@ type api struct {
 	model    string
 	created  int64
 	logprobs bool // the job asked for them
+	n        int  // choices
 }
 
 func newAPI(chat bool, job *schemas.Job) api {
-	a := api{chat: chat, model: job.Model, created: job.CreatedAt.Unix(), logprobs: job.Logprobs != nil}
+	a := api{chat: chat, model: job.Model, created: job.CreatedAt.Unix(), logprobs: job.Logprobs != nil, n: max(job.N, 1)}
 	if chat {
 		a.id = "chatcmpl-" + job.ID
 	} else {
@@ -359,26 +363,44 @@ func byteList(b []byte) []int {
 	return out
 }
 
-func (a api) response(text, finish string, usage schemas.Usage, tokens []*schemas.TokenLogprobs) any {
-	chatLP, textLP := a.logprobsOf(tokens, 0)
-	if a.chat {
-		return completion[chatChoice]{
-			ID: a.id, Object: "chat.completion", Created: a.created, Model: a.model,
-			Choices: []chatChoice{{Message: &chatOut{Role: "assistant", Content: &text}, FinishReason: &finish, Logprobs: chatLP}},
-			Usage:   &usage,
-		}
-	}
-	return completion[textChoice]{
-		ID: a.id, Object: "text_completion", Created: a.created, Model: a.model,
-		Choices: []textChoice{{Text: text, FinishReason: &finish, Logprobs: textLP}},
-		Usage:   &usage,
-	}
+// choiceOut is what a choice produced, for a whole response.
+type choiceOut struct {
+	text     strings.Builder
+	finish   string
+	logprobs []*schemas.TokenLogprobs
 }
 
-// tokenChunk is a streamed token: its text and, when asked for, its
-// logprobs; offset is the length of the text streamed before it.
-func (a api) tokenChunk(text string, first bool, lp *schemas.TokenLogprobs, offset int) any {
-	c := a.chunk(text, first, nil)
+func (a api) response(choices []choiceOut, usage schemas.Usage) any {
+	if a.chat {
+		out := completion[chatChoice]{
+			ID: a.id, Object: "chat.completion", Created: a.created, Model: a.model,
+			Choices: make([]chatChoice, len(choices)), Usage: &usage,
+		}
+		for i := range choices {
+			c := &choices[i]
+			text := c.text.String()
+			lp, _ := a.logprobsOf(c.logprobs, 0)
+			out.Choices[i] = chatChoice{Index: i, Message: &chatOut{Role: "assistant", Content: &text}, FinishReason: &c.finish, Logprobs: lp}
+		}
+		return out
+	}
+	out := completion[textChoice]{
+		ID: a.id, Object: "text_completion", Created: a.created, Model: a.model,
+		Choices: make([]textChoice, len(choices)), Usage: &usage,
+	}
+	for i := range choices {
+		c := &choices[i]
+		_, lp := a.logprobsOf(c.logprobs, 0)
+		out.Choices[i] = textChoice{Index: i, Text: c.text.String(), FinishReason: &c.finish, Logprobs: lp}
+	}
+	return out
+}
+
+// tokenChunk is a streamed token of a choice: its text and, when asked
+// for, its logprobs; offset is the length of the choice's text streamed
+// before it.
+func (a api) tokenChunk(index int, text string, first bool, lp *schemas.TokenLogprobs, offset int) any {
+	c := a.chunk(index, text, first, nil)
 	if lp == nil {
 		return c
 	}
@@ -394,9 +416,10 @@ func (a api) tokenChunk(text string, first bool, lp *schemas.TokenLogprobs, offs
 	return c
 }
 
-// chunk is one streamed piece of text; first marks the chat chunk that
-// carries the assistant role. finish is set on the last chunk only.
-func (a api) chunk(text string, first bool, finish *string) any {
+// chunk is one streamed piece of a choice's text; first marks the chat
+// chunk that carries the assistant role. finish is set on the choice's
+// last chunk only.
+func (a api) chunk(index int, text string, first bool, finish *string) any {
 	if a.chat {
 		delta := &chatOut{}
 		if first {
@@ -407,12 +430,12 @@ func (a api) chunk(text string, first bool, finish *string) any {
 		}
 		return completion[chatChoice]{
 			ID: a.id, Object: "chat.completion.chunk", Created: a.created, Model: a.model,
-			Choices: []chatChoice{{Delta: delta, FinishReason: finish}},
+			Choices: []chatChoice{{Index: index, Delta: delta, FinishReason: finish}},
 		}
 	}
 	return completion[textChoice]{
 		ID: a.id, Object: "text_completion", Created: a.created, Model: a.model,
-		Choices: []textChoice{{Text: text, FinishReason: finish}},
+		Choices: []textChoice{{Index: index, Text: text, FinishReason: finish}},
 	}
 }
 
@@ -426,4 +449,12 @@ func (a api) usageChunk(usage schemas.Usage) any {
 		ID: a.id, Object: object, Created: a.created, Model: a.model,
 		Choices: []struct{}{}, Usage: &usage,
 	}
+}
+
+// finishReason is choice i's, from the job's end event.
+func finishReason(end schemas.Event, i int) string {
+	if i < len(end.StopReasons) {
+		return end.StopReasons[i]
+	}
+	return end.StopReason
 }

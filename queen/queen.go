@@ -31,6 +31,9 @@ const (
 	DefaultFirstTokenTimeout = 5 * time.Minute
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxTokens         = 256
+	// DefaultMaxChoices bounds a request's n: each choice is a sequence
+	// in a worker's batch.
+	DefaultMaxChoices = 4
 	// DefaultShutdownGrace outlasts a worker's drain (30 s), so a stream
 	// whose worker finishes in time ends normally.
 	DefaultShutdownGrace = 35 * time.Second
@@ -73,6 +76,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// DefaultMaxTokens applies when a request sets no max_tokens.
 	DefaultMaxTokens int
+	// MaxChoices is the largest n a request may ask for (1 to
+	// schemas.MaxChoices).
+	MaxChoices int
 	// ShutdownGrace is how long Run lets in-flight HTTP streams finish
 	// after its context is done; then they are cancelled.
 	ShutdownGrace time.Duration
@@ -131,8 +137,13 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("queen ID %q: want 1-128 letters, digits, '-' or '_'", c.ID)
 	case c.DefaultMaxTokens < 0 || c.DefaultMaxTokens > schemas.MaxTokensLimit:
 		return fmt.Errorf("default max tokens %d: want 0 to %d", c.DefaultMaxTokens, schemas.MaxTokensLimit)
+	case c.MaxChoices < 0 || c.MaxChoices > schemas.MaxChoices:
+		return fmt.Errorf("max choices %d: want 0 to %d", c.MaxChoices, schemas.MaxChoices)
 	case c.DefaultMaxTokens == 0:
 		c.DefaultMaxTokens = DefaultMaxTokens
+	}
+	if c.MaxChoices == 0 {
+		c.MaxChoices = DefaultMaxChoices
 	}
 	return nil
 }

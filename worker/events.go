@@ -61,9 +61,23 @@ type eventStream struct {
 
 // resumeState is what a job's stream holds when a worker takes the job.
 type resumeState struct {
-	tokens []int32 // the token ids already sent, in order
+	tokens []int32 // the token ids already sent, in order (the first choice's)
 	ended  bool    // a terminal event is there: nothing is left to do
 	newer  bool    // a newer delivery has written: this delivery is stale
+
+	// more holds the other choices' tokens sent (more[i-1] is choice i's).
+	more [][]int32
+}
+
+func (st *resumeState) add(index int, id int32) {
+	if index == 0 {
+		st.tokens = append(st.tokens, id)
+		return
+	}
+	for len(st.more) < index {
+		st.more = append(st.more, nil)
+	}
+	st.more[index-1] = append(st.more[index-1], id)
 }
 
 func newEventStream(js jetstream.JetStream, stream func(context.Context) (jetstream.Stream, error), job schemas.Job, workerID string, delivery int, stop func(error)) *eventStream {
@@ -115,7 +129,7 @@ func (s *eventStream) resume(ctx context.Context) (resumeState, error) {
 		case ev.Terminal():
 			st.ended = true
 		case ev.Type == schemas.EventToken && *ev.TokenID >= 0:
-			st.tokens = append(st.tokens, *ev.TokenID)
+			st.add(ev.Index, *ev.TokenID)
 		}
 	}
 	s.lastSeq, s.nextSeq = last.Sequence, len(events)

@@ -160,7 +160,7 @@ func (w *Worker) deadLetter(log *slog.Logger, msg jetstream.Msg, job schemas.Job
 	}
 	w.metrics.jobs.WithLabelValues(string(code)).Inc()
 	if schemas.ValidID(id) {
-		w.audit(log, msg, schemas.AuditEvent{JobID: id, Outcome: string(code)})
+		w.audit(msg, schemas.AuditEvent{JobID: id, Outcome: string(code)})
 	}
 }
 
@@ -260,15 +260,16 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	bg.Go(func() { w.keepLease(leaseCtx, log, msg, cancel) })
 
 	log.Debug("job started", "prompt_bytes", len(job.Prompt), "messages", len(job.Messages), "max_tokens", job.MaxTokens)
-	req.Resume = state.tokens
-	res, err := w.sched.Generate(jobCtx, req, func(t infer.Token) error {
+	results, err := w.generate(jobCtx, job, req, state, func(i int, t infer.Token) {
 		id := t.ID
-		es.add(schemas.Event{Type: schemas.EventToken, Text: t.Text, TokenID: &id, Logprobs: wireLogprobs(t.Logprobs)})
+		es.add(schemas.Event{Type: schemas.EventToken, Index: i, Text: t.Text, TokenID: &id, Logprobs: wireLogprobs(t.Logprobs)})
 		w.progress.Add(1)
-		return nil
 	})
 	stopLease()
-	w.observe(res)
+	for _, r := range results {
+		w.observe(r)
+	}
+	res := results[0]
 
 	code, act := settle(err, context.Cause(jobCtx))
 	var usage *schemas.Usage
@@ -276,10 +277,11 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	switch {
 	case act != actAck || errors.Is(context.Cause(jobCtx), errEnded):
 	case code == "":
-		usage = &schemas.Usage{PromptTokens: len(res.PromptIDs), CompletionTokens: len(res.GeneratedIDs)}
-		usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
+		end := endOf(results)
+		usage = end.Usage
 		jobTimings = timings(res.Timings, taken, queuedAt)
-		es.add(schemas.Event{Type: schemas.EventEnd, StopReason: res.StopReason, Usage: usage, Timings: jobTimings})
+		end.Timings = jobTimings
+		es.add(end)
 		log.Info("job done", "stop_reason", res.StopReason, "prompt_tokens", usage.PromptTokens,
 			"completion_tokens", usage.CompletionTokens, "decode_tokens_per_second", res.Timings.DecodeTokensPerSecond())
 	default:
@@ -381,25 +383,25 @@ func (w *Worker) record(log *slog.Logger, msg jetstream.Msg, jobID string, act a
 		outcome = string(code)
 	}
 	w.metrics.jobs.WithLabelValues(outcome).Inc()
-	w.audit(log, msg, schemas.AuditEvent{JobID: jobID, Outcome: outcome, Usage: usage, Timings: t})
+	w.audit(msg, schemas.AuditEvent{JobID: jobID, Outcome: outcome, Usage: usage, Timings: t})
 }
 
-// audit publishes a job.finished event; the events stream keeps it. Core
-// NATS is enough: losing an audit record while the server is unreachable
-// must not hold up jobs.
-func (w *Worker) audit(log *slog.Logger, msg jetstream.Msg, ev schemas.AuditEvent) {
+// audit records a job.finished event, with the job's principal, in the
+// worker's chain of the audit trail. The auditor publishes it apart from
+// the job: auditing must not hold up jobs.
+func (w *Worker) audit(msg jetstream.Msg, ev schemas.AuditEvent) {
 	ev.Type, ev.Time = schemas.AuditJobFinished, time.Now().UTC()
 	ev.WorkerID, ev.HiveID, ev.Model = w.cfg.ID, w.cfg.HiveID, w.cfg.Model
 	if meta, err := msg.Metadata(); err == nil {
 		ev.Delivery = int(meta.NumDelivered)
 	}
-	data, err := json.Marshal(ev)
-	if err == nil {
-		err = w.nc.Publish(w.cfg.Subjects.Events(ev.Type), data)
+	var job struct {
+		Principal string `json:"principal"`
 	}
-	if err != nil {
-		log.Warn("publish audit event", "type", ev.Type, "err", err)
+	if json.Unmarshal(msg.Data(), &job) == nil {
+		ev.Principal = job.Principal
 	}
+	w.auditor.Record(ev)
 }
 
 // keepLease renews msg's lease every AckWait/3 until ctx is done. The
