@@ -118,32 +118,32 @@ func (a *Auditor) Run(ctx context.Context) {
 		chain = next
 		return true
 	}
-	var held []schemas.AuditEvent
-	for ctx.Err() == nil {
-		select {
-		case ev := <-a.queue:
-			if !send(ctx, ev) && ctx.Err() != nil {
-				held = append(held, ev)
-			}
-		case <-ctx.Done():
-		}
-	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditDrain)
-	defer cancel()
+	// Publishing goes on for auditDrain after ctx ends: an event in flight
+	// then is not cut off (and sent twice), and what is queued still goes.
+	pubCtx, stopPublishing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPublishing()
+	drain := time.AfterFunc(auditDrain, stopPublishing)
+	drain.Stop()
+	stopWatch := context.AfterFunc(ctx, func() { drain.Reset(auditDrain) })
+	defer func() {
+		stopWatch()
+		drain.Stop()
+	}()
 	for {
-		if len(held) == 0 {
+		var ev schemas.AuditEvent
+		select {
+		case ev = <-a.queue:
+		case <-ctx.Done():
 			select {
-			case ev := <-a.queue:
-				held = append(held, ev)
+			case ev = <-a.queue:
 			default:
 				return
 			}
 		}
-		if !send(dctx, held[0]) && dctx.Err() != nil {
-			a.log.Warn("audit events not published before stopping", "left", len(held)+len(a.queue))
+		if !send(pubCtx, ev) && pubCtx.Err() != nil {
+			a.log.Warn("audit events not published before stopping", "left", len(a.queue)+1)
 			return
 		}
-		held = held[1:]
 	}
 }
 

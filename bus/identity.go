@@ -77,7 +77,6 @@ func Permissions(subj schemas.Subjects, role Role) *server.Permissions {
 					// An auditor resumes its chain from its own last event; it
 					// can read no other producer's.
 					"$JS.API.DIRECT.GET." + subj.EventsStream() + "." + base + ".audit.worker.>",
-					subj.AllEvents(),
 				})},
 			Subscribe: &server.SubjectPermission{Allow: []string{inbox, "$KV." + subj.CancelsBucket() + ".>",
 				base + ".control.worker.>"}},
@@ -90,7 +89,6 @@ func Permissions(subj schemas.Subjects, role Role) *server.Permissions {
 					base + ".control.worker.>",
 					base + ".audit.hive.>",
 					"$JS.API.DIRECT.GET." + subj.EventsStream() + "." + base + ".audit.hive.>",
-					subj.AllEvents(),
 				})},
 			Subscribe: &server.SubjectPermission{Allow: []string{inbox, base + ".control.hive.>", "$SRV.>"}},
 			// The control service answers whoever asked.

@@ -186,7 +186,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, subj schemas.Subject
 	events := jetstream.StreamConfig{
 		Name:        subj.EventsStream(),
 		Description: "rbee audit events, each producer's chained by SHA-256 (rbee audit verify)",
-		Subjects:    []string{subj.AllEvents(), subj.AllAudit()},
+		Subjects:    []string{subj.AllAudit()},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardOld,

@@ -58,7 +58,7 @@ func TestProvisionIsIdempotentAndUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg := events.CachedInfo().Config; cfg.Retention != jetstream.LimitsPolicy ||
-		cfg.MaxAge != bus.DefaultEventsMaxAge || cfg.Subjects[0] != subj.AllEvents() {
+		cfg.MaxAge != bus.DefaultEventsMaxAge || cfg.Subjects[0] != subj.AllAudit() {
 		t.Errorf("events stream config %+v", cfg)
 	}
 	dlq, err := js.Stream(ctx, subj.DeadLetterStream())

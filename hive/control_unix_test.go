@@ -148,7 +148,7 @@ func (f *realHive) waitGone(id string) {
 func (f *realHive) rejections() chan schemas.AuditEvent {
 	f.t.Helper()
 	ch := make(chan schemas.AuditEvent, 16)
-	sub, err := f.nc.Subscribe(f.subj.Events(schemas.AuditSpawnRejected), func(m *nats.Msg) {
+	sub, err := f.nc.Subscribe(f.subj.AuditType(schemas.AuditSpawnRejected), func(m *nats.Msg) {
 		var ev schemas.AuditEvent
 		if json.Unmarshal(m.Data, &ev) == nil {
 			ch <- ev

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -45,6 +46,7 @@ type Hive struct {
 	hives    jetstream.KeyValue // the hives bucket, once found
 	cfg      Config
 	log      *slog.Logger
+	auditor  *bus.Auditor
 	hostname string
 	starter  *execStarter
 	metrics  *metrics
@@ -104,6 +106,9 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		kick: make(chan struct{}, 1), wanted: map[string]ModelSpec{}, procs: map[string]*proc{},
 		rejected: map[string]rejection{},
 	}
+	if h.auditor, err = bus.NewAuditor(nc, cfg.Subjects, "hive", cfg.ID, logger); err != nil {
+		return nil, fmt.Errorf("hive: %w", err)
+	}
 	for _, model := range append(append([]ModelSpec(nil), cfg.Models...), cfg.Catalog...) {
 		if _, ok := h.catalog[model.Name]; !ok {
 			h.models = append(h.models, model.Name)
@@ -121,17 +126,12 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	return h, nil
 }
 
-// audit publishes an event about one of the hive's workers; the events
-// stream keeps it. Core NATS: a lost record must not hold up supervision.
+// audit records an event about the hive or one of its workers in the
+// hive's chain of the audit trail; the auditor publishes it apart, so that
+// auditing never holds up supervision.
 func (h *Hive) audit(ev schemas.AuditEvent) {
 	ev.Time, ev.HiveID = time.Now().UTC(), h.cfg.ID
-	data, err := json.Marshal(ev)
-	if err == nil {
-		err = h.nc.Publish(h.cfg.Subjects.Events(ev.Type), data)
-	}
-	if err != nil {
-		h.log.Warn("publish audit event", "type", ev.Type, "worker_id", ev.WorkerID, "err", err)
-	}
+	h.auditor.Record(ev)
 }
 
 // ID is the hive's ID, as given or derived from the hostname.
@@ -156,6 +156,15 @@ func (h *Hive) Run(ctx context.Context) error {
 		return err
 	}
 	defer st.close()
+	// One hive holds the data directory's lock, so one writes its chain;
+	// the auditor outlives the workers, whose ends it records.
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	var audit sync.WaitGroup
+	audit.Go(func() { h.auditor.Run(auditCtx) })
+	defer func() {
+		stopAudit()
+		audit.Wait()
+	}()
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rbee-dev/rbee/bus/bustest"
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -545,36 +546,32 @@ func controlRequest(t *testing.T, nc *nats.Conn, subject string, data []byte) sc
 	return reply
 }
 
-// The hive records its workers' lives as audit events.
+// The hive records its workers' lives as audit events, in its own chain.
 func TestWorkerLifecycleAuditEvents(t *testing.T) {
 	f := newRealHive(t, "sleep", nil)
-	events := make(chan *nats.Msg, 64)
-	sub, err := f.nc.ChanSubscribe(f.subj.AllEvents(), events)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
 	f.run()
 	pids := f.waitReady(1)
 	if err := f.stop(); err != nil {
 		t.Fatal(err)
 	}
 	var got []schemas.AuditEvent
-	timeout := time.After(waitFor)
-	for len(got) < 4 {
-		select {
-		case m := <-events:
-			var ev schemas.AuditEvent
-			if err := json.Unmarshal(m.Data, &ev); err != nil {
-				t.Fatal(err)
-			}
-			if err := ev.Validate(); err != nil || m.Subject != f.subj.Events(ev.Type) {
-				t.Fatalf("event %+v on %s: %v", ev, m.Subject, err)
+	checkFor(t, waitFor, func() error {
+		got = got[:0]
+		err := bus.AuditRecords(t.Context(), f.js, f.subj, time.Time{}, func(rec bus.AuditRecord) error {
+			ev := rec.Event
+			if err := ev.Validate(); err != nil || rec.Subject != f.subj.Audit("hive", "test-hive", ev.Type) {
+				return fmt.Errorf("event %+v on %s: %v", ev, rec.Subject, err)
 			}
 			got = append(got, ev)
-		case <-timeout:
-			t.Fatalf("audit events so far %+v, want started, hive stopping, stopped, hive stopped", got)
+			return nil
+		})
+		if err == nil && len(got) != 4 {
+			err = fmt.Errorf("audit events so far %+v, want started, hive stopping, stopped, hive stopped", got)
 		}
+		return err
+	})
+	if report, err := bus.VerifyAudit(t.Context(), f.js, f.subj); err != nil || !report.OK() {
+		t.Errorf("the hive's chain: %+v, %v", report, err)
 	}
 	started, stopping, stopped, hiveStopped := got[0], got[1], got[2], got[3]
 	if started.Type != schemas.AuditWorkerStarted || started.PID != pids[0] || started.HiveID != "test-hive" || started.Model != "tiny:1b" {
@@ -594,7 +591,7 @@ func TestWorkerLifecycleAuditEvents(t *testing.T) {
 
 func TestCrashIsAuditedAsExited(t *testing.T) {
 	f := newRealHive(t, "crash", nil)
-	sub, err := f.nc.SubscribeSync(f.subj.Events(schemas.AuditWorkerExited))
+	sub, err := f.nc.SubscribeSync(f.subj.AuditType(schemas.AuditWorkerExited))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,10 @@ package schemas
 
 import "time"
 
-// Audit event types. Each is published on Events(type), e.g.
-// rbee.v1.events.job.finished, and kept by the events stream, so that
-// `nats stream view RBEE_EVENTS` is the system's history.
+// Audit event types. Each producer (bus.Auditor) publishes its events on
+// Audit(component, id, type), e.g. rbee.v2.audit.worker.w1.job.finished,
+// chained, into the events stream, so that `nats stream view RBEE_EVENTS`
+// is the system's history and `rbee audit verify` checks it.
 const (
 	AuditJobFinished   = "job.finished"   // a worker settled a job: completed, requeued or an error code
 	AuditWorkerStarted = "worker.started" // a hive started a worker process

@@ -136,12 +136,6 @@ func (s Subjects) HiveControl(id, endpoint string) string {
 	return s.Control(KindHive, id) + "." + endpoint
 }
 
-// Events is the audit subject for one event type.
-func (s Subjects) Events(kind string) string { return s.base() + ".events." + kind }
-
-// AllEvents matches every audit event.
-func (s Subjects) AllEvents() string { return s.base() + ".events.>" }
-
 // Audit is the subject of one producer's audit event:
 // <prefix>.v2.audit.<component>.<id>.<type>, e.g.
 // rbee.v2.audit.worker.w1.job.finished.
@@ -153,6 +147,9 @@ func (s Subjects) Audit(component, id, typ string) string {
 func (s Subjects) AuditOf(component, id string) string {
 	return s.base() + ".audit." + component + "." + id
 }
+
+// AuditType matches one type of audit event, whoever produced it.
+func (s Subjects) AuditType(typ string) string { return s.base() + ".audit.*.*." + typ }
 
 // AllAudit matches every audit event of every producer.
 func (s Subjects) AllAudit() string { return s.base() + ".audit.>" }

@@ -141,6 +141,7 @@ type Worker struct {
 	metrics *metrics
 	sched   *infer.Scheduler
 	aux     *auxEngine // embed, tokenize and detokenize jobs
+	auditor *bus.Auditor
 	ctxLen  int
 	started atomic.Bool
 
@@ -186,6 +187,9 @@ func New(nc *nats.Conn, model *infer.Model, cfg Config, logger *slog.Logger, reg
 		nc: nc, js: js, cfg: cfg, metrics: m, state: schemas.WorkerStarting,
 		log: logger.With("worker_id", cfg.ID, "model", cfg.Model),
 	}
+	if w.auditor, err = bus.NewAuditor(nc, cfg.Subjects, "worker", cfg.ID, w.log); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	e, err := model.NewEngine(infer.EngineConfig{
 		MaxSequences: cfg.Slots, ContextLength: cfg.ContextLength, KVTokens: cfg.KVTokens,
 	})
@@ -212,6 +216,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.checkTTL(ctx, kv)
 	ctx, stopOrphan := w.watchHive(ctx)
 	defer stopOrphan()
+
+	// The auditor outlives the jobs, whose ends it records.
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	var audit sync.WaitGroup
+	audit.Go(func() { w.auditor.Run(auditCtx) })
+	defer func() {
+		stopAudit()
+		audit.Wait()
+	}()
 
 	// The heartbeat outlives ctx: "draining" must be seen until the end.
 	beatNow, stopHeartbeat := make(chan struct{}, 1), make(chan struct{})
@@ -410,7 +423,7 @@ func (w *Worker) handBack(msg jetstream.Msg) {
 	}
 	w.metrics.jobs.WithLabelValues(outcomeRequeued).Inc()
 	if schemas.ValidID(id) {
-		w.audit(w.log.With("job_id", id), msg, schemas.AuditEvent{JobID: id, Outcome: outcomeRequeued})
+		w.audit(msg, schemas.AuditEvent{JobID: id, Outcome: outcomeRequeued})
 	}
 }
 

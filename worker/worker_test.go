@@ -362,7 +362,7 @@ func TestJobsLeaveAuditEvents(t *testing.T) {
 			if err := ev.Validate(); err != nil {
 				return err
 			}
-			if m.Subject != b.subj.Events(schemas.AuditJobFinished) {
+			if m.Subject != b.subj.Audit("worker", ev.WorkerID, schemas.AuditJobFinished) {
 				return fmt.Errorf("audit event on %q", m.Subject)
 			}
 			got[ev.JobID] = ev

@@ -163,12 +163,12 @@ func TestHiveKilledMidStreamWorkerFinishesAndIsAdopted(t *testing.T) {
 		t.Fatalf("worker %d died with its hive", w.PID)
 	}
 
-	started, err := b.nc.SubscribeSync(b.subj.Events(schemas.AuditWorkerStarted))
+	started, err := b.nc.SubscribeSync(b.subj.AuditType(schemas.AuditWorkerStarted))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer started.Unsubscribe()
-	adopted, err := b.nc.SubscribeSync(b.subj.Events(schemas.AuditWorkerAdopted))
+	adopted, err := b.nc.SubscribeSync(b.subj.AuditType(schemas.AuditWorkerAdopted))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestWorkerOfKilledHiveExitsAfterOrphanGrace(t *testing.T) {
 // heartbeat stand still, kills it and starts a new process.
 func TestStoppedWorkerIsDetectedAsHungAndReplaced(t *testing.T) {
 	b := newCrashBed(t)
-	hung, err := b.nc.SubscribeSync(b.subj.Events(schemas.AuditWorkerHung))
+	hung, err := b.nc.SubscribeSync(b.subj.AuditType(schemas.AuditWorkerHung))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,12 +294,12 @@ func TestCorruptModelIsNotRestarted(t *testing.T) {
 	if err := os.WriteFile(bad, bytes.Replace(good, name, []byte("output_norm.weighx"), 1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	started, err := b.nc.SubscribeSync(b.subj.Events(schemas.AuditWorkerStarted))
+	started, err := b.nc.SubscribeSync(b.subj.AuditType(schemas.AuditWorkerStarted))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer started.Unsubscribe()
-	failed, err := b.nc.SubscribeSync(b.subj.Events(schemas.AuditWorkerFailed))
+	failed, err := b.nc.SubscribeSync(b.subj.AuditType(schemas.AuditWorkerFailed))
 	if err != nil {
 		t.Fatal(err)
 	}
