@@ -1,0 +1,96 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/schemas"
+)
+
+// The configuration rbee nats-config prints gives an ordinary nats-server
+// the permissions rbee up's embedded one has: an anonymous connection is
+// refused, a worker cannot queue a job, the operator can.
+func TestNATSConfigForAnExternalServer(t *testing.T) {
+	dir := t.TempDir()
+	ids, err := bus.LoadIdentities(filepath.Join(dir, "nkeys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := schemas.NewSubjects("")
+	conf := "listen: 127.0.0.1:-1\n" + natsServerAuthorization(ids, subj)
+	path := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("nats-server cannot read the configuration: %v\n%s", err, conf)
+	}
+	opts.NoLog, opts.NoSigs = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	if nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("an anonymous connection was accepted")
+	}
+	connect := func(role bus.Role, errs chan<- error) *nats.Conn {
+		opt, err := nats.NkeyOptionFromSeed(ids.SeedFile(role))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(srv.ClientURL(), opt, nats.CustomInboxPrefix(bus.InboxPrefix(role)),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+		if err != nil {
+			t.Fatalf("connect as %s: %v", role, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	operatorErrs, workerErrs := make(chan error, 8), make(chan error, 8)
+	operator := connect(bus.RoleOperator, operatorErrs)
+	jobs, err := operator.SubscribeSync(subj.AllJobs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := operator.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	worker := connect(bus.RoleWorker, workerErrs)
+	if err := worker.Publish(subj.Jobs("m"), []byte("worker")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-workerErrs:
+		if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), subj.Jobs("m")) {
+			t.Errorf("worker publishing a job: %v, want a permissions violation", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the server did not refuse the worker's job")
+	}
+	if err := operator.Publish(subj.Jobs("m"), []byte("operator")); err != nil {
+		t.Fatal(err)
+	}
+	// The worker's job, published first, was dropped: the first to
+	// arrive is the operator's.
+	if msg, err := jobs.NextMsg(5 * time.Second); err != nil || string(msg.Data) != "operator" {
+		t.Fatalf("the operator's job: %v, %v", msg, err)
+	}
+	if n, _, err := jobs.Pending(); err != nil || n != 0 {
+		t.Errorf("%d more jobs arrived (%v), want none", n, err)
+	}
+}
