@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/rbee-dev/rbee/infer/quant"
@@ -148,6 +149,57 @@ func TestEmbedChunksAndRepeats(t *testing.T) {
 	// Each call gives its blocks back: the pool, one context, never runs out.
 	for range 10 {
 		embed(t, whole, tokens)
+	}
+}
+
+// TestEmbedBatchEqualsAlone: sequences packed several to a step, some
+// spanning steps, more of them than the batch holds, get the vectors each
+// gets alone, bit for bit.
+func TestEmbedBatchEqualsAlone(t *testing.T) {
+	sm := newSynthModel(synthSpec{arch: ArchQwen2, dim: 64, ffn: 96, layers: 2, heads: 4, kvHs: 2, biases: true, seed: 10})
+	m := sm.load(t, quant.Q8_0)
+	batch, err := m.newEmbedder(EngineConfig{MaxSequences: 3, ContextLength: 48, KVTokens: 3 * 48, StepTokens: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone, err := m.NewEmbedder(48)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs [][]int32
+	for _, n := range []int{5, 40, 1, 17, 16, 33, 2} {
+		seqs = append(seqs, synthTokens(n))
+	}
+	got, err := batch.EmbedBatch(t.Context(), seqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range seqs {
+		if want := embed(t, alone, s); !slices.Equal(got[i], want) {
+			t.Errorf("sequence %d (%d tokens): batched differs from alone by %.3g", i, len(s), maxAbsDiff(got[i], want))
+		}
+	}
+	if inUse, _, _ := batch.e.KVStats(); inUse != 0 {
+		t.Errorf("%d KV blocks still in use after the batch", inUse)
+	}
+	// A pool of one context: sequences join as the room they need frees.
+	tight, err := alone.EmbedBatch(t.Context(), seqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.EqualFunc(tight, got, slices.Equal) {
+		t.Error("batched in a pool of one context: vectors differ")
+	}
+	if _, err := batch.EmbedBatch(t.Context(), [][]int32{synthTokens(3), synthTokens(49)}); !errors.Is(err, ErrContextExceeded) || !strings.Contains(err.Error(), "sequence 1") {
+		t.Errorf("a sequence past the context: %v, want ErrContextExceeded naming sequence 1", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := batch.EmbedBatch(ctx, seqs); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+	if inUse, _, _ := batch.e.KVStats(); inUse != 0 {
+		t.Errorf("%d KV blocks still in use after a cancelled batch", inUse)
 	}
 }
 

@@ -26,12 +26,12 @@ const eventHeadroom = 4 << 10
 const maxFloatBytes = 16
 
 // auxEngine holds the model for the jobs that only read it: its tokenizer,
-// and an embedder made on the first embed job (its KV pool is one context).
+// and an embedder made on the first embed job.
 type auxEngine struct {
 	model  *infer.Model
 	ctxLen int
 
-	mu       sync.Mutex // one embedding at a time: the embedder has one sequence
+	mu       sync.Mutex // one embed job at a time: the embedder is one batch
 	embedder *infer.Embedder
 }
 
@@ -71,8 +71,8 @@ func (a *auxEngine) run(ctx context.Context, job schemas.Job, limit int, end *sc
 }
 
 // embed tokenizes every input (with BOS, without reading special tokens'
-// text) and embeds them one after the other. Vectors that could not fit
-// in one message are refused before any is computed.
+// text) and embeds them, several to a step. Vectors that could not fit in
+// one message are refused before any is computed.
 func (a *auxEngine) embed(ctx context.Context, job schemas.Job, limit int, end *schemas.Event) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -89,7 +89,7 @@ func (a *auxEngine) embed(ctx context.Context, job schemas.Job, limit int, end *
 			"%d embeddings of %d values may take %d bytes, more than a bus message holds (%d): send at most %d inputs",
 			len(job.Input), em.Dim(), need, limit, max(1, limit/(em.Dim()*maxFloatBytes)))
 	}
-	end.Embeddings = make([][]float32, len(job.Input))
+	seqs := make([][]int32, len(job.Input))
 	for i, text := range job.Input {
 		ids, err := a.model.Tokenizer().Encode(text, true, false)
 		if err != nil {
@@ -101,13 +101,14 @@ func (a *auxEngine) embed(ctx context.Context, job schemas.Job, limit int, end *
 			}
 			ids = ids[:em.ContextLength()]
 		}
-		v, err := em.Embed(ctx, ids)
-		if err != nil {
-			return fmt.Errorf("input[%d]: %w", i, err)
-		}
-		end.Embeddings[i] = v
+		seqs[i] = ids
 		end.Usage.PromptTokens += len(ids)
 	}
+	vs, err := em.EmbedBatch(ctx, seqs)
+	if err != nil {
+		return fmt.Errorf("embed: %w", err)
+	}
+	end.Embeddings = vs
 	return nil
 }
 
