@@ -106,12 +106,22 @@ func (s Subjects) AllJobEvents() string { return s.base() + ".stream.>" }
 // IsJobEvents reports whether subject names a job's events under s: the only
 // subjects a worker publishes a job's events on.
 func (s Subjects) IsJobEvents(subject string) bool {
+	_, ok := s.JobOfEvents(subject)
+	return ok
+}
+
+// JobOfEvents returns the job ID of a JobEvents subject, and whether
+// subject is one.
+func (s Subjects) JobOfEvents(subject string) (string, bool) {
 	rest, ok := strings.CutPrefix(subject, s.base()+".stream.")
 	if !ok {
-		return false
+		return "", false
 	}
 	owner, job, ok := strings.Cut(rest, ".")
-	return ok && ValidID(owner) && ValidID(job)
+	if !ok || !ValidID(owner) || !ValidID(job) {
+		return "", false
+	}
+	return job, true
 }
 
 // Infer is the request/reply endpoint of the queen's micro service.

@@ -151,7 +151,7 @@ func (w *Worker) deadLetter(log *slog.Logger, msg jetstream.Msg, job schemas.Job
 		w.settleMsg(log, msg, actNak)
 		return
 	}
-	if schemas.ValidID(job.ID) && w.cfg.Subjects.IsJobEvents(job.Stream) {
+	if schemas.ValidID(job.ID) && w.ownStream(job) {
 		es := newEventStream(w.js, w.eventsStream, job, w.cfg.ID, delivery, func(error) {})
 		w.endStream(log, es, code, reason)
 	}
@@ -180,14 +180,22 @@ func (w *Worker) endStream(log *slog.Logger, es *eventStream, code schemas.Code,
 	}
 }
 
+// ownStream reports whether the job names its own events subject: a job
+// may not have its worker write into another job's stream, or anywhere
+// else.
+func (w *Worker) ownStream(job schemas.Job) bool {
+	id, ok := w.cfg.Subjects.JobOfEvents(job.Stream)
+	return ok && id == job.ID
+}
+
 // run generates a valid job's answer in the worker's batch, publishing its
 // events on the job's stream, and settles its message.
 func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, job schemas.Job, delivery int, taken, queuedAt time.Time) {
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if !w.cfg.Subjects.IsJobEvents(job.Stream) {
+	if !w.ownStream(job) {
 		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest,
-			"stream %q: want a job events subject %s", job.Stream, w.cfg.Subjects.JobEvents("<owner>", job.ID)))
+			"stream %q: want the job's own events subject %s", job.Stream, w.cfg.Subjects.JobEvents("<owner>", job.ID)))
 		return
 	}
 	es := newEventStream(w.js, w.eventsStream, job, w.cfg.ID, delivery, cancel)

@@ -1,10 +1,13 @@
 package worker_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/infer"
 	"github.com/rbee-dev/rbee/infer/gguf"
 	"github.com/rbee-dev/rbee/schemas"
@@ -80,4 +83,55 @@ func modelWithTemplate(t *testing.T, tmpl string) *infer.Model {
 	}
 	t.Cleanup(func() { model.Close() })
 	return model
+}
+
+// A job that names another job's stream, or a subject outside rbee's job
+// streams, as its own is refused: the worker writes nowhere but the job's
+// own events subject, so no job can inject text into another's answer.
+func TestJobNamingAnotherStreamIsRefused(t *testing.T) {
+	b := newBed(t)
+	b.startWorker(t, worker.Config{ContextLength: 256})
+	victim := b.read(t, "victim-1")
+	for i, stream := range []string{
+		b.subj.JobEvents(testOwner, "victim-1"),
+		b.subj.Heartbeat(schemas.KindWorker, "w1"),
+		b.subj.Jobs(modelName),
+		"_INBOX.someone",
+	} {
+		id := "forger-" + string(rune('a'+i))
+		data, err := json.Marshal(schemas.Job{ID: id, Model: modelName, Stream: stream, Prompt: "Once", MaxTokens: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.submitRaw(t, id, data)
+	}
+	checkFor(t, waitLong, func() error {
+		dead, err := bus.ReadDeadLetters(testContext(t), b.js, b.subj, modelName, 0)
+		if err != nil || len(dead) != 4 {
+			return fmt.Errorf("%d dead letters (%v), want 4", len(dead), err)
+		}
+		for _, d := range dead {
+			if d.Code != schemas.CodeInvalidRequest {
+				return fmt.Errorf("dead letter %+v, want invalid_request", d)
+			}
+		}
+		return nil
+	})
+	// The victim's stream got nothing: its own job then streams from seq 0.
+	b.submitRaw(t, "victim-1", mustJSON(t, schemas.Job{ID: "victim-1", Model: modelName,
+		Stream: b.subj.JobEvents(testOwner, "victim-1"), Prompt: "Once", MaxTokens: 4}))
+	events := drain(t, victim)
+	wantEnd(t, events)
+	if events[0].Seq != 0 || events[0].JobID != "victim-1" {
+		t.Errorf("the victim's first event %+v, want its own, seq 0", events[0])
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
