@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -37,13 +39,19 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	)
 	hf := addHTTPFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: rbee run [flags] PROMPT...")
+		fmt.Fprintln(stderr, "usage: rbee run [flags] [MODEL] PROMPT... [flags]\n\nwith two words or more and no --model, the first is the model (as in 'ollama run')")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	words, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
 	}
-	prompt := strings.Join(fs.Args(), " ")
+	modelSet := false
+	fs.Visit(func(f *flag.Flag) { modelSet = modelSet || f.Name == "model" })
+	if !modelSet && len(words) > 1 {
+		*model, words = words[0], words[1:]
+	}
+	prompt := strings.Join(words, " ")
 	req := schemas.InferRequest{Model: *model, MaxTokens: *maxTokens, Sampling: schemas.Sampling{Temperature: temp}}
 	if *chat {
 		req.Messages = []schemas.Message{{Role: "user", Content: prompt}}
@@ -129,6 +137,29 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				return fmt.Errorf("run: %w", ev.Error)
 			}
 		}
+	}
+}
+
+// parseInterspersed parses flags before, between and after the positional
+// arguments, which it returns; everything after "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var words []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err}
+		}
+		rest := fs.Args()
+		// flag stops at "--" and drops it: what follows is all words.
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(words, rest...), nil
+		}
+		if len(rest) == 0 {
+			return words, nil
+		}
+		words, args = append(words, rest[0]), rest[1:]
 	}
 }
 

@@ -8,15 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/apikey"
+	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/queen"
 	"github.com/rbee-dev/rbee/schemas"
 )
@@ -117,95 +115,76 @@ func parseExpiry(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("expires %q: want an RFC 3339 time, a date (2027-01-31) or a duration (720h, 90d)", s)
 }
 
-// pathList collects repeated --api-keys flags; the first flag replaces
-// what the environment gave.
+// pathList collects repeated --api-keys flags into paths; the first flag
+// replaces what the file or the environment gave.
 type pathList struct {
-	paths   []string
-	fromEnv bool
+	paths   *[]string
+	flagged bool
 }
 
-func (p *pathList) String() string { return strings.Join(p.paths, string(os.PathListSeparator)) }
+func (p *pathList) String() string {
+	if p.paths == nil {
+		return ""
+	}
+	return strings.Join(*p.paths, string(os.PathListSeparator))
+}
 
 func (p *pathList) Set(v string) error {
 	if v == "" {
 		return errors.New("empty path")
 	}
-	if p.fromEnv {
-		p.paths, p.fromEnv = nil, false
+	if !p.flagged {
+		*p.paths, p.flagged = nil, true
 	}
-	p.paths = append(p.paths, v)
+	*p.paths = append(*p.paths, v)
 	return nil
 }
 
-// authFlags are the queen's HTTP authentication flags, shared by queen and up.
-type authFlags struct {
-	keys        pathList
-	allowNoAuth *bool
-	metricsOpen *bool
+// bindAuthFlags adds the queen's HTTP authentication flags, shared by queen
+// and up, bound to f's [queen] section.
+func bindAuthFlags(fs *flag.FlagSet, f *config.File) {
+	fs.Var(&pathList{paths: &f.Queen.APIKeys}, "api-keys", "API key file, or a directory of *.json key files (repeatable; queen.api_keys; env RBEE_QUEEN_API_KEYS or RBEE_API_KEYS, a path list); SIGHUP reloads them")
+	fs.BoolVar(&f.Queen.AllowNoAuth, "allow-no-auth", f.Queen.AllowNoAuth, "serve HTTP on a non-loopback address without API keys (queen.allow_no_auth)")
+	fs.BoolVar(&f.Queen.MetricsOpen, "metrics-open", f.Queen.MetricsOpen, "serve /metrics without an API key (queen.metrics_open)")
 }
 
-func addAuthFlags(fs *flag.FlagSet) *authFlags {
-	a := &authFlags{}
-	if v := os.Getenv("RBEE_API_KEYS"); v != "" {
-		a.keys = pathList{paths: filepath.SplitList(v), fromEnv: true}
-	}
-	fs.Var(&a.keys, "api-keys", "API key file, or a directory of *.json key files (repeatable; env RBEE_API_KEYS, a path list); SIGHUP reloads them")
-	a.allowNoAuth = fs.Bool("allow-no-auth", false, "serve HTTP on a non-loopback address without API keys")
-	a.metricsOpen = fs.Bool("metrics-open", false, "serve /metrics without an API key")
-	return a
-}
-
-// load reads the key files, if any were given, into the queen's config.
-func (a *authFlags) load(cfg *queen.Config) error {
-	cfg.AllowNoAuth, cfg.MetricsOpen = *a.allowNoAuth, *a.metricsOpen
-	if len(a.keys.paths) == 0 {
-		return nil
-	}
-	set, err := apikey.Load(a.keys.paths)
-	if err != nil {
-		return err
-	}
-	cfg.Keys = set
-	return nil
-}
-
-// reloadOnHangup reloads keys on every SIGHUP until the returned stop is
-// called. SIGHUP no longer ends the process: without keys it is only
-// logged. A reload that fails keeps the keys loaded before and says why.
-// Each reload, and each failed one, is audited with audit.
-func reloadOnHangup(keys *apikey.Set, log *slog.Logger, audit func(schemas.AuditEvent)) (stop func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			case <-hup:
-			}
-			if keys == nil {
-				log.Info("SIGHUP: no API keys to reload")
-				continue
-			}
-			ch, err := keys.Reload()
-			if err != nil {
-				log.Error("SIGHUP: API keys not reloaded; the keys loaded before stay in force", "err", err)
-				audit(schemas.AuditEvent{Type: schemas.AuditKeysReloaded, Code: schemas.CodeInvalidRequest, Reason: err.Error()})
-				continue
-			}
-			log.Info("SIGHUP: API keys reloaded", "keys", ch.Total, "added", ch.Added, "removed", ch.Removed, "rotated", ch.Rotated)
-			audit(schemas.AuditEvent{Type: schemas.AuditKeysReloaded, Reason: fmt.Sprintf("%d keys; added %v, removed %v, rotated %v",
-				ch.Total, ch.Added, ch.Removed, ch.Rotated)})
-			if ch.Total == 0 {
-				log.Warn("no API key is left: every HTTP request is refused")
-			}
+// loadKeys reads the key files f names into the queen's config and checks
+// that the queen may serve as configured.
+func loadKeys(f config.File, cfg *queen.Config) error {
+	if len(f.Queen.APIKeys) > 0 {
+		set, err := apikey.Load(f.Queen.APIKeys)
+		if err != nil {
+			return err
 		}
-	})
-	return func() {
-		signal.Stop(hup)
-		close(done)
-		wg.Wait()
+		cfg.Keys = set
+	}
+	if err := cfg.CheckAuth(); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+// keysApplier re-reads the key files on every reload; a reload that fails
+// keeps the keys loaded before and says why. Each reload, and each failed
+// one, is audited with audit. Other key paths apply at the next start.
+func keysApplier(keys *apikey.Set, log *slog.Logger, audit func(schemas.AuditEvent)) applier {
+	return func(context.Context, config.File, config.File) error {
+		if keys == nil {
+			log.Info("reload: no API keys to reload")
+			return nil
+		}
+		ch, err := keys.Reload()
+		if err != nil {
+			log.Error("reload: API keys not reloaded; the keys loaded before stay in force", "err", err)
+			audit(schemas.AuditEvent{Type: schemas.AuditKeysReloaded, Code: schemas.CodeInvalidRequest, Reason: err.Error()})
+			return fmt.Errorf("API keys: %w", err)
+		}
+		log.Info("reload: API keys reloaded", "keys", ch.Total, "added", ch.Added, "removed", ch.Removed, "rotated", ch.Rotated)
+		audit(schemas.AuditEvent{Type: schemas.AuditKeysReloaded, Reason: fmt.Sprintf("%d keys; added %v, removed %v, rotated %v",
+			ch.Total, ch.Added, ch.Removed, ch.Rotated)})
+		if ch.Total == 0 {
+			log.Warn("no API key is left: every HTTP request is refused")
+		}
+		return nil
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rbee-dev/rbee/bus/bustest"
 	"github.com/rbee-dev/rbee/internal/apikey"
+	"github.com/rbee-dev/rbee/internal/config"
 )
 
 // newKey runs `rbee keys new` and returns the key it printed.
@@ -329,12 +330,16 @@ func TestAPIKeysFlagReplacesEnv(t *testing.T) {
 		{nil, "/env/a,/env/b"},
 		{[]string{"--api-keys", "/flag/a", "--api-keys", "/flag/b"}, "/flag/a,/flag/b"},
 	} {
+		f, err := config.Load("")
+		if err != nil {
+			t.Fatal(err)
+		}
 		fs := newFlags("test", io.Discard)
-		a := addAuthFlags(fs)
+		bindAuthFlags(fs, &f)
 		if err := fs.Parse(tc.args); err != nil {
 			t.Fatal(err)
 		}
-		if got := strings.Join(a.keys.paths, ","); got != tc.want {
+		if got := strings.Join(f.Queen.APIKeys, ","); got != tc.want {
 			t.Errorf("%v: paths %s, want %s", tc.args, got, tc.want)
 		}
 	}

@@ -23,22 +23,25 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"up":        {"start NATS, a queen, a hive and a worker for the bundled model on this machine", runUp},
-	"queen":     {"run the orchestrator: OpenAI-compatible HTTP and the rbee.v2.infer NATS service", runQueen},
-	"hive":      {"run the machine agent that starts and supervises workers", runHive},
-	"worker":    {"serve one model from the work queue (the hive starts these); 'worker stop ID', 'worker spawn --hive ID MODEL' ask a hive", runWorkerCommand},
-	"shutdown":  {"stop every live hive and its workers, or one with --hive ID", runShutdown},
-	"generate":  {"run a model locally and print what it generates", runGenerate},
-	"run":       {"send a prompt through NATS and stream the answer", runRun},
-	"models":    {"list the models live workers serve", runModels},
-	"provision": {"create or update rbee's streams and buckets on the NATS server, and exit", runProvision},
-	"bench":     {"measure the engine and rbee up on this machine: a table, and every figure as JSON", runBench},
-	"model":     {"make model files: 'model synth' writes a random-weight llama GGUF", runModel},
-	"workers":   {"'workers ls': list live workers", runWorkers},
-	"hives":     {"'hives ls': list live hives", runHives},
-	"jobs":      {"'jobs show ID', 'jobs cancel ID', 'jobs dlq ls': look up and cancel jobs, list dead letters", runJobs},
-	"audit":     {"'audit tail', 'audit verify', 'audit export': read and check the tamper-evident audit trail", runAudit},
-	"keys":      {"'keys new NAME': generate an HTTP API key and its key file", runKeys},
+	"up":          {"start NATS, a queen, a hive and a worker for the bundled model on this machine", runUp},
+	"queen":       {"run the orchestrator: OpenAI-compatible HTTP and the rbee.v2.infer NATS service", runQueen},
+	"hive":        {"run the machine agent that starts and supervises workers", runHive},
+	"worker":      {"serve one model from the work queue (the hive starts these); 'worker stop ID', 'worker spawn --hive ID MODEL' ask a hive", runWorkerCommand},
+	"shutdown":    {"stop every live hive and its workers, or one with --hive ID", runShutdown},
+	"generate":    {"run a model locally and print what it generates", runGenerate},
+	"run":         {"send a prompt through NATS and stream the answer", runRun},
+	"models":      {"list the models live workers serve", runModels},
+	"provision":   {"create or update rbee's streams and buckets on the NATS server, and exit", runProvision},
+	"bench":       {"measure the engine and rbee up on this machine: a table, and every figure as JSON", runBench},
+	"model":       {"make model files: 'model synth' writes a random-weight llama GGUF", runModel},
+	"workers":     {"'workers ls': list live workers", runWorkers},
+	"hives":       {"'hives ls': list live hives", runHives},
+	"jobs":        {"'jobs show ID', 'jobs cancel ID', 'jobs dlq ls': look up and cancel jobs, list dead letters", runJobs},
+	"nats-config": {"print a nats-server authorization block giving rbee's NATS identities the least privilege rbee up gives them", runNATSConfig},
+	"audit":       {"'audit tail', 'audit verify', 'audit export': read and check the tamper-evident audit trail", runAudit},
+	"keys":        {"'keys new NAME': generate an HTTP API key and its key file", runKeys},
+	"config":      {"'config validate FILE', 'config print [FILE]': check a configuration file, show the effective configuration", runConfig},
+	"version":     {"print the version, commit, Go version and build settings", runVersion},
 }
 
 func main() {
@@ -53,21 +56,28 @@ func main() {
 	}
 }
 
-// usageError marks errors in how rbee was called (exit status 2).
+// usageError marks errors in how rbee was called (exit status 2). Asking
+// for help (-h) is no error: it exits 0.
 type usageError struct{ error }
 
 func exitCode(err error) int {
 	if errors.As(err, new(cannotStart)) {
 		return hive.ExitCodeCannotStart
 	}
-	var u usageError
-	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if errors.As(err, new(usageError)) {
 		return 2
 	}
 	return 1
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		_, err := io.WriteString(stdout, versionText())
+		return err
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stderr)
 		if len(args) == 0 {
@@ -93,7 +103,7 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nrun 'rbee <command> -h' for its flags")
+	fmt.Fprintln(w, "\nrun 'rbee <command> -h' for its flags; 'rbee --version' for the version")
 }
 
 // newFlags makes a flag set that reports errors instead of exiting.

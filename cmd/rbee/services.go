@@ -6,9 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/rbee-dev/rbee/hive"
 	"github.com/rbee-dev/rbee/hive/bundled"
 	"github.com/rbee-dev/rbee/infer"
+	"github.com/rbee-dev/rbee/internal/apikey"
+	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/queen"
 	"github.com/rbee-dev/rbee/schemas"
 	"github.com/rbee-dev/rbee/worker"
@@ -30,32 +33,61 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := newFlags("queen", stderr)
-	nf, err := addNATSFlags(fs, "rbee-queen")
-	if err != nil {
-		return err
-	}
-	addr := fs.String("http", envOr("RBEE_HTTP", "127.0.0.1:8080"), "HTTP listen address (env RBEE_HTTP)")
-	grace := fs.Duration("shutdown-grace", queen.DefaultShutdownGrace, "how long streams may finish after a stop signal before they end with an error")
-	prov := addProvisionFlags(fs)
-	auth := addAuthFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg := queen.Config{HTTPAddr: *addr, ShutdownGrace: *grace, Provisioning: *prov}
+// bindQueenFlags adds the queen's flags, bound to f's [queen] and
+// [provision] sections.
+func bindQueenFlags(fs *flag.FlagSet, f *config.File) {
+	q := &f.Queen
+	fs.StringVar(&q.HTTP, "http", q.HTTP, "HTTP listen address (queen.http; env RBEE_QUEEN_HTTP or RBEE_HTTP)")
+	fs.DurationVar(&q.ShutdownGrace, "shutdown-grace", q.ShutdownGrace, "how long streams may finish after a stop signal before they end with an error (queen.shutdown_grace)")
+	fs.DurationVar(&q.DefaultTimeout, "default-timeout", q.DefaultTimeout, "bound of a job, queueing included, when the request sets none (queen.default_timeout)")
+	fs.DurationVar(&q.FirstTokenTimeout, "first-token-timeout", q.FirstTokenTimeout, "wait for a job's first event, queueing included (queen.first_token_timeout)")
+	fs.DurationVar(&q.IdleTimeout, "stream-idle-timeout", q.IdleTimeout, "longest gap between two events of a stream (queen.idle_timeout)")
+	fs.DurationVar(&q.KeepAliveTimeout, "keep-alive-timeout", q.KeepAliveTimeout, "idle HTTP keep-alive connections close after this (queen.keep_alive_timeout)")
+	fs.IntVar(&q.DefaultMaxTokens, "default-max-tokens", q.DefaultMaxTokens, "max_tokens of a request that sets none (queen.default_max_tokens)")
+	bindAuthFlags(fs, f)
+}
+
+// queenConfig is the queen's config from f, with its keys loaded.
+func queenConfig(f config.File, subj schemas.Subjects) (queen.Config, error) {
+	cfg := f.QueenConfig()
+	cfg.Subjects = subj
 	cfg.CheckResponseFormat = checkResponseFormat
-	if err := auth.load(&cfg); err != nil {
-		return err
+	return cfg, loadKeys(f, &cfg)
+}
+
+// queenApplier applies a reloaded configuration to the queen: its keys,
+// then its live settings.
+func queenApplier(q *queen.Queen, keys *apikey.Set, log *slog.Logger) applier {
+	reloadKeys := keysApplier(keys, log, q.Audit)
+	return func(ctx context.Context, old, next config.File) error {
+		if err := reloadKeys(ctx, old, next); err != nil {
+			return err
+		}
+		return q.ApplyConfig(ctx, next.QueenConfig())
 	}
-	if err := cfg.CheckAuth(); err != nil {
-		return usageError{err}
+}
+
+func runQueen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var nf *natsFlags
+	l := &configLoader{name: "queen", args: args, sections: config.QueenSections, bind: func(fs *flag.FlagSet, f *config.File) {
+		nf = bindNATSFlags(fs, f, "rbee-queen")
+		bindQueenFlags(fs, f)
+		bindProvisionFlags(fs, f)
+	}}
+	f, err := l.load(stdout, stderr)
+	if err != nil {
+		return validated(err)
 	}
 	subj, err := nf.subjects()
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, nf.logLevel).With("component", "queen")
+	cfg, err := queenConfig(f, subj)
+	if err != nil {
+		return err
+	}
+	level := levelOf(f)
+	log := newLeveledLogger(stderr, level).With("component", "queen")
 	// The queen owns provisioning: its keeper makes the streams and
 	// buckets, and makes them again when the bus loses them.
 	nc, _, err := nf.connect(ctx, log)
@@ -63,16 +95,56 @@ func runQueen(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	cfg.Subjects = subj
-	q, err := queen.New(nc, cfg, log, newRegistry())
+	reg := newRegistry()
+	q, err := queen.New(nc, cfg, log, reg)
 	if err != nil {
 		return err
 	}
-	defer reloadOnHangup(cfg.Keys, log, q.Audit)()
-	return q.Run(ctx)
+	r, err := newReloader(l, f, level, log, reg)
+	if err != nil {
+		return err
+	}
+	r.audit = q.Audit
+	r.apply = []applier{queenApplier(q, cfg.Keys, log)}
+	return runGroup(ctx, actor{"queen", q.Run}, actor{"reload", r.Run})
 }
 
-// modelFlags collects repeated --serve NAME=PATH flags.
+// validated is err, or nil for errValidated: --validate-config found the
+// configuration valid.
+func validated(err error) error {
+	if errors.Is(err, errValidated) {
+		return nil
+	}
+	return err
+}
+
+// serveFlags collects repeated --serve NAME=PATH flags into the hive's
+// models; the first replaces the models of the file.
+type serveFlags struct {
+	models  *[]config.Model
+	flagged bool
+}
+
+func (m *serveFlags) String() string {
+	if m.models == nil {
+		return ""
+	}
+	return fmt.Sprint(*m.models)
+}
+
+func (m *serveFlags) Set(v string) error {
+	name, path, ok := strings.Cut(v, "=")
+	if !ok || !schemas.ValidModel(name) || path == "" {
+		return fmt.Errorf("want NAME=PATH with a model name of letters, digits, '-', '_' or ':', got %q", v)
+	}
+	if !m.flagged {
+		*m.models, m.flagged = nil, true
+	}
+	*m.models = append(*m.models, config.Model{Name: name, Path: path})
+	return nil
+}
+
+// modelFlags collects repeated NAME=PATH flags (--catalog).
 type modelFlags []hive.ModelSpec
 
 func (m *modelFlags) String() string { return fmt.Sprint(*m) }
@@ -86,91 +158,112 @@ func (m *modelFlags) Set(v string) error {
 	return nil
 }
 
-// hiveOptions are the flags that shape the workers a hive starts.
+// hiveOptions are the hive flags outside the configuration file, and
+// where the placement options find the per-worker settings.
 type hiveOptions struct {
-	id       *string
-	serve    modelFlags
 	replicas *int
 	slots    *int
 	ctx      *int
 	kvTokens *int
 	threads  *int
-	cacheDir *string
-	beat     *time.Duration
-	grace    *time.Duration
-	orphan   *time.Duration
-	hung     *time.Duration
-	progress *time.Duration
 	place    placementOptions
 }
 
-func addHiveFlags(fs *flag.FlagSet, host string) *hiveOptions {
-	o := &hiveOptions{}
-	o.id = fs.String("id", envOr("RBEE_HIVE_ID", hiveID(host)), "hive ID (env RBEE_HIVE_ID)")
-	fs.Var(&o.serve, "serve", "serve a model: NAME=PATH to a GGUF file (repeatable; default: the bundled "+bundled.Name+")")
-	o.replicas = fs.Int("replicas", 1, "worker processes per model")
-	o.slots = fs.Int("slots", 1, "jobs each worker decodes together in one batch")
-	o.ctx = fs.Int("ctx", 4096, "context length per job (0: what the model file says)")
-	o.kvTokens = fs.Int("kv-tokens", 0, "KV cache per worker in tokens, shared by its jobs (0: slots × ctx)")
-	o.threads = fs.Int("threads", 0, "threads per worker (0: CPUs divided among the workers)")
-	o.cacheDir = fs.String("cache-dir", defaultCacheDir(), "where model files are kept")
-	o.beat = fs.Duration("heartbeat-interval", hive.DefaultHeartbeatInterval, "how often the hive renews its registry key; well below the hives bucket's TTL")
-	o.grace = fs.Duration("graceful-timeout", hive.DefaultStopGrace, "on shutdown, how long workers may drain before their process groups are killed")
-	o.orphan = fs.Duration("orphan-grace", hive.DefaultOrphanGrace, "workers drain and exit once this hive has been gone this long (-1s: never)")
-	o.hung = fs.Duration("hung-timeout", hive.DefaultHungTimeout, "kill and restart a live worker whose heartbeat stopped this long (-1s: never)")
-	o.progress = fs.Duration("progress-timeout", hive.DefaultProgressTimeout, "kill and restart a busy worker that produced no token this long (-1s: never)")
+// bindHiveFlags adds the hive's flags, bound to f's [hive] section.
+func bindHiveFlags(fs *flag.FlagSet, f *config.File, host string) *hiveOptions {
+	h := &f.Hive
+	if h.ID == "" {
+		h.ID = hiveID(host)
+	}
+	if h.CacheDir == "" {
+		h.CacheDir = config.DefaultCacheDir()
+	}
+	fs.StringVar(&h.ID, "id", h.ID, "hive ID (hive.id; env RBEE_HIVE_ID)")
+	fs.Var(&serveFlags{models: &h.Models}, "serve", "serve a model: NAME=PATH to a GGUF file (repeatable; [[hive.models]]; default: the bundled "+bundled.Name+")")
+	fs.IntVar(&h.Replicas, "replicas", h.Replicas, "worker processes per model (hive.replicas)")
+	fs.IntVar(&h.Slots, "slots", h.Slots, "jobs each worker decodes together in one batch (hive.slots)")
+	fs.IntVar(&h.Ctx, "ctx", h.Ctx, "context length per job (hive.ctx; 0: 4096, or what the model was trained for if less)")
+	fs.IntVar(&h.KVTokens, "kv-tokens", h.KVTokens, "KV cache per worker in tokens, shared by its jobs (hive.kv_tokens; 0: slots × ctx)")
+	fs.IntVar(&h.Threads, "threads", h.Threads, "threads per worker (hive.threads; 0: CPUs divided among the workers)")
+	fs.StringVar(&h.CacheDir, "cache-dir", h.CacheDir, "where model files are kept (hive.cache_dir)")
+	fs.DurationVar(&h.HeartbeatInterval, "heartbeat-interval", h.HeartbeatInterval, "how often the hive renews its registry key; well below the hives bucket's TTL (hive.heartbeat_interval)")
+	fs.DurationVar(&h.StopGrace, "stop-grace", h.StopGrace, "on shutdown, how long workers may drain before their process groups are killed (hive.stop_grace)")
+	fs.DurationVar(&h.StopGrace, "graceful-timeout", h.StopGrace, "the former name of --stop-grace")
+	fs.DurationVar(&h.OrphanGrace, "orphan-grace", h.OrphanGrace, "workers drain and exit once this hive has been gone this long (hive.orphan_grace; -1s: never)")
+	fs.DurationVar(&h.HungTimeout, "hung-timeout", h.HungTimeout, "kill and restart a live worker whose heartbeat stopped this long (hive.hung_timeout; -1s: never)")
+	fs.DurationVar(&h.ProgressTimeout, "progress-timeout", h.ProgressTimeout, "kill and restart a busy worker that produced no token this long (hive.progress_timeout; -1s: never)")
+	o := &hiveOptions{replicas: &h.Replicas, slots: &h.Slots, ctx: &h.Ctx, kvTokens: &h.KVTokens, threads: &h.Threads}
 	o.place.add(fs)
 	return o
 }
 
-// supervision sets the flags' process supervision settings in cfg.
-func (o *hiveOptions) supervision(cfg *hive.Config) {
-	cfg.StopGrace, cfg.OrphanGrace, cfg.HungTimeout, cfg.ProgressTimeout = *o.grace, *o.orphan, *o.hung, *o.progress
+// hiveModels resolves f's models into specs, installing the bundled model
+// where one needs it.
+func hiveModels(f config.File) ([]hive.ModelSpec, error) {
+	return f.ModelSpecs(func() (string, error) { return bundled.Install(filepath.Join(f.Hive.CacheDir, "models")) })
 }
 
-// models resolves the flags into specs, installing the bundled model when
-// no model was named.
-func (o *hiveOptions) models() ([]hive.ModelSpec, error) {
-	specs := append([]hive.ModelSpec(nil), o.serve...)
-	if len(specs) == 0 {
-		path, err := bundled.Install(filepath.Join(*o.cacheDir, "models"))
-		if err != nil {
-			return nil, err
-		}
-		specs = []hive.ModelSpec{{Name: bundled.Name, Path: path}}
-	}
-	threads := *o.threads
-	if threads == 0 {
-		threads = max(1, runtime.NumCPU()/max(len(specs)**o.replicas, 1))
-	}
-	for i := range specs {
-		specs[i].Replicas, specs[i].Slots, specs[i].ContextLength, specs[i].Threads = *o.replicas, *o.slots, *o.ctx, threads
-		specs[i].KVTokens = *o.kvTokens
-	}
-	return specs, nil
-}
-
-func runHive(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := newFlags("hive", stderr)
-	nf, err := addNATSFlags(fs, "rbee-hive")
+// hiveConfig is the hive's config from f; the caller sets what only it
+// knows (the server URL, the subjects, the data directory).
+func hiveConfig(f config.File, o *hiveOptions) (hive.Config, error) {
+	models, err := hiveModels(f)
 	if err != nil {
-		return err
+		return hive.Config{}, err
 	}
+	h := f.Hive
+	cfg := hive.Config{
+		ID: h.ID, Models: models, HeartbeatInterval: h.HeartbeatInterval, StopGrace: h.StopGrace,
+		OrphanGrace: h.OrphanGrace, HungTimeout: h.HungTimeout, ProgressTimeout: h.ProgressTimeout,
+		Restart: f.RestartPolicy(),
+		// Later entries win: the file's [worker] and [log] over the
+		// hive's own environment.
+		ExtraEnv: append(natsEnv(), f.WorkerEnv()...),
+	}
+	o.place.apply(&cfg, o)
+	return cfg, nil
+}
+
+// hiveApplier applies a reloaded configuration to the hive: the models it
+// serves.
+func hiveApplier(h *hive.Hive) applier {
+	return func(_ context.Context, old, next config.File) error {
+		if slices.Equal(old.Hive.Models, next.Hive.Models) {
+			return nil
+		}
+		models, err := hiveModels(next)
+		if err != nil {
+			return err
+		}
+		return h.ApplyConfig(hive.Config{Models: models})
+	}
+}
+
+func runHive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	host, _ := os.Hostname()
-	opts := addHiveFlags(fs, host)
-	dataDir := fs.String("data-dir", "", "the hive's lock and record of running workers, which a restarted hive adopts (default: rbee/hive/<id> in the user's state directory)")
-	if err := parse(fs, args); err != nil {
-		return err
+	var (
+		nf      *natsFlags
+		opts    *hiveOptions
+		dataDir *string
+	)
+	l := &configLoader{name: "hive", args: args, sections: config.HiveSections, bind: func(fs *flag.FlagSet, f *config.File) {
+		nf = bindNATSFlags(fs, f, "rbee-hive")
+		opts = bindHiveFlags(fs, f, host)
+		dataDir = fs.String("data-dir", f.Hive.DataDir, "the hive's lock and record of running workers, which a restarted hive adopts (hive.data_dir; default: rbee/hive/<id> in the user's state directory)")
+	}}
+	f, err := l.load(stdout, stderr)
+	if err != nil {
+		return validated(err)
 	}
 	if *dataDir == "" {
-		*dataDir = defaultHiveDataDir(*opts.id)
+		*dataDir = defaultHiveDataDir(f.Hive.ID)
 	}
 	subj, err := nf.subjects()
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, nf.logLevel).With("component", "hive") // the hive adds its ID
-	models, err := opts.models()
+	level := levelOf(f)
+	log := newLeveledLogger(stderr, level).With("component", "hive") // the hive adds its ID
+	cfg, err := hiveConfig(f, opts)
 	if err != nil {
 		return err
 	}
@@ -179,17 +272,18 @@ func runHive(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return stoppedOr(ctx, err)
 	}
 	defer nc.Close()
-	cfg := hive.Config{
-		ID: *opts.id, Models: models, ServerURL: serverURL(nf.cfg.URL), Prefix: subj.Prefix,
-		ExtraEnv: natsEnv(), Subjects: subj, HeartbeatInterval: *opts.beat, DataDir: *dataDir,
-	}
-	opts.supervision(&cfg)
-	opts.place.apply(&cfg, opts)
-	h, err := hive.New(nc, cfg, log, newRegistry())
+	cfg.ServerURL, cfg.Prefix, cfg.Subjects, cfg.DataDir = serverURL(f.NATS.URL), subj.Prefix, subj, *dataDir
+	reg := newRegistry()
+	h, err := hive.New(nc, cfg, log, reg)
 	if err != nil {
 		return err
 	}
-	return h.Run(ctx)
+	r, err := newReloader(l, f, level, log, reg)
+	if err != nil {
+		return err
+	}
+	r.apply = []applier{hiveApplier(h)}
+	return runGroup(ctx, actor{"hive", h.Run}, actor{"reload", r.Run})
 }
 
 // defaultHiveDataDir is rbee/hive/<id> in the user's state directory
@@ -218,31 +312,37 @@ func natsEnv() []string {
 	return out
 }
 
-func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := newFlags("worker", stderr)
-	nf, err := addNATSFlags(fs, "rbee-worker")
-	if err != nil {
-		return err
-	}
+func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
-		name       = fs.String("model-name", "", "model name on the bus (required)")
-		path       = fs.String("model", "", "GGUF model file (required)")
-		id         = fs.String("worker-id", "", "worker ID (default: derived from host and PID)")
-		parentHive = fs.String("hive-id", "", "ID of the hive that started this worker")
-		slots      = fs.Int("slots", 1, "jobs decoded together in one batch")
-		ctxLen     = fs.Int("ctx", 0, "context length per job (0: the model's own)")
-		kvTokens   = fs.Int("kv-tokens", 0, "KV cache in tokens, shared by the jobs (0: slots × ctx)")
-		ackWait    = fs.Duration("ack-wait", worker.DefaultAckWait, "job lease: how long a job stays with a worker that stopped renewing it")
-		attempts   = fs.Int("max-attempts", worker.DefaultMaxAttempts, "deliveries of a job that may run it before it is dead-lettered (-1: no limit); the first worker of a model sets it")
-		threads    = fs.Int("threads", 0, "threads (0: one per CPU)")
-		drain      = fs.Duration("shutdown-grace", worker.DefaultShutdownGrace, "how long jobs in hand may finish after a stop signal before they are handed back")
-		orphan     = fs.Duration("orphan-grace", hive.DefaultOrphanGrace, "with --hive-id: drain and exit once the hive has been gone this long (0: never)")
+		nf                      *natsFlags
+		name, path, id, parent  *string
+		slots, ctxLen, kvTokens *int
+		threads                 *int
+		orphan                  *time.Duration
 	)
+	l := &configLoader{name: "worker", args: args, sections: config.WorkerSections, bind: func(fs *flag.FlagSet, f *config.File) {
+		nf = bindNATSFlags(fs, f, "rbee-worker")
+		w := &f.Worker
+		name = fs.String("model-name", "", "model name on the bus (required)")
+		path = fs.String("model", "", "GGUF model file (required)")
+		id = fs.String("worker-id", "", "worker ID (default: derived from host and PID)")
+		parent = fs.String("hive-id", "", "ID of the hive that started this worker")
+		slots = fs.Int("slots", 1, "jobs decoded together in one batch")
+		ctxLen = fs.Int("ctx", 0, fmt.Sprintf("context length per job (0: %d, or what the model was trained for if less)", config.DefaultContext))
+		kvTokens = fs.Int("kv-tokens", 0, "KV cache in tokens, shared by the jobs (0: slots × ctx)")
+		threads = fs.Int("threads", 0, "threads (0: one per CPU)")
+		fs.DurationVar(&w.AckWait, "ack-wait", w.AckWait, "job lease: how long a job stays with a worker that stopped renewing it (worker.ack_wait)")
+		fs.IntVar(&w.MaxAttempts, "max-attempts", w.MaxAttempts, "deliveries of a job that may run it before it is dead-lettered (-1: no limit); the first worker of a model sets it (worker.max_attempts)")
+		fs.DurationVar(&w.HeartbeatInterval, "heartbeat-interval", w.HeartbeatInterval, "how often the worker renews its registry key (worker.heartbeat_interval)")
+		fs.DurationVar(&w.ShutdownGrace, "shutdown-grace", w.ShutdownGrace, "how long jobs in hand may finish after a stop signal before they are handed back (worker.shutdown_grace)")
+		orphan = fs.Duration("orphan-grace", f.Hive.OrphanGrace, "with --hive-id: drain and exit once the hive has been gone this long (0: never)")
+	}}
 	// A worker that cannot start as asked never will: its status tells the
 	// hive not to try again.
-	if err := parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	f, err := l.load(stdout, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) || errors.Is(err, errValidated) {
+			return validated(err)
 		}
 		return cannotStart{err}
 	}
@@ -257,25 +357,43 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return cannotStart{err}
 	}
-	log := newLogger(stderr, nf.logLevel).With("component", "worker") // the worker adds its IDs
+	level := levelOf(f)
+	log := newLeveledLogger(stderr, level).With("component", "worker") // the worker adds its IDs
 	m, err := infer.Load(*path, infer.Options{Threads: *threads, Logger: log.With("worker_id", *id, "model", *name)})
 	if err != nil {
 		return cannotStart{err}
 	}
 	defer m.Close()
+	if *ctxLen == 0 {
+		// A model trained on a short context gets that, without the
+		// engine's warning about a longer one.
+		*ctxLen = config.DefaultContext
+		if trained := m.Hyperparameters().ContextLength; trained > 0 {
+			*ctxLen = min(*ctxLen, trained)
+		}
+	}
 	nc, _, err := nf.connectChecked(ctx, log.With("worker_id", *id), subj)
 	if err != nil {
 		return stoppedOr(ctx, err)
 	}
 	defer nc.Close()
+	wc := f.Worker
+	reg := newRegistry()
 	w, err := worker.New(nc, m, worker.Config{
-		ID: *id, HiveID: *parentHive, Model: *name, Slots: *slots, ContextLength: *ctxLen, KVTokens: *kvTokens,
-		AckWait: *ackWait, MaxAttempts: *attempts, Subjects: subj, ShutdownGrace: *drain, OrphanGrace: *orphan,
-	}, log, newRegistry())
+		ID: *id, HiveID: *parent, Model: *name, Slots: *slots, ContextLength: *ctxLen, KVTokens: *kvTokens,
+		AckWait: wc.AckWait, MaxAttempts: wc.MaxAttempts, HeartbeatInterval: wc.HeartbeatInterval, Subjects: subj,
+		ShutdownGrace: wc.ShutdownGrace, OrphanGrace: max(*orphan, 0),
+	}, log, reg)
 	if err != nil {
 		return cannotStart{err}
 	}
-	return w.Run(ctx)
+	// A worker reloads only its log level; the hive that started it
+	// restarts it for anything else.
+	r, err := newReloader(l, f, level, log, reg)
+	if err != nil {
+		return err
+	}
+	return runGroup(ctx, actor{"worker", w.Run}, actor{"reload", r.Run})
 }
 
 // cannotStart marks a worker failure no restart can cure: a model file that
@@ -301,13 +419,6 @@ func serverURL(u string) string {
 	return u
 }
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
 // hiveID turns a host name into a valid ID.
 func hiveID(host string) string {
 	id := strings.Map(func(r rune) rune {
@@ -322,11 +433,4 @@ func hiveID(host string) string {
 		return "hive"
 	}
 	return id
-}
-
-func defaultCacheDir() string {
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "rbee")
-	}
-	return filepath.Join(os.TempDir(), "rbee")
 }

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/hive"
+	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/internal/dirlock"
 	"github.com/rbee-dev/rbee/queen"
 	"github.com/rbee-dev/rbee/schemas"
@@ -28,45 +29,49 @@ import (
 // processes as children. Ctrl-C stops the queen and the hive, which stops
 // its workers, and then the server.
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("up", stderr)
 	host, _ := os.Hostname()
 	var (
-		httpAddr = fs.String("http", envOr("RBEE_HTTP", "127.0.0.1:8080"), "HTTP listen address (env RBEE_HTTP)")
+		natsHost, dataDir, hiveDir, nkeysDir *string
+		natsPort                             *int
+		natsAuth                             *bool
+		opts                                 *hiveOptions
+	)
+	// rbee up runs its own NATS server: of the [nats] section only the
+	// prefix applies.
+	l := &configLoader{name: "up", args: args, bind: func(fs *flag.FlagSet, f *config.File) {
+		fs.StringVar(&f.NATS.Prefix, "prefix", f.NATS.Prefix, "subject prefix (nats.prefix; env RBEE_PREFIX)")
+		fs.StringVar(&f.Log.Level, "log-level", f.Log.Level, "debug, info, warn or error (log.level; env RBEE_LOG_LEVEL)")
 		natsHost = fs.String("nats-host", "127.0.0.1", "embedded NATS listen host")
 		natsPort = fs.Int("nats-port", 4222, "embedded NATS port (-1: a free one)")
-		dataDir  = fs.String("data-dir", defaultDataDir(), "JetStream storage of the embedded server")
-		prefix   = fs.String("prefix", envOr("RBEE_PREFIX", schemas.DefaultPrefix), "subject prefix (env RBEE_PREFIX)")
-		level    = fs.String("log-level", envOr("RBEE_LOG_LEVEL", "info"), "debug, info, warn or error (env RBEE_LOG_LEVEL)")
-		grace    = fs.Duration("shutdown-grace", queen.DefaultShutdownGrace, "how long streams may finish after Ctrl-C before they end with an error")
-	)
-	opts := addHiveFlags(fs, host)
-	hiveDir := fs.String("hive-data-dir", "", "the hive's lock and record of running workers (default: as rbee hive --data-dir)")
-	natsAuth := fs.Bool("nats-auth", true, "the embedded server accepts only rbee's identities, each with least privilege (false: anyone who reaches it may do anything)")
-	nkeysDir := fs.String("nkeys-dir", defaultNKeysDir(), "where the identities' nkey seeds are kept (env RBEE_NKEYS_DIR); other rbee commands find theirs here")
-	auth := addAuthFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
+		dataDir = fs.String("data-dir", defaultDataDir(), "JetStream storage of the embedded server")
+		bindQueenFlags(fs, f)
+		opts = bindHiveFlags(fs, f, host)
+		hiveDir = fs.String("hive-data-dir", f.Hive.DataDir, "the hive's lock and record of running workers (hive.data_dir; default: as rbee hive --data-dir)")
+		natsAuth = fs.Bool("nats-auth", true, "the embedded server accepts only rbee's identities, each with least privilege (false: anyone who reaches it may do anything)")
+		nkeysDir = fs.String("nkeys-dir", defaultNKeysDir(), "where the identities' nkey seeds are kept (env RBEE_NKEYS_DIR); other rbee commands find theirs here")
+	}}
+	f, err := l.load(stdout, stderr)
+	if err != nil {
+		return validated(err)
 	}
 	if *hiveDir == "" {
-		*hiveDir = defaultHiveDataDir(*opts.id)
+		*hiveDir = defaultHiveDataDir(f.Hive.ID)
 	}
-	qcfg := queen.Config{HTTPAddr: *httpAddr, ShutdownGrace: *grace}
-	qcfg.CheckResponseFormat = checkResponseFormat
-	if err := auth.load(&qcfg); err != nil {
-		return err
-	}
-	if err := qcfg.CheckAuth(); err != nil {
-		return usageError{err}
-	}
-	subj, err := schemas.NewSubjects(*prefix)
+	subj, err := schemas.NewSubjects(f.NATS.Prefix)
 	if err != nil {
 		return usageError{err}
 	}
-	log := newLogger(stderr, *level)
-	models, err := opts.models()
+	qcfg, err := queenConfig(f, subj)
 	if err != nil {
 		return err
 	}
+	level := levelOf(f)
+	log := newLeveledLogger(stderr, level)
+	hcfg, err := hiveConfig(f, opts)
+	if err != nil {
+		return err
+	}
+	models := hcfg.Models
 
 	// Two servers on one JetStream directory corrupt each other's state.
 	if *dataDir != "" {
@@ -88,7 +93,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	ecfg := bus.EmbeddedConfig{
 		Host: *natsHost, Port: *natsPort, DataDir: *dataDir, ServerName: "rbee-" + hiveID(host),
-		Logger: natsServerLogger(stderr, *level),
+		Logger: natsServerLogger(stderr, f.Log.Level),
 	}
 	if ids != nil {
 		ecfg.Users = ids.Users(subj)
@@ -102,7 +107,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	local := bus.Config{URL: url, InProcess: srv.Server()}
 	qconn := local
 	qconn.Name = "rbee-up-queen"
-	nc, js, err := dialProvisioned(ctx, as(qconn, bus.RoleQueen), log.With("component", "bus"), subj)
+	nc, js, err := dialProvisioned(ctx, as(qconn, bus.RoleQueen), log.With("component", "bus"), subj, f.Provisioning())
 	if err != nil {
 		return err
 	}
@@ -114,7 +119,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer hnc.Close()
-	workerEnv := natsEnv()
+	workerEnv := hcfg.ExtraEnv
 	contexts := ""
 	if ids != nil {
 		workerEnv = append(workerEnv, "NATS_NKEY="+ids.SeedFile(bus.RoleWorker), "NATS_INBOX_PREFIX="+bus.InboxPrefix(bus.RoleWorker))
@@ -123,28 +128,28 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	qcfg.Subjects = subj
-	q, err := queen.New(nc, qcfg, log.With("component", "queen"), newRegistry())
+	// The queen's registry is the one /metrics serves: the reload metrics
+	// go there.
+	qreg := newRegistry()
+	qlog := log.With("component", "queen")
+	q, err := queen.New(nc, qcfg, qlog, qreg)
 	if err != nil {
 		return err
 	}
-	defer reloadOnHangup(qcfg.Keys, log.With("component", "queen"), q.Audit)()
-	hcfg := hive.Config{
-		ID: *opts.id, Models: models, ServerURL: url, Prefix: subj.Prefix, Subjects: subj,
-		ExtraEnv: workerEnv, HeartbeatInterval: *opts.beat, DataDir: *hiveDir,
-	}
-	opts.supervision(&hcfg)
-	opts.place.apply(&hcfg, opts)
+	hcfg.ServerURL, hcfg.Prefix, hcfg.Subjects, hcfg.ExtraEnv, hcfg.DataDir = url, subj.Prefix, subj, workerEnv, *hiveDir
 	h, err := hive.New(hnc, hcfg, log.With("component", "hive"), newRegistry())
 	if err != nil {
 		return err
 	}
+	r, err := newReloader(l, f, level, log, qreg)
+	if err != nil {
+		return err
+	}
+	r.audit = q.Audit
+	r.apply = []applier{queenApplier(q, qcfg.Keys, qlog), hiveApplier(h)}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errs := make(chan error, 2)
-	go func() { errs <- q.Run(runCtx) }()
-	go func() { errs <- h.Run(runCtx) }()
 	var banner sync.WaitGroup
 	banner.Go(func() {
 		select {
@@ -175,15 +180,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	})
 	defer skipGraceOnSecondSignal(runCtx, h, log)()
 	// The first of queen and hive to stop (Ctrl-C, or a failure) stops the other.
-	err = <-errs
+	err = runGroup(runCtx, actor{"queen", q.Run}, actor{"hive", h.Run}, actor{"reload", r.Run})
 	cancel()
-	if err2 := <-errs; err == nil {
-		err = err2
-	}
 	banner.Wait()
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
 	return err
 }
 

@@ -7,7 +7,8 @@
 //
 // Every field carries its documentation in tags, from which docs/CONFIG.md
 // is generated (go generate ./internal/config): toml and env name it, help
-// says what it does, allowed what it may be, secret masks it.
+// says what it does, allowed what it may be, secret masks it, and live
+// marks what a reload applies while the process runs.
 package config
 
 import (
@@ -17,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,7 +46,7 @@ type File struct {
 
 // Log configures the logs of every component.
 type Log struct {
-	Level string `toml:"level" env:"LEVEL" help:"log level; a reload applies it at once" allowed:"debug, info, warn, error"`
+	Level string `toml:"level" env:"LEVEL" live:"true" help:"log level; a reload applies it at once" allowed:"debug, info, warn, error"`
 }
 
 // NATS is how every component connects to NATS. The variables are the nats
@@ -67,14 +69,14 @@ type NATS struct {
 type Queen struct {
 	HTTP              string        `toml:"http" env:"HTTP" help:"HTTP listen address" allowed:"host:port"`
 	ID                string        `toml:"id" env:"ID" help:"queen ID (empty: queen- and random letters)" allowed:"1-128 letters, digits, '-', '_'"`
-	ShutdownGrace     time.Duration `toml:"shutdown_grace" env:"SHUTDOWN_GRACE" help:"how long streams may finish after a stop signal" allowed:"> 0, at least worker.shutdown_grace"`
-	DefaultTimeout    time.Duration `toml:"default_timeout" env:"DEFAULT_TIMEOUT" help:"bound of a job, queueing included, when the request sets none; live" allowed:"> 0"`
-	FirstTokenTimeout time.Duration `toml:"first_token_timeout" env:"FIRST_TOKEN_TIMEOUT" help:"wait for a job's first event, queueing included; live" allowed:"> 0"`
-	IdleTimeout       time.Duration `toml:"idle_timeout" env:"IDLE_TIMEOUT" help:"longest gap between two events of a stream; live" allowed:"> 0"`
+	ShutdownGrace     time.Duration `toml:"shutdown_grace" env:"SHUTDOWN_GRACE" help:"how long streams may finish after a stop signal" allowed:"> 0; best above the workers' drain"`
+	DefaultTimeout    time.Duration `toml:"default_timeout" env:"DEFAULT_TIMEOUT" live:"true" help:"bound of a job, queueing included, when the request sets none; live" allowed:"> 0"`
+	FirstTokenTimeout time.Duration `toml:"first_token_timeout" env:"FIRST_TOKEN_TIMEOUT" live:"true" help:"wait for a job's first event, queueing included; live" allowed:"> 0"`
+	IdleTimeout       time.Duration `toml:"idle_timeout" env:"IDLE_TIMEOUT" live:"true" help:"longest gap between two events of a stream; live" allowed:"> 0"`
 	KeepAliveTimeout  time.Duration `toml:"keep_alive_timeout" env:"KEEP_ALIVE_TIMEOUT" help:"idle HTTP keep-alive connections close after this" allowed:"> 0"`
 	WorkerStaleAfter  time.Duration `toml:"worker_stale_after" env:"WORKER_STALE_AFTER" help:"heartbeat age after which a worker no longer counts as live" allowed:"> 0"`
-	DefaultMaxTokens  int           `toml:"default_max_tokens" env:"DEFAULT_MAX_TOKENS" help:"max_tokens of a request that sets none; live" allowed:"1 to 1048576"`
-	APIKeys           []string      `toml:"api_keys" env:"API_KEYS" envSeparator:":" help:"API key files or directories of *.json key files; a reload re-reads them"`
+	DefaultMaxTokens  int           `toml:"default_max_tokens" env:"DEFAULT_MAX_TOKENS" live:"true" help:"max_tokens of a request that sets none; live" allowed:"1 to 1048576"`
+	APIKeys           []string      `toml:"api_keys" env:"API_KEYS" envSeparator:":" help:"API key files or directories of *.json key files; a reload re-reads their contents (other paths need a restart)"`
 	AllowNoAuth       bool          `toml:"allow_no_auth" env:"ALLOW_NO_AUTH" help:"serve HTTP on a non-loopback address without API keys"`
 	MetricsOpen       bool          `toml:"metrics_open" env:"METRICS_OPEN" help:"serve /metrics without an API key"`
 }
@@ -85,7 +87,7 @@ type Hive struct {
 	CacheDir          string        `toml:"cache_dir" env:"CACHE_DIR" help:"where model files are kept (empty: the user cache directory's rbee)"`
 	DataDir           string        `toml:"data_dir" env:"DATA_DIR" help:"the hive's lock and record of running workers (empty: rbee/hive/ID in the user's state directory)"`
 	HeartbeatInterval time.Duration `toml:"heartbeat_interval" env:"HEARTBEAT_INTERVAL" help:"how often the hive renews its registry key" allowed:"> 0, below provision.hive_ttl / 2"`
-	StopGrace         time.Duration `toml:"stop_grace" env:"STOP_GRACE" help:"on shutdown, how long workers may drain before they are killed" allowed:"> 0, above worker.shutdown_grace"`
+	StopGrace         time.Duration `toml:"stop_grace" env:"STOP_GRACE" help:"on shutdown, how long workers may drain before they are killed" allowed:"> 0, at least 6/5 × worker.shutdown_grace"`
 	OrphanGrace       time.Duration `toml:"orphan_grace" env:"ORPHAN_GRACE" help:"workers drain and exit once their hive has been gone this long" allowed:"-1s (never) or > 0"`
 	HungTimeout       time.Duration `toml:"hung_timeout" env:"HUNG_TIMEOUT" help:"restart a live worker whose heartbeat stopped this long" allowed:"-1s (never) or > 0"`
 	ProgressTimeout   time.Duration `toml:"progress_timeout" env:"PROGRESS_TIMEOUT" help:"restart a busy worker that produced no token this long" allowed:"-1s (never) or > 0"`
@@ -129,18 +131,18 @@ type Worker struct {
 	AckWait           time.Duration `toml:"ack_wait" env:"ACK_WAIT" help:"job lease: how long a job stays with a worker that stopped renewing it" allowed:">= 100ms, above heartbeat_interval"`
 	MaxAttempts       int           `toml:"max_attempts" env:"MAX_ATTEMPTS" help:"deliveries of a job that may run it before it is dead-lettered (-1: no limit)" allowed:"-1 or 1 to 100"`
 	HeartbeatInterval time.Duration `toml:"heartbeat_interval" env:"HEARTBEAT_INTERVAL" help:"how often a worker renews its registry key" allowed:"> 0, below provision.worker_ttl / 2"`
-	ShutdownGrace     time.Duration `toml:"shutdown_grace" env:"SHUTDOWN_GRACE" help:"drain: how long jobs in hand may finish after a stop signal" allowed:"> 0, below hive.stop_grace"`
+	ShutdownGrace     time.Duration `toml:"shutdown_grace" env:"SHUTDOWN_GRACE" help:"drain: how long jobs in hand may finish after a stop signal (0: 30s; a hive's workers get 5/6 of hive.stop_grace)" allowed:"0 or more, at most 5/6 × hive.stop_grace"`
 }
 
 // Provision sizes the streams and buckets (the queen and rbee provision
 // make them).
 type Provision struct {
 	Replicas         int           `toml:"replicas" env:"REPLICAS" help:"replicas of every stream and bucket (3 in a cluster)" allowed:"1, 3 or 5"`
-	JobsMax          int64         `toml:"jobs_max" env:"JOBS_MAX" help:"jobs the work queue holds at most; live" allowed:"1 or more"`
-	JobsMaxPerModel  int64         `toml:"jobs_max_per_model" env:"JOBS_MAX_PER_MODEL" help:"jobs one model's queue holds at most; live" allowed:"1 to jobs_max"`
-	JobsMaxAge       time.Duration `toml:"jobs_max_age" env:"JOBS_MAX_AGE" help:"how long a job may wait for a worker; live" allowed:"> 0"`
-	StreamsMaxAge    time.Duration `toml:"streams_max_age" env:"STREAMS_MAX_AGE" help:"how long a job's events are kept; live" allowed:"> 0"`
-	DeadLetterMaxAge time.Duration `toml:"dlq_max_age" env:"DLQ_MAX_AGE" help:"how long dead-lettered jobs are kept; live" allowed:"> 0"`
+	JobsMax          int64         `toml:"jobs_max" env:"JOBS_MAX" live:"true" help:"jobs the work queue holds at most; live" allowed:"1 or more"`
+	JobsMaxPerModel  int64         `toml:"jobs_max_per_model" env:"JOBS_MAX_PER_MODEL" live:"true" help:"jobs one model's queue holds at most; live" allowed:"1 to jobs_max"`
+	JobsMaxAge       time.Duration `toml:"jobs_max_age" env:"JOBS_MAX_AGE" live:"true" help:"how long a job may wait for a worker; live" allowed:"> 0"`
+	StreamsMaxAge    time.Duration `toml:"streams_max_age" env:"STREAMS_MAX_AGE" live:"true" help:"how long a job's events are kept; live" allowed:"> 0"`
+	DeadLetterMaxAge time.Duration `toml:"dlq_max_age" env:"DLQ_MAX_AGE" live:"true" help:"how long dead-lettered jobs are kept; live" allowed:"> 0"`
 	WorkerTTL        time.Duration `toml:"worker_ttl" env:"WORKER_TTL" help:"how soon a worker that stops heartbeating leaves the registry" allowed:">= 1s, above 2 × worker.heartbeat_interval"`
 	HiveTTL          time.Duration `toml:"hive_ttl" env:"HIVE_TTL" help:"how soon a hive that stops heartbeating leaves the registry" allowed:">= 1s, above 2 × hive.heartbeat_interval"`
 }
@@ -173,8 +175,6 @@ func Default() File {
 		Worker: Worker{
 			AckWait: worker.DefaultAckWait, MaxAttempts: worker.DefaultMaxAttempts,
 			HeartbeatInterval: worker.DefaultHeartbeatInterval,
-			// What a hive with the default stop grace gives its workers.
-			ShutdownGrace: hive.DefaultStopGrace * 5 / 6,
 		},
 		Provision: Provision{
 			Replicas: 1, JobsMax: bus.DefaultJobsMaxMsgs, JobsMaxPerModel: bus.DefaultJobsMaxPerModel,
@@ -280,6 +280,37 @@ func (ps Problems) Error() string {
 	return fmt.Sprintf("invalid configuration (%d problems):\n  %s", len(ps), strings.Join(lines, "\n  "))
 }
 
+// Sections of the file each command uses: a process checks only the rules
+// about its own sections, as the other parts may run elsewhere with
+// settings of their own.
+var (
+	QueenSections     = []string{"log", "nats", "queen", "provision"}
+	HiveSections      = []string{"log", "nats", "hive", "worker"}
+	WorkerSections    = []string{"log", "nats", "worker"}
+	ProvisionSections = []string{"log", "nats", "provision"}
+)
+
+// ValidateFor is Validate restricted to the problems in sections (all of
+// them when none is named).
+func (f File) ValidateFor(sections ...string) error {
+	err := f.Validate()
+	var ps Problems
+	if len(sections) == 0 || !errors.As(err, &ps) {
+		return err
+	}
+	var mine Problems
+	for _, p := range ps {
+		section, _, _ := strings.Cut(p.Path, ".")
+		if slices.Contains(sections, section) {
+			mine = append(mine, p)
+		}
+	}
+	if mine == nil {
+		return nil
+	}
+	return mine
+}
+
 // Validate lists every problem of f, nil when there is none.
 func (f File) Validate() error {
 	var ps Problems
@@ -342,9 +373,6 @@ func (f File) Validate() error {
 	if q.FirstTokenTimeout > q.DefaultTimeout && q.DefaultTimeout > 0 {
 		add("queen.first_token_timeout", q.FirstTokenTimeout, fmt.Sprintf("at most queen.default_timeout (%v)", q.DefaultTimeout))
 	}
-	if q.ShutdownGrace > 0 && q.ShutdownGrace < f.Worker.ShutdownGrace {
-		add("queen.shutdown_grace", q.ShutdownGrace, fmt.Sprintf("at least worker.shutdown_grace (%v), so streams outlast the workers' drain", f.Worker.ShutdownGrace))
-	}
 
 	h := f.Hive
 	if h.ID != "" && !schemas.ValidID(h.ID) {
@@ -366,7 +394,7 @@ func (f File) Validate() error {
 	}
 	// The hive tells its workers to drain within five sixths of its grace;
 	// a worker configured to drain longer would be killed mid-drain.
-	if h.StopGrace > 0 && f.Worker.ShutdownGrace > h.StopGrace*5/6 {
+	if h.StopGrace > 0 && f.Worker.ShutdownGrace > 0 && f.Worker.ShutdownGrace > h.StopGrace*5/6 {
 		add("hive.stop_grace", h.StopGrace, fmt.Sprintf("at least 6/5 × worker.shutdown_grace (%v), so workers drain before they are killed", f.Worker.ShutdownGrace))
 	}
 	if h.HeartbeatInterval > 0 && f.Provision.HiveTTL > 0 && 2*h.HeartbeatInterval >= f.Provision.HiveTTL {
@@ -423,7 +451,9 @@ func (f File) Validate() error {
 		add("worker.max_attempts", w.MaxAttempts, "-1 (no limit) or 1 to 100")
 	}
 	positive("worker.heartbeat_interval", w.HeartbeatInterval)
-	positive("worker.shutdown_grace", w.ShutdownGrace)
+	if w.ShutdownGrace < 0 {
+		add("worker.shutdown_grace", w.ShutdownGrace, "0 (derived) or more")
+	}
 	if w.HeartbeatInterval > 0 && f.Provision.WorkerTTL > 0 && 2*w.HeartbeatInterval >= f.Provision.WorkerTTL {
 		add("worker.heartbeat_interval", w.HeartbeatInterval, fmt.Sprintf("below half of provision.worker_ttl (%v)", f.Provision.WorkerTTL))
 	}

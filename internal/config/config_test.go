@@ -28,10 +28,9 @@ func TestValidateRejectsBadConfigs(t *testing.T) {
 		{"queen keep-alive", "[queen]\nkeep_alive_timeout = '0s'", `queen.keep_alive_timeout = 0s: want more than 0`},
 		{"queen max tokens", "[queen]\ndefault_max_tokens = 0", `queen.default_max_tokens = 0: want 1 to`},
 		{"queen first token after default timeout", "[queen]\nfirst_token_timeout = '20m'\ndefault_timeout = '10m'", `queen.first_token_timeout = 20m0s: want at most queen.default_timeout (10m0s)`},
-		{"queen grace below worker drain", "[queen]\nshutdown_grace = '10s'", `queen.shutdown_grace = 10s: want at least worker.shutdown_grace (25s)`},
 		{"queen stale after ttl", "[queen]\nworker_stale_after = '30s'", `queen.worker_stale_after = 30s: want at most provision.worker_ttl (15s)`},
 		{"hive id", "[hive]\nid = 'no/slash'", `hive.id = "no/slash": want 1-128 letters`},
-		{"hive grace below worker drain", "[hive]\nstop_grace = '20s'", `hive.stop_grace = 20s: want at least 6/5 × worker.shutdown_grace (25s)`},
+		{"hive grace below worker drain", "[hive]\nstop_grace = '20s'\n[worker]\nshutdown_grace = '25s'", `hive.stop_grace = 20s: want at least 6/5 × worker.shutdown_grace (25s)`},
 		{"hive orphan grace", "[hive]\norphan_grace = '-2s'", `hive.orphan_grace = -2s: want -1s (never) or more than 0`},
 		{"hive hung timeout zero", "[hive]\nhung_timeout = '0s'", `hive.hung_timeout = 0s: want -1s (never) or more than 0`},
 		{"hive replicas", "[hive]\nreplicas = 0", `hive.replicas = 0: want 1 to 64`},
@@ -48,6 +47,7 @@ func TestValidateRejectsBadConfigs(t *testing.T) {
 		{"model replicas", "[[hive.models]]\nname = 'a'\npath = 'a.gguf'\nreplicas = 100", `hive.models[0].replicas = 100: want 0 to 64`},
 		{"worker ack wait", "[worker]\nack_wait = '10ms'", `worker.ack_wait = 10ms: want at least 100ms`},
 		{"worker ack wait vs heartbeat", "[worker]\nack_wait = '1s'", `worker.ack_wait = 1s: want above worker.heartbeat_interval (2s)`},
+		{"worker shutdown grace", "[worker]\nshutdown_grace = '-1s'", `worker.shutdown_grace = -1s: want 0 (derived) or more`},
 		{"worker attempts", "[worker]\nmax_attempts = 0", `worker.max_attempts = 0: want -1 (no limit) or 1 to 100`},
 		{"worker heartbeat vs ttl", "[worker]\nheartbeat_interval = '8s'\nack_wait = '30s'", `worker.heartbeat_interval = 8s: want below half of provision.worker_ttl (15s)`},
 		{"provision replicas", "[provision]\nreplicas = 2", `provision.replicas = 2: want 1, 3 or 5`},
@@ -77,6 +77,22 @@ func TestValidateRejectsBadConfigs(t *testing.T) {
 			}
 			t.Errorf("problems:\n%v\nwant one starting %q", err, c.want)
 		})
+	}
+}
+
+// A process checks the rules of its own sections only: a queen does not
+// refuse a hive setting that its hives may set otherwise.
+func TestValidateForSections(t *testing.T) {
+	f := Default()
+	f.Provision.HiveTTL = time.Second // below the hive's default heartbeat, twice
+	if err := f.ValidateFor(QueenSections...); err != nil {
+		t.Errorf("queen: %v", err)
+	}
+	if err := f.ValidateFor(HiveSections...); err == nil || !strings.Contains(err.Error(), "hive.heartbeat_interval") {
+		t.Errorf("hive: %v, want the heartbeat refused", err)
+	}
+	if err := f.Validate(); err == nil {
+		t.Error("the whole file passed")
 	}
 }
 

@@ -132,3 +132,22 @@ func walk(v reflect.Value, prefix string, fn func(path string, fv reflect.Value,
 		}
 	}
 }
+
+// live are the paths whose fields carry live:"true".
+var live = func() map[string]bool {
+	m := map[string]bool{}
+	f := Default()
+	walk(reflect.ValueOf(&f).Elem(), "", func(path string, _ reflect.Value, sf reflect.StructField) {
+		if sf.Tag.Get("live") == "true" {
+			m[path] = true
+		}
+	})
+	return m
+}()
+
+// Live tells whether a reload applies the field at path while the process
+// runs; the others take effect at the next start. The models a hive serves
+// are all live.
+func Live(path string) bool {
+	return live[path] || strings.HasPrefix(path, "hive.models[")
+}
