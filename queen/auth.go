@@ -87,7 +87,7 @@ func (q *Queen) authenticate(w http.ResponseWriter, r *http.Request, pattern str
 	secret := presentedKey(r)
 	k, err := q.cfg.Keys.Authenticate(secret, q.now())
 	if err != nil {
-		attrs := []any{"reason", err, "path", clip(r.URL.Path), "remote", r.RemoteAddr}
+		attrs := []any{"reason", err, "path", clip(r.URL.Path), "remote", r.RemoteAddr, "request_id", requestID(r.Context())}
 		if secret != "" {
 			attrs = append(attrs, "key_fingerprint", apikey.Fingerprint(secret))
 		}

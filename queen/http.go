@@ -75,7 +75,27 @@ type router struct {
 	mux *http.ServeMux
 }
 
+// HeaderRequestID carries a request's correlation ID: the client's own
+// when it sends a valid one, else the queen's. Every answer has it (the
+// OpenAI SDKs show it as the request ID), and the queen's log lines about
+// the request carry it as request_id.
+const HeaderRequestID = "X-Request-Id"
+
+type requestIDCtx struct{}
+
+// requestID is the request's correlation ID, "" outside a request.
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDCtx{}).(string)
+	return id
+}
+
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get(HeaderRequestID)
+	if !schemas.ValidID(id) {
+		id = newJobID()[:16]
+	}
+	w.Header().Set(HeaderRequestID, id)
+	r = r.WithContext(context.WithValue(r.Context(), requestIDCtx{}, id))
 	sw := &statusWriter{ResponseWriter: w}
 	endpoint := "unmatched"
 	defer func() {
@@ -303,7 +323,7 @@ func (q *Queen) handleOpenAI(w http.ResponseWriter, r *http.Request, req interfa
 		err = q.vetRequest(r.Context(), &ir)
 	}
 	if err != nil {
-		q.log.Info("request refused", "model", clip(ir.Model), "principal", principal(r.Context()), "err", err)
+		q.log.Info("request refused", "model", clip(ir.Model), "principal", principal(r.Context()), "request_id", requestID(r.Context()), "err", err)
 		writeError(w, err)
 		return
 	}
@@ -353,7 +373,8 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 		return
 	}
 	defer rl.close()
-	q.log.Info("job queued", "job_id", rl.job.ID, "model", job.Model, "principal", job.Principal, "key_fingerprint", fingerprint(ctx))
+	q.log.Info("job queued", "job_id", rl.job.ID, "model", job.Model, "principal", job.Principal, "key_fingerprint", fingerprint(ctx),
+		"request_id", requestID(ctx))
 	// Operators trace a response to its job and worker on the bus; a
 	// repeated request gets the original job's answer, under its ID.
 	w.Header().Set("X-Rbee-Job-Id", rl.job.ID)

@@ -290,7 +290,7 @@ func (q *Queen) handleOllama(w http.ResponseWriter, r *http.Request, req interfa
 		err = q.vetRequest(r.Context(), &ir)
 	}
 	if err != nil {
-		q.log.Info("request refused", "model", clip(ir.Model), "principal", principal(r.Context()), "err", err)
+		q.log.Info("request refused", "model", clip(ir.Model), "principal", principal(r.Context()), "request_id", requestID(r.Context()), "err", err)
 		writeOllamaError(w, err)
 		return
 	}
@@ -315,7 +315,8 @@ func (q *Queen) handleOllama(w http.ResponseWriter, r *http.Request, req interfa
 		return
 	}
 	defer rl.close()
-	q.log.Info("job queued", "job_id", rl.job.ID, "model", job.Model, "principal", job.Principal, "api", "ollama")
+	q.log.Info("job queued", "job_id", rl.job.ID, "model", job.Model, "principal", job.Principal, "api", "ollama",
+		"request_id", requestID(ctx))
 	w.Header().Set("X-Rbee-Job-Id", rl.job.ID)
 	// Ollama streams unless told not to.
 	if common.Stream == nil || *common.Stream {
