@@ -6,6 +6,7 @@ import (
 
 	"github.com/rbee-dev/rbee/hive"
 	"github.com/rbee-dev/rbee/infer/gguf"
+	"github.com/rbee-dev/rbee/internal/config"
 )
 
 // workerOverhead is what a worker takes besides its weights and KV pool:
@@ -43,8 +44,8 @@ func estimateWorker(m hive.ModelSpec) (hive.Need, error) {
 	}
 	kvHeads, headDim := key("attention.head_count_kv", heads), key("attention.key_length", dim/heads)
 	ctx := int64(m.ContextLength)
-	if ctx == 0 {
-		ctx = key("context_length", 2048)
+	if ctx == 0 { // what the worker picks: see runWorker
+		ctx = min(key("context_length", 2048), config.DefaultContext)
 	}
 	tokens := int64(m.KVTokens)
 	if tokens == 0 {
