@@ -212,7 +212,7 @@ var ErrTemplate = errors.New("chat template")
 // chat package's documented fallback when the file carries none.
 func (m *Model) RenderChat(msgs []chat.Message) (string, error) {
 	if m.tmplErr != nil {
-		return "", fmt.Errorf("%w: %w", ErrTemplate, m.tmplErr)
+		return "", fmt.Errorf("%w of model %q: %w", ErrTemplate, m.hp.Name, m.tmplErr)
 	}
 	bos, eos := "", ""
 	if id := m.tok.BOS(); id >= 0 {
@@ -223,7 +223,7 @@ func (m *Model) RenderChat(msgs []chat.Message) (string, error) {
 	}
 	out, err := m.template.Render(msgs, true, bos, eos)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrTemplate, err)
+		return "", fmt.Errorf("%w of model %q: %w", ErrTemplate, m.hp.Name, err)
 	}
 	return out, nil
 }

@@ -75,7 +75,18 @@ func (e *RaisedError) Error() string {
 // Template is a compiled chat template. It is safe for concurrent use.
 type Template struct {
 	tmpl *jinja.Template
+	// system is whether the template renders a system message; when it
+	// does not (Gemma 2 raises "System role not supported", Mistral v0.1
+	// wants alternating turns), Render merges system messages into the
+	// first user message, as llama.cpp does.
+	system bool
 }
+
+// Probe messages for what a template supports.
+const (
+	probeSystem = "rbee-probe-system"
+	probeUser   = "rbee-probe-user"
+)
 
 // Parse compiles a chat template. An empty or all-whitespace source gives
 // FallbackTemplate: rendering it would only produce the whitespace.
@@ -92,12 +103,57 @@ func Parse(source string) (t *Template, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse chat template: %w", err)
 	}
-	return &Template{tmpl: tmpl}, nil
+	t = &Template{tmpl: tmpl, system: true}
+	out, err := t.render([]Message{{"system", probeSystem}, {"user", probeUser}}, false, "", "")
+	if err != nil || !strings.Contains(out, probeSystem) {
+		// Merging helps only a template that renders a lone user turn.
+		_, uerr := t.render([]Message{{"user", probeUser}}, false, "", "")
+		t.system = uerr != nil
+	}
+	return t, nil
 }
 
-// Render formats msgs. addGenerationPrompt asks the template to end with the
+// SupportsSystem reports whether the template renders system messages
+// itself; Render merges them into the first user turn otherwise.
+func (t *Template) SupportsSystem() bool { return t.system }
+
+// mergeSystem folds the system messages into the first user message (their
+// contents, then a blank line, then the user's), or makes them one user
+// message when no user message follows.
+func mergeSystem(msgs []Message) []Message {
+	var sys []string
+	out := make([]Message, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Role == "system" {
+			sys = append(sys, m.Content)
+			continue
+		}
+		out = append(out, m)
+	}
+	if len(sys) == 0 {
+		return msgs
+	}
+	prefix := strings.Join(sys, "\n\n")
+	for i := range out {
+		if out[i].Role == "user" {
+			out[i].Content = prefix + "\n\n" + out[i].Content
+			return out
+		}
+	}
+	return append([]Message{{Role: "user", Content: prefix}}, out...)
+}
+
+// Render formats msgs (system messages merged into the first user turn
+// for a template that does not render them). addGenerationPrompt asks the template to end with the
 // opening of an assistant turn, which is what generation continues from.
-func (t *Template) Render(msgs []Message, addGenerationPrompt bool, bosToken, eosToken string) (out string, err error) {
+func (t *Template) Render(msgs []Message, addGenerationPrompt bool, bosToken, eosToken string) (string, error) {
+	if !t.system {
+		msgs = mergeSystem(msgs)
+	}
+	return t.render(msgs, addGenerationPrompt, bosToken, eosToken)
+}
+
+func (t *Template) render(msgs []Message, addGenerationPrompt bool, bosToken, eosToken string) (out string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			out, err = "", fmt.Errorf("render chat template: template engine panicked: %v", r)

@@ -98,6 +98,42 @@ func TestRealTemplates(t *testing.T) {
 	}
 }
 
+// TestSystemMerged: templates that refuse a system message get it merged
+// into the first user turn, as llama.cpp does; the others render it
+// themselves.
+func TestSystemMerged(t *testing.T) {
+	for _, tc := range []struct {
+		model string
+		msgs  []Message
+		want  string
+	}{
+		{"gemma2-it", withSystem, "<bos><start_of_turn>user\nYou are a helpful assistant.\n\nHello!<end_of_turn>\n<start_of_turn>model\nHi there.<end_of_turn>\n" +
+			"<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n"},
+		{"gemma2-it", []Message{{"system", "Be brief."}}, "<bos><start_of_turn>user\nBe brief.<end_of_turn>\n<start_of_turn>model\n"},
+		{"mistral-instruct", withSystem, "<s>[INST] You are a helpful assistant.\n\nHello! [/INST]  Hi there.  </s> [INST] What is 2+2? [/INST]"},
+	} {
+		tmpl := parseFile(t, tc.model)
+		if tmpl.SupportsSystem() {
+			t.Errorf("%s: SupportsSystem is true", tc.model)
+		}
+		got, err := tmpl.Render(tc.msgs, true, "<bos>", "<eos>")
+		if tc.model == "mistral-instruct" {
+			got, err = tmpl.Render(tc.msgs, true, "<s>", "</s>")
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s: Render = %q, %v\nwant %q", tc.model, got, err, tc.want)
+		}
+	}
+	for _, model := range []string{"llama2-chat", "llama3-instruct", "qwen2.5-instruct", "smollm2-instruct", "tinyllama-chat"} {
+		if !parseFile(t, model).SupportsSystem() {
+			t.Errorf("%s renders system messages, but SupportsSystem is false", model)
+		}
+	}
+	if !mustParse(t, "").SupportsSystem() {
+		t.Error("the fallback renders system messages, but SupportsSystem is false")
+	}
+}
+
 func TestRaiseExceptionSurfaces(t *testing.T) {
 	cases := []struct {
 		name string
@@ -105,12 +141,6 @@ func TestRaiseExceptionSurfaces(t *testing.T) {
 		msgs []Message
 		want string
 	}{
-		{
-			name: "mistral rejects a system message",
-			tmpl: parseFile(t, "mistral-instruct"),
-			msgs: withSystem,
-			want: "Conversation roles must alternate user/assistant/user/assistant/...",
-		},
 		{
 			name: "mistral rejects an unknown role",
 			tmpl: parseFile(t, "mistral-instruct"),
