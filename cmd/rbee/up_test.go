@@ -52,10 +52,11 @@ func startUp(t *testing.T, extra ...string) upInstance {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// A test that does not stop rbee up itself gets it stopped as a user
+	// would, so that its workers, which outlive a killed hive, stop too.
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			stop(t, cmd, syscall.SIGTERM)
 		}
 	})
 
