@@ -48,6 +48,7 @@ FUZZ_TARGETS = \
 	./schemas:FuzzDecodeEvents \
 	./queen:FuzzOpenAIRequest \
 	./queen:FuzzCheckBody \
+	./queen:FuzzEmbedInput \
 	./internal/apikey:FuzzDecode
 
 fuzz:
