@@ -101,15 +101,13 @@ func TestControlCommands(t *testing.T) {
 	}
 
 	// The same endpoints answer the nats CLI, as the README shows.
-	if natsBin, err := exec.LookPath("nats"); err == nil {
-		cmd := exec.Command(natsBin, "req", "rbee.v2.control.hive.h-one.list", "")
+	{
+		cmd := exec.Command(natsCLI(t), "req", "rbee.v2.control.hive.h-one.list", "")
 		cmd.Env = append(cmd.Environ(), "NATS_URL="+url, "NATS_CONTEXT=")
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), `"id":"h-one-stories260K-1"`) {
 			t.Errorf("nats req list: %v\n%s", err, out)
 		}
-	} else {
-		t.Log("nats CLI not on PATH; not trying nats req")
 	}
 
 	// Its hive found from the worker's heartbeat.

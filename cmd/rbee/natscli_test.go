@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -16,13 +17,31 @@ import (
 	"github.com/rbee-dev/rbee/schemas"
 )
 
-// The README's nats CLI examples, run as written against rbee up. CI
-// installs the CLI (.ci/run); elsewhere the test runs when nats is on PATH.
-func TestReadmeNatsExamples(t *testing.T) {
-	natsBin, err := exec.LookPath("nats")
-	if err != nil {
-		t.Skip("nats CLI not on PATH: go install github.com/nats-io/natscli/nats@v0.5.0")
+// natsCLI is the pinned nats CLI: on PATH, in GOPATH/bin, or installed
+// there now. A machine that cannot install it fails the test rather than
+// skipping the README's examples.
+func natsCLI(t *testing.T) string {
+	t.Helper()
+	if bin, err := exec.LookPath("nats"); err == nil {
+		return bin
 	}
+	gopath, err := exec.Command("go", "env", "GOPATH").Output()
+	if err != nil {
+		t.Fatalf("go env GOPATH: %v", err)
+	}
+	bin := filepath.Join(strings.TrimSpace(string(gopath)), "bin", "nats")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	if out, err := exec.Command("go", "install", "github.com/nats-io/natscli/nats@v0.5.0").CombinedOutput(); err != nil {
+		t.Fatalf("install the nats CLI: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// The README's nats CLI examples, run as written against rbee up.
+func TestReadmeNatsExamples(t *testing.T) {
+	natsBin := natsCLI(t)
 	up := startUp(t)
 	defer stop(t, up.cmd, syscall.SIGTERM)
 	natsURL := up.natsURL
