@@ -202,6 +202,19 @@ func TestSecretsMasked(t *testing.T) {
 	}
 }
 
+// An added list entry shows its set fields only; a removed one each field.
+func TestDiffOfModels(t *testing.T) {
+	old, next := Default(), Default()
+	next.Hive.Models = []Model{{Name: "a", Path: "a.gguf"}}
+	ch := Diff(old, next)
+	if len(ch) != 2 || ch[0].String() != `hive.models[0].name: (none) -> "a"` || ch[1].String() != `hive.models[0].path: (none) -> "a.gguf"` {
+		t.Errorf("added: %v", ch)
+	}
+	if ch := Diff(next, old); len(ch) != 7 || ch[0].New != "(removed)" {
+		t.Errorf("removed: %v", ch)
+	}
+}
+
 func TestModelSpecs(t *testing.T) {
 	f := Default()
 	f.Hive.Slots, f.Hive.Threads = 2, 3

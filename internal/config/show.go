@@ -75,9 +75,17 @@ func Diff(old, new File) []Change {
 	a, b := leaves(old), leaves(new)
 	var ch []Change
 	// Walk in declaration order, so that a diff reads like the file.
-	walk(reflect.ValueOf(&new).Elem(), "", func(path string, _ reflect.Value, sf reflect.StructField) {
-		if a[path] != b[path] {
-			o, n := a[path], b[path]
+	walk(reflect.ValueOf(&new).Elem(), "", func(path string, fv reflect.Value, sf reflect.StructField) {
+		o, had := a[path]
+		if !had {
+			// A new list entry: its unset fields say nothing.
+			if fv.IsZero() {
+				return
+			}
+			o = "(none)"
+		}
+		if o != b[path] {
+			n := b[path]
 			if sf.Tag.Get("secret") == "true" {
 				o, n = secretShown(o), secretShown(n)
 			}
