@@ -39,6 +39,7 @@
 package chat
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -55,10 +56,15 @@ const FallbackTemplate = `{% for message in messages %}{{ message.role + ': ' + 
 // it keeps a stray range(10**12) from exhausting memory.
 const MaxRange = 100_000
 
-// Message is one turn of the conversation.
+// Message is one turn of the conversation. Name, ToolCallID and ToolCalls
+// are OpenAI's tool fields: an assistant's calls, and the call a tool
+// message answers.
 type Message struct {
-	Role    string
-	Content string
+	Role       string
+	Content    string
+	Name       string
+	ToolCallID string
+	ToolCalls  []ToolCall
 }
 
 // RaisedError is returned, wrapped, by Render when the template calls
@@ -80,6 +86,7 @@ type Template struct {
 	// wants alternating turns), Render merges system messages into the
 	// first user message, as llama.cpp does.
 	system bool
+	tools  ToolFormat
 }
 
 // Probe messages for what a template supports.
@@ -103,11 +110,11 @@ func Parse(source string) (t *Template, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse chat template: %w", err)
 	}
-	t = &Template{tmpl: tmpl, system: true}
-	out, err := t.render([]Message{{"system", probeSystem}, {"user", probeUser}}, false, "", "")
+	t = &Template{tmpl: tmpl, system: true, tools: toolFormat(source)}
+	out, err := t.render([]Message{{Role: "system", Content: probeSystem}, {Role: "user", Content: probeUser}}, nil, false, "", "")
 	if err != nil || !strings.Contains(out, probeSystem) {
 		// Merging helps only a template that renders a lone user turn.
-		_, uerr := t.render([]Message{{"user", probeUser}}, false, "", "")
+		_, uerr := t.render([]Message{{Role: "user", Content: probeUser}}, nil, false, "", "")
 		t.system = uerr != nil
 	}
 	return t, nil
@@ -150,10 +157,20 @@ func (t *Template) Render(msgs []Message, addGenerationPrompt bool, bosToken, eo
 	if !t.system {
 		msgs = mergeSystem(msgs)
 	}
-	return t.render(msgs, addGenerationPrompt, bosToken, eosToken)
+	return t.render(msgs, nil, addGenerationPrompt, bosToken, eosToken)
 }
 
-func (t *Template) render(msgs []Message, addGenerationPrompt bool, bosToken, eosToken string) (out string, err error) {
+// RenderTools is Render with tools, OpenAI's tool objects ({"type":
+// "function", "function": {name, description, parameters}}), in the
+// template's tools variable, as transformers passes them.
+func (t *Template) RenderTools(msgs []Message, tools []json.RawMessage, addGenerationPrompt bool, bosToken, eosToken string) (string, error) {
+	if !t.system {
+		msgs = mergeSystem(msgs)
+	}
+	return t.render(msgs, tools, addGenerationPrompt, bosToken, eosToken)
+}
+
+func (t *Template) render(msgs []Message, tools []json.RawMessage, addGenerationPrompt bool, bosToken, eosToken string) (out string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			out, err = "", fmt.Errorf("render chat template: template engine panicked: %v", r)
@@ -161,13 +178,23 @@ func (t *Template) render(msgs []Message, addGenerationPrompt bool, bosToken, eo
 	}()
 	list := make([]jinja.Value, len(msgs))
 	for i, m := range msgs {
-		d := jinja.NewDict()
-		d.AsDict().Set("role", jinja.NewString(m.Role))
-		d.AsDict().Set("content", jinja.NewString(m.Content))
-		list[i] = d
+		if list[i], err = messageValue(m); err != nil {
+			return "", fmt.Errorf("render chat template: messages[%d]: %w", i, err)
+		}
+	}
+	toolList := jinja.None()
+	if len(tools) > 0 {
+		vals := make([]jinja.Value, len(tools))
+		for i, raw := range tools {
+			if vals[i], err = jsonValue(raw); err != nil {
+				return "", fmt.Errorf("render chat template: tools[%d]: %w", i, err)
+			}
+		}
+		toolList = jinja.NewList(vals)
 	}
 	out, err = t.tmpl.RenderValues(map[string]jinja.Value{
 		"messages":              jinja.NewList(list),
+		"tools":                 toolList,
 		"add_generation_prompt": jinja.NewBool(addGenerationPrompt),
 		"bos_token":             jinja.NewString(bosToken),
 		"eos_token":             jinja.NewString(eosToken),

@@ -23,10 +23,10 @@ import (
 
 var (
 	withSystem = []Message{
-		{"system", "You are a helpful assistant."},
-		{"user", "Hello!"},
-		{"assistant", "  Hi there.  "},
-		{"user", "What is 2+2?"},
+		{Role: "system", Content: "You are a helpful assistant."},
+		{Role: "user", Content: "Hello!"},
+		{Role: "assistant", Content: "  Hi there.  "},
+		{Role: "user", Content: "What is 2+2?"},
 	}
 	noSystem = withSystem[1:]
 )
@@ -109,7 +109,7 @@ func TestSystemMerged(t *testing.T) {
 	}{
 		{"gemma2-it", withSystem, "<bos><start_of_turn>user\nYou are a helpful assistant.\n\nHello!<end_of_turn>\n<start_of_turn>model\nHi there.<end_of_turn>\n" +
 			"<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n"},
-		{"gemma2-it", []Message{{"system", "Be brief."}}, "<bos><start_of_turn>user\nBe brief.<end_of_turn>\n<start_of_turn>model\n"},
+		{"gemma2-it", []Message{{Role: "system", Content: "Be brief."}}, "<bos><start_of_turn>user\nBe brief.<end_of_turn>\n<start_of_turn>model\n"},
 		{"mistral-instruct", withSystem, "<s>[INST] You are a helpful assistant.\n\nHello! [/INST]  Hi there.  </s> [INST] What is 2+2? [/INST]"},
 	} {
 		tmpl := parseFile(t, tc.model)
@@ -144,20 +144,20 @@ func TestRaiseExceptionSurfaces(t *testing.T) {
 		{
 			name: "mistral rejects an unknown role",
 			tmpl: parseFile(t, "mistral-instruct"),
-			msgs: []Message{{"user", "a"}, {"tool", "b"}},
+			msgs: []Message{{Role: "user", Content: "a"}, {Role: "tool", Content: "b"}},
 			want: "Only user and assistant roles are supported!",
 		},
 		{
 			name: "llama 2 rejects two user turns in a row",
 			tmpl: parseFile(t, "llama2-chat"),
-			msgs: []Message{{"user", "a"}, {"user", "b"}},
+			msgs: []Message{{Role: "user", Content: "a"}, {Role: "user", Content: "b"}},
 			want: "Conversation roles must alternate user/assistant/user/assistant/...",
 		},
 		{
 			name: "raised from a macro inside a loop",
 			tmpl: mustParse(t, `{% macro check(m) %}{% if m.role == 'tool' %}{{ raise_exception('no tools: ' ~ m.content) }}{% endif %}{% endmacro %}`+
 				`{% for m in messages %}{{ check(m) }}{% endfor %}`),
-			msgs: []Message{{"user", "a"}, {"tool", "x"}},
+			msgs: []Message{{Role: "user", Content: "a"}, {Role: "tool", Content: "x"}},
 			want: "no tools: x",
 		},
 		{
@@ -261,7 +261,7 @@ func TestFallback(t *testing.T) {
 }
 
 func testFallback(t *testing.T, tmpl *Template) {
-	msgs := []Message{{"system", "You are terse."}, {"user", "Hello!"}, {"assistant", "Hi."}, {"user", "Bye?"}}
+	msgs := []Message{{Role: "system", Content: "You are terse."}, {Role: "user", Content: "Hello!"}, {Role: "assistant", Content: "Hi."}, {Role: "user", Content: "Bye?"}}
 	cases := []struct {
 		msgs   []Message
 		addGen bool
@@ -269,7 +269,7 @@ func testFallback(t *testing.T, tmpl *Template) {
 	}{
 		{msgs, true, "system: You are terse.\n\nuser: Hello!\n\nassistant: Hi.\n\nuser: Bye?\n\nassistant:"},
 		{msgs, false, "system: You are terse.\n\nuser: Hello!\n\nassistant: Hi.\n\nuser: Bye?\n\n"},
-		{[]Message{{"user", "Once upon a time"}}, true, "user: Once upon a time\n\nassistant:"},
+		{[]Message{{Role: "user", Content: "Once upon a time"}}, true, "user: Once upon a time\n\nassistant:"},
 		{nil, true, "assistant:"},
 		{nil, false, ""},
 	}
@@ -284,7 +284,7 @@ func testFallback(t *testing.T, tmpl *Template) {
 
 func TestContentIsNotInterpreted(t *testing.T) {
 	tmpl := parseFile(t, "qwen2.5-instruct")
-	msgs := []Message{{"user", `{{ bos_token }} {% if true %}<b>&"'</b>{% endif %} 日本語`}}
+	msgs := []Message{{Role: "user", Content: `{{ bos_token }} {% if true %}<b>&"'</b>{% endif %} 日本語`}}
 	got, err := tmpl.Render(msgs, false, "<s>", "</s>")
 	if err != nil {
 		t.Fatal(err)
