@@ -224,14 +224,15 @@ func hiveConfig(f config.File, o *hiveOptions) (hive.Config, error) {
 }
 
 // hiveApplier applies a reloaded configuration to the hive: the models it
-// serves.
+// serves, with the hive-wide settings (replicas, slots, ...) they take.
 func hiveApplier(h *hive.Hive) applier {
 	return func(_ context.Context, old, next config.File) error {
-		if slices.Equal(old.Hive.Models, next.Hive.Models) {
-			return nil
+		was, err := hiveModels(old)
+		if err != nil {
+			return err
 		}
 		models, err := hiveModels(next)
-		if err != nil {
+		if err != nil || slices.Equal(was, models) {
 			return err
 		}
 		return h.ApplyConfig(hive.Config{Models: models})
@@ -241,13 +242,15 @@ func hiveApplier(h *hive.Hive) applier {
 func runHive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	host, _ := os.Hostname()
 	var (
-		nf      *natsFlags
-		opts    *hiveOptions
-		dataDir *string
+		nf          *natsFlags
+		opts        *hiveOptions
+		dataDir     *string
+		metricsAddr *string
 	)
 	l := &configLoader{name: "hive", args: args, sections: config.HiveSections, bind: func(fs *flag.FlagSet, f *config.File) {
 		nf = bindNATSFlags(fs, f, "rbee-hive")
 		opts = bindHiveFlags(fs, f, host)
+		metricsAddr = fs.String("metrics-addr", "", "serve the hive's Prometheus metrics on this address's /metrics, e.g. 127.0.0.1:9101 (default: off)")
 		dataDir = fs.String("data-dir", f.Hive.DataDir, "the hive's lock and record of running workers, which a restarted hive adopts (hive.data_dir; default: rbee/hive/<id> in the user's state directory)")
 	}}
 	f, err := l.load(stdout, stderr)
@@ -283,7 +286,11 @@ func runHive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	r.apply = []applier{hiveApplier(h)}
-	return runGroup(ctx, actor{"hive", h.Run}, actor{"reload", r.Run})
+	ma, err := metricsActor(*metricsAddr, reg, log)
+	if err != nil {
+		return err
+	}
+	return runGroup(ctx, actor{"hive", h.Run}, actor{"reload", r.Run}, ma)
 }
 
 // defaultHiveDataDir is rbee/hive/<id> in the user's state directory
@@ -316,6 +323,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var (
 		nf                      *natsFlags
 		name, path, id, parent  *string
+		metricsAddr             *string
 		slots, ctxLen, kvTokens *int
 		threads                 *int
 		orphan                  *time.Duration
@@ -331,6 +339,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		ctxLen = fs.Int("ctx", 0, fmt.Sprintf("context length per job (0: %d, or what the model was trained for if less)", config.DefaultContext))
 		kvTokens = fs.Int("kv-tokens", 0, "KV cache in tokens, shared by the jobs (0: slots × ctx)")
 		threads = fs.Int("threads", 0, "threads (0: one per CPU)")
+		metricsAddr = fs.String("metrics-addr", "", "serve the worker's Prometheus metrics on this address's /metrics (default: off)")
 		fs.DurationVar(&w.AckWait, "ack-wait", w.AckWait, "job lease: how long a job stays with a worker that stopped renewing it (worker.ack_wait)")
 		fs.IntVar(&w.MaxAttempts, "max-attempts", w.MaxAttempts, "deliveries of a job that may run it before it is dead-lettered (-1: no limit); the first worker of a model sets it (worker.max_attempts)")
 		fs.DurationVar(&w.HeartbeatInterval, "heartbeat-interval", w.HeartbeatInterval, "how often the worker renews its registry key (worker.heartbeat_interval)")
@@ -359,6 +368,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	level := levelOf(f)
 	log := newLeveledLogger(stderr, level).With("component", "worker") // the worker adds its IDs
+	loadStart := time.Now()
 	m, err := infer.Load(*path, infer.Options{Threads: *threads, Logger: log.With("worker_id", *id, "model", *name)})
 	if err != nil {
 		return cannotStart{err}
@@ -379,6 +389,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer nc.Close()
 	wc := f.Worker
 	reg := newRegistry()
+	if err := modelLoadSeconds(reg, time.Since(loadStart)); err != nil {
+		return err
+	}
 	w, err := worker.New(nc, m, worker.Config{
 		ID: *id, HiveID: *parent, Model: *name, Slots: *slots, ContextLength: *ctxLen, KVTokens: *kvTokens,
 		AckWait: wc.AckWait, MaxAttempts: wc.MaxAttempts, HeartbeatInterval: wc.HeartbeatInterval, Subjects: subj,
@@ -393,7 +406,11 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	return runGroup(ctx, actor{"worker", w.Run}, actor{"reload", r.Run})
+	ma, err := metricsActor(*metricsAddr, reg, log.With("worker_id", *id))
+	if err != nil {
+		return err
+	}
+	return runGroup(ctx, actor{"worker", w.Run}, actor{"reload", r.Run}, ma)
 }
 
 // cannotStart marks a worker failure no restart can cure: a model file that

@@ -70,12 +70,12 @@ type Queen struct {
 	HTTP              string        `toml:"http" env:"HTTP" help:"HTTP listen address" allowed:"host:port"`
 	ID                string        `toml:"id" env:"ID" help:"queen ID (empty: queen- and random letters)" allowed:"1-128 letters, digits, '-', '_'"`
 	ShutdownGrace     time.Duration `toml:"shutdown_grace" env:"SHUTDOWN_GRACE" help:"how long streams may finish after a stop signal" allowed:"> 0; best above the workers' drain"`
-	DefaultTimeout    time.Duration `toml:"default_timeout" env:"DEFAULT_TIMEOUT" live:"true" help:"bound of a job, queueing included, when the request sets none; live" allowed:"> 0"`
-	FirstTokenTimeout time.Duration `toml:"first_token_timeout" env:"FIRST_TOKEN_TIMEOUT" live:"true" help:"wait for a job's first event, queueing included; live" allowed:"> 0"`
-	IdleTimeout       time.Duration `toml:"idle_timeout" env:"IDLE_TIMEOUT" live:"true" help:"longest gap between two events of a stream; live" allowed:"> 0"`
+	DefaultTimeout    time.Duration `toml:"default_timeout" env:"DEFAULT_TIMEOUT" live:"true" help:"bound of a job, queueing included, when the request sets none" allowed:"> 0"`
+	FirstTokenTimeout time.Duration `toml:"first_token_timeout" env:"FIRST_TOKEN_TIMEOUT" live:"true" help:"wait for a job's first event, queueing included" allowed:"> 0"`
+	IdleTimeout       time.Duration `toml:"idle_timeout" env:"IDLE_TIMEOUT" live:"true" help:"longest gap between two events of a stream" allowed:"> 0"`
 	KeepAliveTimeout  time.Duration `toml:"keep_alive_timeout" env:"KEEP_ALIVE_TIMEOUT" help:"idle HTTP keep-alive connections close after this" allowed:"> 0"`
 	WorkerStaleAfter  time.Duration `toml:"worker_stale_after" env:"WORKER_STALE_AFTER" help:"heartbeat age after which a worker no longer counts as live" allowed:"> 0"`
-	DefaultMaxTokens  int           `toml:"default_max_tokens" env:"DEFAULT_MAX_TOKENS" live:"true" help:"max_tokens of a request that sets none; live" allowed:"1 to 1048576"`
+	DefaultMaxTokens  int           `toml:"default_max_tokens" env:"DEFAULT_MAX_TOKENS" live:"true" help:"max_tokens of a request that sets none" allowed:"1 to 131072"`
 	APIKeys           []string      `toml:"api_keys" env:"API_KEYS" envSeparator:":" help:"API key files or directories of *.json key files; a reload re-reads their contents (other paths need a restart)"`
 	AllowNoAuth       bool          `toml:"allow_no_auth" env:"ALLOW_NO_AUTH" help:"serve HTTP on a non-loopback address without API keys"`
 	MetricsOpen       bool          `toml:"metrics_open" env:"METRICS_OPEN" help:"serve /metrics without an API key"`
@@ -91,11 +91,11 @@ type Hive struct {
 	OrphanGrace       time.Duration `toml:"orphan_grace" env:"ORPHAN_GRACE" help:"workers drain and exit once their hive has been gone this long" allowed:"-1s (never) or > 0"`
 	HungTimeout       time.Duration `toml:"hung_timeout" env:"HUNG_TIMEOUT" help:"restart a live worker whose heartbeat stopped this long" allowed:"-1s (never) or > 0"`
 	ProgressTimeout   time.Duration `toml:"progress_timeout" env:"PROGRESS_TIMEOUT" help:"restart a busy worker that produced no token this long" allowed:"-1s (never) or > 0"`
-	Replicas          int           `toml:"replicas" env:"REPLICAS" help:"worker processes per model, where a model sets none" allowed:"1 to 64"`
-	Slots             int           `toml:"slots" env:"SLOTS" help:"jobs each worker decodes together, where a model sets none" allowed:"1 to 4096"`
-	Ctx               int           `toml:"ctx" env:"CTX" help:"context per job, where a model sets none (0: 4096 or what the model was trained for, the smaller)" allowed:"0 to 1048576"`
-	KVTokens          int           `toml:"kv_tokens" env:"KV_TOKENS" help:"KV cache per worker in tokens (0: slots × ctx)" allowed:"0 or more"`
-	Threads           int           `toml:"threads" env:"THREADS" help:"threads per worker (0: CPUs divided among the workers)" allowed:"0 or more"`
+	Replicas          int           `toml:"replicas" env:"REPLICAS" live:"true" help:"worker processes per model, where a model sets none" allowed:"1 to 64"`
+	Slots             int           `toml:"slots" env:"SLOTS" live:"true" help:"jobs each worker decodes together, where a model sets none" allowed:"1 to 4096"`
+	Ctx               int           `toml:"ctx" env:"CTX" live:"true" help:"context per job, where a model sets none (0: 4096 or what the model was trained for, the smaller)" allowed:"0 to 1048576"`
+	KVTokens          int           `toml:"kv_tokens" env:"KV_TOKENS" live:"true" help:"KV cache per worker in tokens (0: slots × ctx)" allowed:"0 or more"`
+	Threads           int           `toml:"threads" env:"THREADS" live:"true" help:"threads per worker (0: CPUs divided among the workers)" allowed:"0 or more"`
 	Restart           Restart       `toml:"restart" envPrefix:"RESTART_"`
 	// Models are the models the hive serves; a reload starts the added ones
 	// and stops the removed ones.
@@ -138,11 +138,11 @@ type Worker struct {
 // make them).
 type Provision struct {
 	Replicas         int           `toml:"replicas" env:"REPLICAS" help:"replicas of every stream and bucket (3 in a cluster)" allowed:"1, 3 or 5"`
-	JobsMax          int64         `toml:"jobs_max" env:"JOBS_MAX" live:"true" help:"jobs the work queue holds at most; live" allowed:"1 or more"`
-	JobsMaxPerModel  int64         `toml:"jobs_max_per_model" env:"JOBS_MAX_PER_MODEL" live:"true" help:"jobs one model's queue holds at most; live" allowed:"1 to jobs_max"`
-	JobsMaxAge       time.Duration `toml:"jobs_max_age" env:"JOBS_MAX_AGE" live:"true" help:"how long a job may wait for a worker; live" allowed:"> 0"`
-	StreamsMaxAge    time.Duration `toml:"streams_max_age" env:"STREAMS_MAX_AGE" live:"true" help:"how long a job's events are kept; live" allowed:"> 0"`
-	DeadLetterMaxAge time.Duration `toml:"dlq_max_age" env:"DLQ_MAX_AGE" live:"true" help:"how long dead-lettered jobs are kept; live" allowed:"> 0"`
+	JobsMax          int64         `toml:"jobs_max" env:"JOBS_MAX" live:"true" help:"jobs the work queue holds at most" allowed:"1 or more"`
+	JobsMaxPerModel  int64         `toml:"jobs_max_per_model" env:"JOBS_MAX_PER_MODEL" live:"true" help:"jobs one model's queue holds at most" allowed:"1 to jobs_max"`
+	JobsMaxAge       time.Duration `toml:"jobs_max_age" env:"JOBS_MAX_AGE" live:"true" help:"how long a job may wait for a worker" allowed:"> 0"`
+	StreamsMaxAge    time.Duration `toml:"streams_max_age" env:"STREAMS_MAX_AGE" live:"true" help:"how long a job's events are kept" allowed:"> 0"`
+	DeadLetterMaxAge time.Duration `toml:"dlq_max_age" env:"DLQ_MAX_AGE" live:"true" help:"how long dead-lettered jobs are kept" allowed:"> 0"`
 	WorkerTTL        time.Duration `toml:"worker_ttl" env:"WORKER_TTL" help:"how soon a worker that stops heartbeating leaves the registry" allowed:">= 1s, above 2 × worker.heartbeat_interval"`
 	HiveTTL          time.Duration `toml:"hive_ttl" env:"HIVE_TTL" help:"how soon a hive that stops heartbeating leaves the registry" allowed:">= 1s, above 2 × hive.heartbeat_interval"`
 }
