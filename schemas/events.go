@@ -51,8 +51,11 @@ type Event struct {
 	// (StopReason is the first's); usage counts the prompt once and every
 	// choice's tokens.
 	StopReasons []string `json:"stop_reasons,omitempty"`
-	Usage       *Usage   `json:"usage,omitempty"`
-	Timings     *Timings `json:"timings,omitempty"`
+	// ToolCalls are the calls the first choice's answer made (stop reason
+	// tool_calls), parsed by the worker, which knows the template.
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	Usage     *Usage     `json:"usage,omitempty"`
+	Timings   *Timings   `json:"timings,omitempty"`
 
 	// End events of the jobs that do not generate (Job.Kind): an embed
 	// job's vectors, one per input in order; a tokenize job's tokens (and
@@ -124,8 +127,8 @@ func (e *Event) Validate() error {
 			return Errorf(CodeInvalidRequest, "end event without usage")
 		}
 		for _, r := range append([]string{e.StopReason}, e.StopReasons...) {
-			if r != StopReasonStop && r != StopReasonLength {
-				return Errorf(CodeInvalidRequest, "stop_reason %q: want stop or length", r)
+			if r != StopReasonStop && r != StopReasonLength && r != StopReasonToolCalls {
+				return Errorf(CodeInvalidRequest, "stop_reason %q: want stop, length or tool_calls", r)
 			}
 		}
 	case EventError:

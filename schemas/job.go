@@ -38,6 +38,11 @@ const (
 type Message struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+	// OpenAI's tool fields: who spoke (name), the call a tool message
+	// answers, an assistant's calls.
+	Name       string     `json:"name,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // Sampling controls how tokens are chosen. Zero values mean the engine's
@@ -88,6 +93,7 @@ type Job struct {
 	Stop      []string  `json:"stop,omitempty"`
 	Sampling
 	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
+	ToolUse
 	Aux
 	CreatedAt time.Time `json:"created_at,omitzero"`
 	// Deadline is when the job must be done: a worker that takes it later
@@ -147,6 +153,7 @@ type InferRequest struct {
 	// ResponseFormat constrains the output to JSON, as OpenAI's
 	// response_format; nil or type "text" leaves it free.
 	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
+	ToolUse
 	Aux
 	// Timeout bounds the whole job, queueing included, in seconds (0: the
 	// queen's default).
@@ -184,7 +191,7 @@ func (r *InferRequest) Job(id, stream string) Job {
 		ID: id, Model: r.Model, Stream: stream,
 		Prompt: r.Prompt, Messages: r.Messages,
 		MaxTokens: r.MaxTokens, Stop: r.Stop, Sampling: r.Sampling, Principal: r.Principal,
-		ResponseFormat: r.ResponseFormat, Aux: r.Aux,
+		ResponseFormat: r.ResponseFormat, ToolUse: r.ToolUse, Aux: r.Aux,
 	}
 }
 
@@ -307,6 +314,9 @@ func (j *Job) validateBody() error {
 		return err
 	}
 	if err := j.validateAux(); err != nil {
+		return err
+	}
+	if err := j.ToolUse.validate(j); err != nil {
 		return err
 	}
 	return j.Sampling.validate()

@@ -94,6 +94,18 @@ func TestJobValidate(t *testing.T) {
 		{"frequency penalty too high", func(j *Job) { j.FrequencyPenalty = math.Inf(1) }, "frequency_penalty"},
 		{"negative logprobs", func(j *Job) { j.Logprobs = ptr(-1) }, "logprobs"},
 		{"too many choices", func(j *Job) { j.N = MaxChoices + 1 }, "n 17"},
+		{"tool with a bad name", func(j *Job) { j.Tools = []Tool{{Name: "a b"}} }, "tools[0].function.name"},
+		{"two tools of a name", func(j *Job) { j.Tools = []Tool{{Name: "f"}, {Name: "f"}} }, "two tools"},
+		{"tool parameters not an object", func(j *Job) { j.Tools = []Tool{{Name: "f", Parameters: []byte("[1]")}} }, "parameters"},
+		{"tool_choice unknown", func(j *Job) { j.Tools, j.ToolChoice = []Tool{{Name: "f"}}, "maybe" }, "tool_choice"},
+		{"tool_choice required without tools", func(j *Job) { j.ToolChoice = ToolChoiceRequired }, "without tools"},
+		{"tool_choice naming another function", func(j *Job) {
+			j.Tools, j.ToolChoice, j.ToolName = []Tool{{Name: "f"}}, ToolChoiceFunction, "g"
+		}, "not among the tools"},
+		{"tools with a prompt", func(j *Job) { j.Messages, j.Tools = nil, []Tool{{Name: "f"}} }, "need messages"},
+		{"tool calls on a user message", func(j *Job) {
+			j.Prompt, j.Messages = "", []Message{{Role: "user", ToolCalls: []ToolCall{{Name: "f", Arguments: "{}"}}}}
+		}, "tool_calls on a user"},
 		{"too many alternatives", func(j *Job) { j.Logprobs = ptr(MaxTopLogprobs + 1) }, "logprobs"},
 		{"logit bias past 100", func(j *Job) { j.LogitBias = map[int32]float64{5: 100.5} }, "logit_bias[5]"},
 		{"logit bias of a negative token", func(j *Job) { j.LogitBias = map[int32]float64{-1: 1} }, "logit_bias"},
@@ -165,7 +177,12 @@ func TestEventValidate(t *testing.T) {
 		{"token without id", func() Event { e := tokenEvent(); e.TokenID = nil; return e }, "token_id"},
 		{"end without usage", func() Event { e := endEvent(); e.Usage = nil; return e }, "usage"},
 		{"end without reason", func() Event { e := endEvent(); e.StopReason = ""; return e }, "stop_reason"},
-		{"end with odd reason", func() Event { e := endEvent(); e.StopReason = "tool_calls"; return e }, "stop_reason"},
+		{"end with odd reason", func() Event { e := endEvent(); e.StopReason = "content_filter"; return e }, "stop_reason"},
+		{"end with tool calls", func() Event {
+			e := endEvent()
+			e.StopReason, e.ToolCalls = StopReasonToolCalls, []ToolCall{{ID: "call_1", Name: "f", Arguments: "{}"}}
+			return e
+		}, ""},
 		{"error without error", func() Event { e := errorEvent(); e.Error = nil; return e }, "error code"},
 		{"error without code", func() Event { e := errorEvent(); e.Error = &Error{Message: "x"}; return e }, "error code"},
 		{"no type", func() Event { e := tokenEvent(); e.Type = ""; return e }, "event type"},
