@@ -199,6 +199,9 @@ func New(nc *nats.Conn, model *infer.Model, cfg Config, logger *slog.Logger, reg
 	w.sched = infer.NewScheduler(e)
 	w.ctxLen = e.Config().ContextLength
 	w.aux = newAuxEngine(model, w.ctxLen)
+	if err := w.registerLive(reg); err != nil {
+		return nil, fmt.Errorf("worker %s: metrics: %w", cfg.ID, err)
+	}
 	return w, nil
 }
 
@@ -371,6 +374,7 @@ func (w *Worker) pull(ctx, jobsCtx context.Context, cons jetstream.Consumer, job
 			w.handBack(msg)
 			return
 		}
+		w.observeQueueWait(msg)
 		jobs.Go(func() {
 			defer func() { free <- struct{}{} }()
 			w.handle(jobsCtx, w.log, msg)
