@@ -156,11 +156,11 @@ func (e *Engine) NewSequence(req Request, emit func(Token) error) (*Sequence, er
 	m := e.m
 	prompt := req.Prompt
 	if len(req.Messages) > 0 {
-		rendered, err := m.RenderChat(req.Messages)
+		rendered, err := m.RenderChatTools(req.Messages, req.Tools)
 		if err != nil {
 			return nil, err
 		}
-		prompt = rendered
+		prompt = rendered + req.AnswerPrefix
 	}
 	ids, err := m.tokenize(prompt, len(req.Messages) > 0)
 	if err != nil {

@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -34,6 +35,12 @@ type Request struct {
 	// (see infer/grammar): tokens it does not allow are never sampled, and
 	// the generation ends once the value is complete.
 	Grammar *grammar.Grammar
+	// Tools are OpenAI tool objects, rendered through the chat template's
+	// tools variable (Messages only).
+	Tools []json.RawMessage
+	// AnswerPrefix is appended to the rendered chat: the answer is forced
+	// to begin with it (a tool call's opening tag), and it is not output.
+	AnswerPrefix string
 	// Logprobs asks for each token's log-probability and its TopLogprobs
 	// (0 to sample.MaxTopLogprobs) most likely alternatives on Token.
 	Logprobs    bool

@@ -4,6 +4,7 @@
 package infer
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -211,6 +212,20 @@ var ErrTemplate = errors.New("chat template")
 // RenderChat renders messages with the model's chat template, or with the
 // chat package's documented fallback when the file carries none.
 func (m *Model) RenderChat(msgs []chat.Message) (string, error) {
+	return m.RenderChatTools(msgs, nil)
+}
+
+// ToolFormat is how the model's chat template has it write tool calls.
+func (m *Model) ToolFormat() chat.ToolFormat {
+	if m.tmplErr != nil {
+		return chat.ToolsNone
+	}
+	return m.template.ToolFormat()
+}
+
+// RenderChatTools is RenderChat with tools (OpenAI tool objects) in the
+// template's tools variable.
+func (m *Model) RenderChatTools(msgs []chat.Message, tools []json.RawMessage) (string, error) {
 	if m.tmplErr != nil {
 		return "", fmt.Errorf("%w of model %q: %w", ErrTemplate, m.hp.Name, m.tmplErr)
 	}
@@ -221,7 +236,7 @@ func (m *Model) RenderChat(msgs []chat.Message) (string, error) {
 	if id := m.tok.EOS(); id >= 0 {
 		eos = m.tok.Token(id)
 	}
-	out, err := m.template.Render(msgs, true, bos, eos)
+	out, err := m.template.RenderTools(msgs, tools, true, bos, eos)
 	if err != nil {
 		return "", fmt.Errorf("%w of model %q: %w", ErrTemplate, m.hp.Name, err)
 	}

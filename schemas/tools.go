@@ -79,6 +79,9 @@ func (u *ToolUse) validate(j *Job) error {
 	default:
 		return Errorf(CodeInvalidRequest, "tool_choice %q: want auto, none, required or function", u.ToolChoice)
 	}
+	if len(u.Tools) > 0 && j.N > 1 {
+		return Errorf(CodeInvalidRequest, "tools with n %d: tool calls come with one choice", j.N)
+	}
 	if len(u.Tools) > 0 && (j.Prompt != "" || len(j.Messages) == 0) {
 		return Errorf(CodeInvalidRequest, "tools need messages: they are rendered through the chat template")
 	}

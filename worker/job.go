@@ -234,6 +234,10 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 		return
 	}
 	req, err := request(job)
+	var prefix string
+	if err == nil {
+		prefix, err = toolRequest(job, w.aux.model.ToolFormat(), &req)
+	}
 	if err != nil {
 		w.finishEarly(ctx, log, msg, es, job, schemas.CodeOf(err), err.Error())
 		return
@@ -286,6 +290,9 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	case act != actAck || errors.Is(context.Cause(jobCtx), errEnded):
 	case code == "":
 		end := endOf(results)
+		if end.ToolCalls = toolCalls(job, w.aux.model.ToolFormat(), prefix, res.Text); len(end.ToolCalls) > 0 {
+			end.StopReason = schemas.StopReasonToolCalls
+		}
 		usage = end.Usage
 		jobTimings = timings(res.Timings, taken, queuedAt)
 		end.Timings = jobTimings
@@ -457,7 +464,11 @@ func request(job schemas.Job) (infer.Request, error) {
 		req.Logprobs, req.TopLogprobs = true, *job.Logprobs
 	}
 	for _, m := range job.Messages {
-		req.Messages = append(req.Messages, chat.Message{Role: m.Role, Content: m.Content})
+		cm := chat.Message{Role: m.Role, Content: m.Content, Name: m.Name, ToolCallID: m.ToolCallID}
+		for _, c := range m.ToolCalls {
+			cm.ToolCalls = append(cm.ToolCalls, chat.ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Arguments})
+		}
+		req.Messages = append(req.Messages, cm)
 	}
 	return req, nil
 }

@@ -1,0 +1,83 @@
+package worker_test
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/rbee-dev/rbee/schemas"
+	"github.com/rbee-dev/rbee/worker"
+)
+
+var (
+	weather = schemas.Tool{Name: "get_weather", Description: "The weather in a city",
+		Parameters: json.RawMessage(`{"type":"object","properties":{"city":{"type":"string","minLength":1,"maxLength":10}},"required":["city"],"additionalProperties":false}`)}
+	clock = schemas.Tool{Name: "now", Parameters: json.RawMessage(`{"type":"object","properties":{},"additionalProperties":false}`)}
+)
+
+// Tool calls end to end on a worker: the bundled model with Qwen2.5's
+// real chat template (Hermes-style <tool_call> tags) gets the tools in
+// its prompt; with tool_choice required or a named function its sampling
+// is constrained to a valid call, which comes back parsed on the end event
+// with stop reason tool_calls. A template that takes no tools refuses them.
+func TestJobsWithToolCalls(t *testing.T) {
+	tmpl, err := os.ReadFile("../infer/chat/testdata/qwen2.5-instruct.jinja")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBed(t)
+	b.startWorkerOn(t, modelWithTemplate(t, string(tmpl)), worker.Config{ContextLength: 1024})
+	msgs := []schemas.Message{{Role: "user", Content: "What is the weather in Paris?"}}
+	one := 1.0
+	for i, tc := range []struct {
+		choice, name string
+		want         string
+	}{
+		{schemas.ToolChoiceRequired, "", ""},
+		{schemas.ToolChoiceFunction, "now", "now"},
+		{schemas.ToolChoiceFunction, "get_weather", "get_weather"},
+	} {
+		seed := int64(i)
+		job := schemas.Job{ID: "job-tools-" + string(rune('a'+i)), Messages: msgs, MaxTokens: 64,
+			Sampling: schemas.Sampling{Temperature: &one, Seed: &seed},
+			ToolUse:  schemas.ToolUse{Tools: []schemas.Tool{weather, clock}, ToolChoice: tc.choice, ToolName: tc.name}}
+		events := drain(t, b.submit(t, job))
+		end := wantEnd(t, events)
+		if end.StopReason != schemas.StopReasonToolCalls || len(end.ToolCalls) != 1 {
+			t.Fatalf("%s %s: end %+v, want one tool call", tc.choice, tc.name, end)
+		}
+		call := end.ToolCalls[0]
+		var args map[string]any
+		if err := json.Unmarshal([]byte(call.Arguments), &args); err != nil || (tc.want != "" && call.Name != tc.want) || call.ID == "" {
+			t.Errorf("%s %s: call %+v (%v)", tc.choice, tc.name, call, err)
+		}
+		if city, ok := args["city"].(string); call.Name == "get_weather" && (!ok || city == "" || len(args) != 1) {
+			t.Errorf("get_weather's arguments %v do not validate", args)
+		}
+		if call.Name == "now" && len(args) != 0 {
+			t.Errorf("now's arguments %v, want none", args)
+		}
+	}
+
+	// Tool messages and an assistant's calls in the history render.
+	history := append(msgs, schemas.Message{Role: "assistant", ToolCalls: []schemas.ToolCall{{ID: "call_1", Name: "get_weather", Arguments: `{"city":"Paris"}`}}},
+		schemas.Message{Role: "tool", ToolCallID: "call_1", Content: `{"temp":21}`})
+	auto := schemas.Job{ID: "job-tools-auto", Messages: history, MaxTokens: 8, Sampling: greedy(),
+		ToolUse: schemas.ToolUse{Tools: []schemas.Tool{weather}}}
+	wantEnd(t, drain(t, b.submit(t, auto)))
+	b.waitQueueEmpty(t)
+}
+
+func TestToolsNeedATemplateThatTakesThem(t *testing.T) {
+	b := newBed(t)
+	b.startWorker(t, worker.Config{ContextLength: 256})
+	job := schemas.Job{ID: "job-no-tools", Messages: []schemas.Message{{Role: "user", Content: "Hi"}}, MaxTokens: 4, Sampling: greedy(),
+		ToolUse: schemas.ToolUse{Tools: []schemas.Tool{weather}, ToolChoice: schemas.ToolChoiceRequired}}
+	events := drain(t, b.submit(t, job))
+	wantError(t, events, schemas.CodeInvalidRequest)
+	if !strings.Contains(events[len(events)-1].Error.Message, "does not take tools") {
+		t.Errorf("error %+v", events[len(events)-1].Error)
+	}
+	b.waitQueueEmpty(t)
+}
