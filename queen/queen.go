@@ -246,6 +246,9 @@ func (q *Queen) Close() {
 	}
 }
 
+// ID is the queen's ID, as configured or made up by New.
+func (q *Queen) ID() string { return q.cfg.ID }
+
 // live is the config in force: cfg with the settings ApplyConfig changed.
 func (q *Queen) live() *Config { return q.liveCfg.Load() }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rbee-dev/rbee/internal/config"
@@ -23,6 +25,7 @@ import (
 var runConfig = subcommands("config", map[string]command{
 	"validate": {"check a configuration file (with the environment over it): every problem, then a non-zero exit", runConfigValidate},
 	"print":    {"print the effective configuration (a file, the environment over it) as TOML, secrets masked", runConfigPrint},
+	"reload":   {"have the running queens and hives (or one, --queen ID, --hive ID) reload their configuration, as SIGHUP does", runConfigReload},
 })
 
 func runConfigValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -147,6 +150,13 @@ type reloader struct {
 	audit  func(schemas.AuditEvent) // nil: not audited
 	apply  []applier
 
+	// listen are the control subjects on which `rbee config reload` asks
+	// for a reload, subscribed on nc while Run runs.
+	nc     *nats.Conn
+	listen []string
+	kind   string // queen or hive, in replies
+	id     string
+
 	mu  sync.Mutex
 	cur config.File
 
@@ -173,8 +183,9 @@ func newReloader(l *configLoader, cur config.File, level *slog.LevelVar, log *sl
 	return r, nil
 }
 
-// Reload loads the configuration again and applies it.
-func (r *reloader) Reload(ctx context.Context) error {
+// Reload loads the configuration again and applies it, and returns the
+// changes.
+func (r *reloader) Reload(ctx context.Context) ([]config.Change, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next, err := r.loader.load(io.Discard, io.Discard)
@@ -189,7 +200,7 @@ func (r *reloader) Reload(ctx context.Context) error {
 		r.ok.Set(0)
 		r.log.Error("configuration not reloaded; the one loaded before stays in force", "err", err)
 		r.record(schemas.AuditEvent{Type: schemas.AuditConfigReloaded, Code: schemas.CodeInvalidRequest, Reason: err.Error()})
-		return err
+		return nil, err
 	}
 	changes := config.Diff(r.cur, next)
 	lines := make([]string, len(changes))
@@ -211,7 +222,7 @@ func (r *reloader) Reload(ctx context.Context) error {
 		r.log.Warn("changed settings that apply only after a restart", "fields", restart)
 	}
 	r.record(schemas.AuditEvent{Type: schemas.AuditConfigReloaded, Reason: fmt.Sprintf("%d changes: %s", len(lines), strings.Join(lines, "; "))})
-	return nil
+	return changes, nil
 }
 
 func (r *reloader) record(ev schemas.AuditEvent) {
@@ -220,18 +231,145 @@ func (r *reloader) record(ev schemas.AuditEvent) {
 	}
 }
 
-// Run reloads on every SIGHUP until ctx ends. SIGHUP no longer ends the
-// process.
+// reloadReply answers a reload asked over the bus.
+type reloadReply struct {
+	Kind    string   `json:"kind"`
+	ID      string   `json:"id"`
+	Changes []string `json:"changes,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// Run reloads on every SIGHUP, and on every request on its control
+// subjects, until ctx ends. SIGHUP no longer ends the process.
 func (r *reloader) Run(ctx context.Context) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	asked := make(chan *nats.Msg, 8)
+	for _, subj := range r.listen {
+		sub, err := r.nc.ChanSubscribe(subj, asked)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", subj, err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-hup:
-			_ = r.Reload(ctx) // logged, audited and in the metrics
+			_, _ = r.Reload(ctx) // logged, audited and in the metrics
+		case m := <-asked:
+			changes, err := r.Reload(ctx)
+			rep := reloadReply{Kind: r.kind, ID: r.id}
+			for _, c := range changes {
+				rep.Changes = append(rep.Changes, c.String())
+			}
+			if err != nil {
+				rep.Error = err.Error()
+			}
+			body, _ := json.Marshal(rep)
+			if err := m.Respond(body); err != nil {
+				r.log.Warn("answer a reload request", "err", err)
+			}
+		}
+	}
+}
+
+// reloadAll stands for every component of a kind on the control subjects.
+const reloadAll = "_all"
+
+// reloadSubject is where a component of kind with id takes reload requests.
+func reloadSubject(subj schemas.Subjects, kind, id string) string {
+	return subj.Control(kind, id) + ".reload"
+}
+
+// listenOn has r take reload requests on nc for the component kind with id,
+// under its own ID and as one of all.
+func (r *reloader) listenOn(nc *nats.Conn, subj schemas.Subjects, kind, id string) {
+	r.nc, r.kind, r.id = nc, kind, id
+	r.listen = append(r.listen, reloadSubject(subj, kind, id), reloadSubject(subj, kind, reloadAll))
+}
+
+// reloadWait is how long rbee config reload gathers answers.
+const reloadWait = 3 * time.Second
+
+// runConfigReload asks the queens and hives to reload and prints each
+// answer; it fails when one refused or none answered.
+func runConfigReload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("config reload", stderr)
+	nf, err := addNATSFlags(fs, "rbee-control")
+	if err != nil {
+		return err
+	}
+	queenID := fs.String("queen", "", "only the queen with this ID")
+	hiveID := fs.String("hive", "", "only the hive with this ID")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	subj, err := nf.subjects()
+	if err != nil {
+		return err
+	}
+	var targets []string
+	switch {
+	case *queenID != "" || *hiveID != "":
+		if *queenID != "" {
+			targets = append(targets, reloadSubject(subj, "queen", *queenID))
+		}
+		if *hiveID != "" {
+			targets = append(targets, reloadSubject(subj, schemas.KindHive, *hiveID))
+		}
+	default:
+		targets = []string{reloadSubject(subj, "queen", reloadAll), reloadSubject(subj, schemas.KindHive, reloadAll)}
+	}
+	nc, _, err := nf.connect(ctx, newLogger(stderr, "warn"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	inbox := nc.NewRespInbox()
+	replies := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	for _, t := range targets {
+		if err := nc.PublishRequest(t, inbox, nil); err != nil {
+			return fmt.Errorf("config reload: %w", err)
+		}
+	}
+	timer := time.NewTimer(reloadWait)
+	defer timer.Stop()
+	answered, refused := 0, 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			switch {
+			case answered == 0:
+				return fmt.Errorf("config reload: no queen or hive answered within %v", reloadWait)
+			case refused > 0:
+				return fmt.Errorf("config reload: %d of %d refused the new configuration", refused, answered)
+			}
+			return nil
+		case m := <-replies:
+			var rep reloadReply
+			if err := json.Unmarshal(m.Data, &rep); err != nil {
+				continue
+			}
+			answered++
+			if rep.Error != "" {
+				refused++
+				fmt.Fprintf(stdout, "%s %s: refused, the configuration in force stays: %s\n", rep.Kind, rep.ID, rep.Error)
+				continue
+			}
+			fmt.Fprintf(stdout, "%s %s: reloaded, %d changes\n", rep.Kind, rep.ID, len(rep.Changes))
+			for _, c := range rep.Changes {
+				fmt.Fprintf(stdout, "  %s\n", c)
+			}
 		}
 	}
 }

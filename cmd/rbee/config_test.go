@@ -333,6 +333,12 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 	if m := reloadMetric(t, httpAddr); m != "rbee_config_last_reload_successful 1" {
 		t.Errorf("metric %q after a good reload", m)
 	}
+	// rbee config reload asks over the bus: one answer, from up's queen.
+	noKeys := []string{"RBEE_NKEYS_DIR=" + t.TempDir()}
+	if out, code := rbeeRun(t, noKeys, "config", "reload", "--server", natsURL); code != 0 ||
+		!regexp.MustCompile(`(?m)^queen queen-\w+: reloaded, 0 changes$`).MatchString(out) || strings.Count(out, "reloaded") != 1 {
+		t.Errorf("config reload: %d\n%s", code, out)
+	}
 
 	// An invalid file: nothing changes and the metric says so.
 	writeFile(t, path, "[log]\nlevel = 'debug'\n[queen]\ndefault_max_tokens = 0\n")
@@ -347,6 +353,9 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 	})
 	if !strings.Contains(logs.String(), "queen.default_max_tokens = 0: want 1 to") {
 		t.Error("the log does not say why the reload was refused")
+	}
+	if out, code := rbeeRun(t, noKeys, "config", "reload", "--server", natsURL); code == 0 || !strings.Contains(out, "refused") {
+		t.Errorf("config reload of an invalid file: %d\n%s", code, out)
 	}
 	if n, err := completionTokens(t, httpAddr, "tiny"); err != nil || n != 5 {
 		t.Errorf("after a refused reload: %d tokens (%v), want the old config's 5 from tiny", n, err)

@@ -106,6 +106,7 @@ func runQueen(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	r.audit = q.Audit
 	r.apply = []applier{queenApplier(q, cfg.Keys, log)}
+	r.listenOn(nc, subj, "queen", q.ID())
 	return runGroup(ctx, actor{"queen", q.Run}, actor{"reload", r.Run})
 }
 
@@ -286,6 +287,7 @@ func runHive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	r.apply = []applier{hiveApplier(h)}
+	r.listenOn(nc, subj, schemas.KindHive, h.ID())
 	ma, err := metricsActor(*metricsAddr, reg, log)
 	if err != nil {
 		return err

@@ -147,6 +147,10 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	r.audit = q.Audit
 	r.apply = []applier{queenApplier(q, qcfg.Keys, qlog), hiveApplier(h)}
+	// One process, one reload: it answers as the queen, and to the hive's
+	// own ID.
+	r.listenOn(nc, subj, "queen", q.ID())
+	r.listen = append(r.listen, reloadSubject(subj, schemas.KindHive, h.ID()))
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
