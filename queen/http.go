@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -395,6 +396,7 @@ func (q *Queen) generate(w http.ResponseWriter, r *http.Request, ir *schemas.Inf
 			for i := range choices {
 				choices[i].finish = finishReason(ev, i)
 			}
+			choices[0].toolCalls = ev.ToolCalls
 			writeJSON(w, http.StatusOK, a.response(choices, *ev.Usage))
 			return
 		}
@@ -449,7 +451,23 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 	for i := range first {
 		first[i] = true
 	}
+	var held strings.Builder // the text of an answer that may be tool calls
 	for {
+		if ev.Type == schemas.EventEnd && a.tools {
+			if !send(a.chunk(0, "", true, nil)) {
+				return
+			}
+			chunks := a.toolCallChunks(ev.ToolCalls)
+			if len(ev.ToolCalls) == 0 && held.Len() > 0 {
+				chunks = []any{a.chunk(0, held.String(), false, nil)}
+			}
+			for _, c := range chunks {
+				if !send(c) {
+					return
+				}
+			}
+			first[0] = false
+		}
 		if ev.Type == schemas.EventEnd {
 			for i := range first {
 				if first[i] && !send(a.chunk(i, "", true, nil)) {
@@ -466,7 +484,9 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 			done()
 			return
 		}
-		if i := ev.Index; i < a.n {
+		if a.tools {
+			held.WriteString(ev.Text)
+		} else if i := ev.Index; i < a.n {
 			if !send(a.tokenChunk(i, ev.Text, first[i], ev.Logprobs, offset[i])) {
 				return // the client is gone; rl.close tells the worker
 			}

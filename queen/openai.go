@@ -47,11 +47,68 @@ type chatRequest struct {
 	MaxCompletionTokens *int            `json:"max_completion_tokens"`
 	Logprobs            *bool           `json:"logprobs"`
 	TopLogprobs         *int            `json:"top_logprobs"`
+	Tools               []toolIn        `json:"tools"`
+	ToolChoice          toolChoice      `json:"tool_choice"`
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
 }
 
 type chatMessageIn struct {
-	Role    string      `json:"role"`
-	Content chatContent `json:"content"`
+	Role       string       `json:"role"`
+	Content    chatContent  `json:"content"`
+	Name       string       `json:"name"`
+	ToolCallID string       `json:"tool_call_id"`
+	ToolCalls  []toolCallIO `json:"tool_calls"`
+}
+
+// toolIn is one of a chat request's tools; only functions exist.
+type toolIn struct {
+	Type     string `json:"type"`
+	Function struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Parameters  json.RawMessage `json:"parameters"`
+		Strict      *bool           `json:"strict"`
+	} `json:"function"`
+}
+
+// toolCallIO is a tool call as OpenAI writes it, in assistant messages
+// and in answers; Index is set in streamed deltas only.
+type toolCallIO struct {
+	Index    *int   `json:"index,omitempty"`
+	ID       string `json:"id,omitempty"`
+	Type     string `json:"type,omitempty"`
+	Function struct {
+		Name      string `json:"name,omitempty"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+// toolChoice is "none", "auto", "required" or {"type":"function",
+// "function":{"name":...}}; Name is set for the last.
+type toolChoice struct {
+	Mode string
+	Name string
+}
+
+func (c *toolChoice) UnmarshalJSON(data []byte) error {
+	if bytes.Equal(data, []byte("null")) {
+		*c = toolChoice{}
+		return nil
+	}
+	if len(data) > 0 && data[0] == '"' {
+		return json.Unmarshal(data, &c.Mode)
+	}
+	var named struct {
+		Type     string `json:"type"`
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	}
+	if err := json.Unmarshal(data, &named); err != nil || named.Type != "function" || named.Function.Name == "" {
+		return fmt.Errorf(`want "none", "auto", "required" or {"type":"function","function":{"name":...}}`)
+	}
+	c.Mode, c.Name = schemas.ToolChoiceFunction, named.Function.Name
+	return nil
 }
 
 type completionRequest struct {
@@ -184,7 +241,20 @@ func (r *chatRequest) inferRequest() (schemas.InferRequest, error) {
 	}
 	ir.Messages = make([]schemas.Message, len(r.Messages))
 	for i, m := range r.Messages {
-		ir.Messages[i] = schemas.Message{Role: m.Role, Content: string(m.Content)}
+		ir.Messages[i] = schemas.Message{Role: m.Role, Content: string(m.Content), Name: m.Name, ToolCallID: m.ToolCallID}
+		for _, c := range m.ToolCalls {
+			ir.Messages[i].ToolCalls = append(ir.Messages[i].ToolCalls, schemas.ToolCall{ID: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
+		}
+	}
+	for i, t := range r.Tools {
+		if t.Type != "function" {
+			return ir, schemas.Errorf(schemas.CodeInvalidRequest, "tools[%d].type %q: only function tools are supported", i, clip(t.Type))
+		}
+		ir.Tools = append(ir.Tools, schemas.Tool{Name: t.Function.Name, Description: t.Function.Description, Parameters: t.Function.Parameters})
+	}
+	ir.ToolChoice, ir.ToolName = r.ToolChoice.Mode, r.ToolChoice.Name
+	if len(ir.Tools) > 0 {
+		ir.ParallelToolCalls = r.ParallelToolCalls
 	}
 	switch {
 	case r.TopLogprobs != nil && (*r.TopLogprobs < 0 || *r.TopLogprobs > schemas.MaxTopLogprobs):
@@ -270,8 +340,43 @@ type textLogprobs struct {
 }
 
 type chatOut struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string       `json:"role,omitempty"`
+	Content   *string      `json:"content,omitempty"`
+	ToolCalls []toolCallIO `json:"tool_calls,omitempty"`
+}
+
+// answerMessage is a whole answer: its text, or its tool calls (content
+// null, as OpenAI has it).
+func answerMessage(text string, calls []schemas.ToolCall) *chatOut {
+	if len(calls) == 0 {
+		return &chatOut{Role: "assistant", Content: &text}
+	}
+	out := &chatOut{Role: "assistant", ToolCalls: make([]toolCallIO, len(calls))}
+	for i, c := range calls {
+		out.ToolCalls[i] = toolCallIO{ID: c.ID, Type: "function"}
+		out.ToolCalls[i].Function.Name, out.ToolCalls[i].Function.Arguments = c.Name, c.Arguments
+	}
+	return out
+}
+
+// toolCallChunks are a streamed answer's tool calls as OpenAI deltas: per
+// call, one with its id, type and name (empty arguments), then one with
+// its arguments.
+func (a api) toolCallChunks(calls []schemas.ToolCall) []any {
+	var out []any
+	for i, c := range calls {
+		head := toolCallIO{Index: &i, ID: c.ID, Type: "function"}
+		head.Function.Name = c.Name
+		args := toolCallIO{Index: &i}
+		args.Function.Arguments = c.Arguments
+		for _, d := range []toolCallIO{head, args} {
+			out = append(out, completion[chatChoice]{
+				ID: a.id, Object: "chat.completion.chunk", Created: a.created, Model: a.model,
+				Choices: []chatChoice{{Delta: &chatOut{ToolCalls: []toolCallIO{d}}}},
+			})
+		}
+	}
+	return out
 }
 
 type textChoice struct {
@@ -306,10 +411,14 @@ type api struct {
 	created  int64
 	logprobs bool // the job asked for them
 	n        int  // choices
+	// tools: the answer may be tool calls, known only at its end, so a
+	// stream holds the text back until then.
+	tools bool
 }
 
 func newAPI(chat bool, job *schemas.Job) api {
-	a := api{chat: chat, model: job.Model, created: job.CreatedAt.Unix(), logprobs: job.Logprobs != nil, n: max(job.N, 1)}
+	a := api{chat: chat, model: job.Model, created: job.CreatedAt.Unix(), logprobs: job.Logprobs != nil, n: max(job.N, 1),
+		tools: chat && len(job.Tools) > 0 && job.ToolChoice != schemas.ToolChoiceNone}
 	if chat {
 		a.id = "chatcmpl-" + job.ID
 	} else {
@@ -365,9 +474,10 @@ func byteList(b []byte) []int {
 
 // choiceOut is what a choice produced, for a whole response.
 type choiceOut struct {
-	text     strings.Builder
-	finish   string
-	logprobs []*schemas.TokenLogprobs
+	text      strings.Builder
+	finish    string
+	logprobs  []*schemas.TokenLogprobs
+	toolCalls []schemas.ToolCall
 }
 
 func (a api) response(choices []choiceOut, usage schemas.Usage) any {
@@ -380,7 +490,7 @@ func (a api) response(choices []choiceOut, usage schemas.Usage) any {
 			c := &choices[i]
 			text := c.text.String()
 			lp, _ := a.logprobsOf(c.logprobs, 0)
-			out.Choices[i] = chatChoice{Index: i, Message: &chatOut{Role: "assistant", Content: &text}, FinishReason: &c.finish, Logprobs: lp}
+			out.Choices[i] = chatChoice{Index: i, Message: answerMessage(text, c.toolCalls), FinishReason: &c.finish, Logprobs: lp}
 		}
 		return out
 	}

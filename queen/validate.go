@@ -34,7 +34,7 @@ type fieldRule func(name string, raw json.RawMessage) error
 // nothing in the answer.
 var hintFields = []string{
 	"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key",
-	"parallel_tool_calls", "reasoning_effort", "verbosity", "prediction",
+	"reasoning_effort", "verbosity", "prediction",
 }
 
 // requestFields is every field each endpoint accepts, with its rule. A
@@ -57,8 +57,9 @@ var requestFields = func() map[bool]map[string]fieldRule {
 	chat, completion := maps.Clone(common), maps.Clone(common)
 	for f, rule := range map[string]fieldRule{
 		"messages": checkMessages, "max_completion_tokens": nil, "logprobs": nil, "top_logprobs": nil,
-		"tools": unset, "functions": unset, "audio": unset, "web_search_options": unset,
-		"tool_choice": oneOf("none", "auto"), "function_call": oneOf("none", "auto"), "modalities": textOnly,
+		"tools": nil, "tool_choice": nil, "parallel_tool_calls": nil,
+		"functions": unset, "audio": unset, "web_search_options": unset,
+		"function_call": oneOf("none", "auto"), "modalities": textOnly,
 	} {
 		chat[f] = rule
 	}
@@ -107,7 +108,7 @@ func textOnly(name string, raw json.RawMessage) error {
 // about tools and audio only at their empty values.
 var messageFields = map[string]fieldRule{
 	"role": nil, "content": nil, "name": nil, "refusal": nil, "tool_call_id": nil,
-	"tool_calls": unset, "function_call": unset, "audio": unset,
+	"tool_calls": nil, "function_call": unset, "audio": unset,
 }
 
 func checkMessages(_ string, raw json.RawMessage) error {
