@@ -3,9 +3,13 @@ package worker_test
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/rbee-dev/rbee/infer"
+	"github.com/rbee-dev/rbee/infer/chat"
+	"github.com/rbee-dev/rbee/infer/synth"
 	"github.com/rbee-dev/rbee/schemas"
 	"github.com/rbee-dev/rbee/worker"
 )
@@ -79,5 +83,57 @@ func TestToolsNeedATemplateThatTakesThem(t *testing.T) {
 	if !strings.Contains(events[len(events)-1].Error.Message, "does not take tools") {
 		t.Errorf("error %+v", events[len(events)-1].Error)
 	}
+	b.waitQueueEmpty(t)
+}
+
+// TestToolCallsWithABPEModel: a synthetic model (random weights) with the
+// GPT-2 byte-level BPE vocabulary and Qwen2.5's chat template: the tools
+// render through the template, tool_choice required constrains even a
+// model that knows nothing to a valid call, and the call is parsed.
+func TestToolCallsWithABPEModel(t *testing.T) {
+	tmpl, err := os.ReadFile("../infer/chat/testdata/qwen2.5-instruct.jinja")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := synth.ReadVocab("../infer/tokenizer/testdata/ggml-vocab-gpt-2.gguf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := synth.Shape("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Name, spec.ChatTemplate = "toolbee", string(tmpl)
+	path := filepath.Join(t.TempDir(), "toolbee.gguf")
+	if err := synth.WriteFile(path, spec, synth.Q8_0, v); err != nil {
+		t.Fatal(err)
+	}
+	model, err := infer.Load(path, infer.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { model.Close() })
+	if model.ToolFormat() != chat.ToolsHermes {
+		t.Fatalf("tool format %v, want hermes", model.ToolFormat())
+	}
+	b := newBed(t)
+	b.startWorkerOn(t, model, worker.Config{ContextLength: 512})
+	one, seed := 1.0, int64(3)
+	job := schemas.Job{ID: "job-bpe-tools", Messages: []schemas.Message{{Role: "user", Content: "What is the weather in Paris?"}},
+		MaxTokens: 64, Sampling: schemas.Sampling{Temperature: &one, Seed: &seed},
+		ToolUse: schemas.ToolUse{Tools: []schemas.Tool{weather}, ToolChoice: schemas.ToolChoiceRequired}}
+	end := wantEnd(t, drain(t, b.submit(t, job)))
+	if end.StopReason != schemas.StopReasonToolCalls || len(end.ToolCalls) != 1 || end.ToolCalls[0].Name != "get_weather" {
+		t.Fatalf("end %+v, want a get_weather call", end)
+	}
+	var args struct {
+		City *string `json:"city"`
+	}
+	dec := json.NewDecoder(strings.NewReader(end.ToolCalls[0].Arguments))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&args); err != nil || args.City == nil || *args.City == "" || len(*args.City) > 10*4 {
+		t.Errorf("arguments %q do not validate: %v", end.ToolCalls[0].Arguments, err)
+	}
+	t.Logf("call %+v", end.ToolCalls[0])
 	b.waitQueueEmpty(t)
 }

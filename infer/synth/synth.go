@@ -40,6 +40,8 @@ type Spec struct {
 	Context int // llama.context_length
 	Seed    uint64
 	Tied    bool // no output.weight: the logits use token_embd
+	// ChatTemplate, when set, is written as tokenizer.chat_template.
+	ChatTemplate string
 }
 
 var shapes = map[string]Spec{
@@ -364,6 +366,9 @@ func Write(w io.Writer, s Spec, t FileType, v *Vocab) error {
 	set("llama.attention.layer_norm_rms_epsilon", float32(1e-5))
 	for _, kv := range v.kvs {
 		set(kv.Key, kv.Value.Any())
+	}
+	if s.ChatTemplate != "" {
+		set("tokenizer.chat_template", s.ChatTemplate)
 	}
 	if t != F32 {
 		set("general.quantization_version", uint32(2))
