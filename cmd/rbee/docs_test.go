@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -55,6 +56,47 @@ func TestAPIDocExamples(t *testing.T) {
 			if err != nil || len(out) == 0 || strings.Contains(string(out), `"error":{`) {
 				t.Errorf("%s: %s\n%v\n%s", doc, c, err, out)
 			}
+		}
+	}
+}
+
+// TestDeploymentExamples checks docs/DEPLOYMENT.md's configuration file
+// with rbee config validate, and every ExecStart of its systemd units with
+// --validate-config against that file: flags that do not exist or a file
+// that does not validate fail.
+func TestDeploymentExamples(t *testing.T) {
+	data, err := os.ReadFile("../../docs/DEPLOYMENT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tomls := regexp.MustCompile("(?s)```toml\n(.*?)```").FindAllStringSubmatch(string(data), -1)
+	if len(tomls) != 1 {
+		t.Fatalf("%d toml blocks, want the one configuration file", len(tomls))
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "rbee.toml")
+	if err := os.WriteFile(file, []byte(tomls[0][1]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(rbeeBin, "config", "validate", file).CombinedOutput(); err != nil {
+		t.Errorf("rbee config validate of DEPLOYMENT.md's file: %v\n%s", err, out)
+	}
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte(tomls[0][1]+"\n[queen]\nhttp = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(rbeeBin, "config", "validate", bad).CombinedOutput(); err == nil {
+		t.Errorf("rbee config validate accepted a broken file:\n%s", out)
+	}
+	execs := regexp.MustCompile(`(?m)^ExecStart=/usr/local/bin/rbee (.*)$`).FindAllStringSubmatch(string(data), -1)
+	if len(execs) != 2 {
+		t.Fatalf("%d ExecStart lines, want the queen's and the hive's", len(execs))
+	}
+	for _, e := range execs {
+		line := strings.NewReplacer("/etc/rbee/rbee.toml", file, "%d", dir).Replace(e[1])
+		args := append(strings.Fields(line), "--validate-config")
+		if out, err := exec.Command(rbeeBin, args...).CombinedOutput(); err != nil {
+			t.Errorf("rbee %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
 }
