@@ -16,6 +16,13 @@ import (
 // joined, in order.
 func docCurls(t *testing.T, path string) []string {
 	t.Helper()
+	return docCommands(t, path, "curl ")
+}
+
+// docCommands are the commands of path's sh blocks that begin with
+// prefix, continuation lines joined, in order.
+func docCommands(t *testing.T, path, prefix string) []string {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -29,14 +36,14 @@ func docCurls(t *testing.T, path string) []string {
 			if cont {
 				continue
 			}
-			if c := strings.TrimSpace(cmd); strings.HasPrefix(c, "curl ") {
+			if c := strings.TrimSpace(cmd); strings.HasPrefix(c, prefix) {
 				out = append(out, c)
 			}
 			cmd = ""
 		}
 	}
 	if len(out) == 0 {
-		t.Fatalf("%s has no curl example", path)
+		t.Fatalf("%s has no %q example", path, prefix)
 	}
 	return out
 }
@@ -56,6 +63,16 @@ func TestAPIDocExamples(t *testing.T) {
 			if err != nil || len(out) == 0 || strings.Contains(string(out), `"error":{`) {
 				t.Errorf("%s: %s\n%v\n%s", doc, c, err, out)
 			}
+		}
+	}
+	// The audit commands, as written, against rbee up's server and with
+	// its identities (startUp points RBEE_NKEYS_DIR at them).
+	for _, c := range docCommands(t, "../../docs/MONITORING.md", "rbee ") {
+		c, _, _ = strings.Cut(c, "#")
+		cmd := exec.Command(rbeeBin, strings.Fields(c)[1:]...)
+		cmd.Env = append(os.Environ(), "NATS_URL="+up.natsURL)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("MONITORING.md: %s\n%v\n%s", c, err, out)
 		}
 	}
 }
