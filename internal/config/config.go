@@ -128,7 +128,7 @@ type Restart struct {
 // Worker configures the workers (rbee worker; a hive hands these to the
 // workers it starts).
 type Worker struct {
-	AckWait           time.Duration `toml:"ack_wait" env:"ACK_WAIT" help:"job lease: how long a job stays with a worker that stopped renewing it" allowed:">= 100ms, above heartbeat_interval"`
+	AckWait           time.Duration `toml:"ack_wait" env:"ACK_WAIT" help:"job lease: how long a job stays with a worker that stopped renewing it" allowed:">= 100ms, at least heartbeat_interval"`
 	MaxAttempts       int           `toml:"max_attempts" env:"MAX_ATTEMPTS" help:"deliveries of a job that may run it before it is dead-lettered (-1: no limit)" allowed:"-1 or 1 to 100"`
 	HeartbeatInterval time.Duration `toml:"heartbeat_interval" env:"HEARTBEAT_INTERVAL" help:"how often a worker renews its registry key" allowed:"> 0, below provision.worker_ttl / 2"`
 	ShutdownGrace     time.Duration `toml:"shutdown_grace" env:"SHUTDOWN_GRACE" help:"drain: how long jobs in hand may finish after a stop signal (0: 30s; a hive's workers get 5/6 of hive.stop_grace)" allowed:"0 or more, at most 5/6 × hive.stop_grace"`
@@ -444,8 +444,8 @@ func (f File) Validate() error {
 	w := f.Worker
 	if w.AckWait < 100*time.Millisecond {
 		add("worker.ack_wait", w.AckWait, "at least 100ms")
-	} else if w.AckWait <= w.HeartbeatInterval {
-		add("worker.ack_wait", w.AckWait, fmt.Sprintf("above worker.heartbeat_interval (%v), so a lease outlives a missed beat", w.HeartbeatInterval))
+	} else if w.AckWait < w.HeartbeatInterval {
+		add("worker.ack_wait", w.AckWait, fmt.Sprintf("at least worker.heartbeat_interval (%v), so a lease outlives a missed beat", w.HeartbeatInterval))
 	}
 	if w.MaxAttempts != -1 && (w.MaxAttempts < 1 || w.MaxAttempts > 100) {
 		add("worker.max_attempts", w.MaxAttempts, "-1 (no limit) or 1 to 100")
@@ -476,9 +476,6 @@ func (f File) Validate() error {
 	}
 	if p.HiveTTL < time.Second {
 		add("provision.hive_ttl", p.HiveTTL, "at least 1s")
-	}
-	if q.WorkerStaleAfter > 0 && p.WorkerTTL >= time.Second && q.WorkerStaleAfter > p.WorkerTTL {
-		add("queen.worker_stale_after", q.WorkerStaleAfter, fmt.Sprintf("at most provision.worker_ttl (%v)", p.WorkerTTL))
 	}
 	if ps == nil {
 		return nil
