@@ -106,13 +106,14 @@ func configPath(args []string) string {
 	return os.Getenv("RBEE_CONFIG")
 }
 
-// errValidated ends a command run with --validate-config whose
-// configuration is valid.
+// errValidated ends a command run with --validate-config or
+// --print-config whose configuration is valid: it was asked to say so, not
+// to start.
 var errValidated = errors.New("configuration valid")
 
 // load returns the valid configuration, a usageError listing every
-// problem, or errValidated after --validate-config printed that it is
-// valid.
+// problem, or errValidated after --validate-config said it is valid or
+// --print-config printed it.
 func (l *configLoader) load(stdout, stderr io.Writer) (config.File, error) {
 	f, err := config.Load(configPath(l.args))
 	if err != nil {
@@ -121,6 +122,7 @@ func (l *configLoader) load(stdout, stderr io.Writer) (config.File, error) {
 	fs := newFlags(l.name, stderr)
 	fs.String("config", "", "configuration file, TOML (see docs/CONFIG.md; env RBEE_CONFIG); SIGHUP reloads it")
 	validate := fs.Bool("validate-config", false, "check the configuration, print every problem, and exit without starting")
+	print := fs.Bool("print-config", false, "print the effective configuration (file, environment and flags; secrets masked) and exit without starting")
 	l.bind(fs, &f)
 	if err := parse(fs, l.args); err != nil {
 		return f, err
@@ -128,7 +130,15 @@ func (l *configLoader) load(stdout, stderr io.Writer) (config.File, error) {
 	if err := f.ValidateFor(l.sections...); err != nil {
 		return f, usageError{err}
 	}
-	if *validate {
+	switch {
+	case *print:
+		text, err := f.TOML()
+		if err != nil {
+			return f, err
+		}
+		fmt.Fprint(stdout, text)
+		return f, errValidated
+	case *validate:
 		fmt.Fprintln(stdout, "configuration valid")
 		return f, errValidated
 	}

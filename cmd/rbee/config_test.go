@@ -125,6 +125,11 @@ func TestConfigValidateAndPrint(t *testing.T) {
 		t.Errorf("a missing file: %d %s", code, out)
 	}
 
+	// --print-config: the flags over the environment over the file.
+	out, code = rbeeRun(t, []string{"RBEE_QUEEN_IDLE_TIMEOUT=7s", "RBEE_QUEEN_DEFAULT_TIMEOUT=3m"}, "queen", "--config", good, "--print-config", "--default-timeout", "6m")
+	if code != 0 || strings.Contains(out, "hunter2") || !strings.Contains(out, `idle_timeout = "7s"`) || !strings.Contains(out, `default_timeout = "6m0s"`) {
+		t.Errorf("queen --print-config: %d\n%s", code, out)
+	}
 	out, code = rbeeRun(t, []string{"NATS_TOKEN=tok-secret", "RBEE_QUEEN_IDLE_TIMEOUT=7s"}, "config", "print", good)
 	if code != 0 || strings.Contains(out, "hunter2") || strings.Contains(out, "tok-secret") || !strings.Contains(out, `idle_timeout = "7s"`) {
 		t.Errorf("config print (env over the file, secrets masked): %d\n%s", code, out)

@@ -120,8 +120,9 @@ rbee: rbee.toml: invalid configuration (2 problems):
 - ` + "`--validate-config`" + ` on any component checks what it would run with (file, environment, flags), prints
   ` + "`configuration valid`" + ` or the problems, and exits without starting anything. A process checks the rules of
   its own sections: a queen does not refuse a ` + "`[hive]`" + ` value.
-- ` + "`rbee config print [FILE]`" + ` prints the effective configuration as TOML, NATS passwords and tokens masked
-  (API keys never appear: the file names key files, and their contents are not printed).
+- ` + "`rbee config print [FILE]`" + ` prints the effective configuration (file and environment) as TOML, NATS
+  passwords and tokens masked (API keys never appear: the file names key files, and their contents are
+  not printed); ` + "`--print-config`" + ` on a component prints what it would run with, its flags included.
 
 ## Reload
 
