@@ -451,7 +451,9 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 	for i := range first {
 		first[i] = true
 	}
-	var held strings.Builder // the text of an answer that may be tool calls
+	// The text and logprobs of an answer that may be tool calls.
+	var held strings.Builder
+	var heldLP []*schemas.TokenLogprobs
 	for {
 		if ev.Type == schemas.EventEnd && a.tools {
 			if !send(a.chunk(0, "", true, nil)) {
@@ -459,7 +461,7 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 			}
 			chunks := a.toolCallChunks(ev.ToolCalls)
 			if len(ev.ToolCalls) == 0 && held.Len() > 0 {
-				chunks = []any{a.chunk(0, held.String(), false, nil)}
+				chunks = []any{a.heldChunk(held.String(), heldLP)}
 			}
 			for _, c := range chunks {
 				if !send(c) {
@@ -486,6 +488,9 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 		}
 		if a.tools {
 			held.WriteString(ev.Text)
+			if ev.Logprobs != nil {
+				heldLP = append(heldLP, ev.Logprobs)
+			}
 		} else if i := ev.Index; i < a.n {
 			if !send(a.tokenChunk(i, ev.Text, first[i], ev.Logprobs, offset[i])) {
 				return // the client is gone; rl.close tells the worker

@@ -526,6 +526,14 @@ func (a api) tokenChunk(index int, text string, first bool, lp *schemas.TokenLog
 	return c
 }
 
+// heldChunk is the text of a chat answer held back in case it was tool
+// calls, with its tokens' logprobs when asked for.
+func (a api) heldChunk(text string, tokens []*schemas.TokenLogprobs) any {
+	c := a.chunk(0, text, false, nil).(completion[chatChoice])
+	c.Choices[0].Logprobs, _ = a.logprobsOf(tokens, 0)
+	return c
+}
+
 // chunk is one streamed piece of a choice's text; first marks the chat
 // chunk that carries the assistant role. finish is set on the choice's
 // last chunk only.

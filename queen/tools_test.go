@@ -68,3 +68,29 @@ func TestToolCalls(t *testing.T) {
 		t.Errorf("messages %+v", m)
 	}
 }
+
+// A streamed answer to a request with tools that is no call comes whole
+// at the end, as one content delta with its logprobs.
+func TestToolsAnswerWithoutACall(t *testing.T) {
+	f := newFixture(t, nil)
+	taken := f.startWorker(model, sayWithLogprobs)
+	events := f.stream(chatWith(`,"tools":[{"type":"function","function":{"name":"f"}}],"logprobs":true,"stream":true`))
+	recvJob(t, taken)
+	var text string
+	tokens := 0
+	for _, ev := range events[:len(events)-1] {
+		c := decodeObject(t, ev)["choices"].([]any)[0].(map[string]any)
+		if s, ok := c["delta"].(map[string]any)["content"].(string); ok {
+			text += s
+		}
+		if lp, ok := c["logprobs"].(map[string]any); ok {
+			tokens += len(lp["content"].([]any))
+		}
+		if r, ok := c["finish_reason"].(string); ok && r != "length" {
+			t.Errorf("finish_reason %q, want length", r)
+		}
+	}
+	if text != " Once\ufffd" || tokens != 2 {
+		t.Errorf("content %q with %d tokens' logprobs, want \" Once\" and half a character, 2", text, tokens)
+	}
+}
