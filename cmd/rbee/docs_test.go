@@ -6,10 +6,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rbee-dev/rbee/bus/bustest"
 )
 
 // docCurls are the curl commands of path's sh blocks, continuation lines
@@ -115,5 +118,65 @@ func TestDeploymentExamples(t *testing.T) {
 		if out, err := exec.Command(rbeeBin, args...).CombinedOutput(); err != nil {
 			t.Errorf("rbee %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
+	}
+}
+
+// TestDeploymentBackupRestore runs DEPLOYMENT.md's nats CLI backup lines
+// as the operator against rbee up, after some jobs left audit events, and
+// its restore lines into an empty server, which then holds the audit
+// trail that rbee audit verify accepts.
+func TestDeploymentBackupRestore(t *testing.T) {
+	natsBin := natsCLI(t)
+	up := startUp(t)
+	defer stop(t, up.cmd, syscall.SIGTERM)
+	if out, err := exec.Command("curl", "-sf", "http://"+up.httpAddr+"/v1/completions", "-d",
+		`{"model":"stories260K","prompt":"Once upon a time","max_tokens":4}`).CombinedOutput(); err != nil {
+		t.Fatalf("a job for the audit trail: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	run := func(c string, args ...string) {
+		t.Helper()
+		c = strings.ReplaceAll(c, "/backup/rbee", dir)
+		fields := strings.Fields(c)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, natsBin, append(args, fields[1:]...)...)
+		cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+			return strings.HasPrefix(kv, "NATS_URL=") || strings.HasPrefix(kv, "NATS_CONTEXT=")
+		})
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("DEPLOYMENT.md: %s: %v\n%s", c, err, out)
+		}
+	}
+	var restores []string
+	for _, c := range docCommands(t, "../../docs/DEPLOYMENT.md", "nats ") {
+		if strings.HasPrefix(c, "nats backup restore ") {
+			restores = append(restores, c)
+			continue
+		}
+		run(c, "--context", "rbee-operator")
+	}
+	if len(restores) != 2 {
+		t.Fatalf("%d restore lines, want 2", len(restores))
+	}
+	fresh := bustest.RunServer(t)
+	for _, c := range restores {
+		run(c, "--server", fresh.ClientURL())
+	}
+	_, js := bustest.Connect(t, fresh)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, "RBEE_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Msgs; n == 0 {
+		t.Fatal("the restored audit stream is empty")
+	}
+	// The fresh server has no identities: no seeds to present.
+	verify := exec.Command(rbeeBin, "audit", "verify", "--server", fresh.ClientURL())
+	verify.Env = append(os.Environ(), "RBEE_NKEYS_DIR="+t.TempDir())
+	if out, err := verify.CombinedOutput(); err != nil {
+		t.Errorf("rbee audit verify of the restored trail: %v\n%s", err, out)
 	}
 }
