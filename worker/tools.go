@@ -18,7 +18,8 @@ func toolRequest(job schemas.Job, format chat.ToolFormat, req *infer.Request) (s
 		return "", nil
 	}
 	if format == chat.ToolsNone {
-		return "", schemas.Errorf(schemas.CodeInvalidRequest, "tools: the model's chat template does not take tools")
+		return "", schemas.Errorf(schemas.CodeInvalidRequest,
+			"tools: the model's chat template takes no tools in a format rbee reads (Hermes <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS])")
 	}
 	for _, t := range job.Tools {
 		fn := map[string]any{"name": t.Name}

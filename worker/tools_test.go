@@ -80,7 +80,7 @@ func TestToolsNeedATemplateThatTakesThem(t *testing.T) {
 		ToolUse: schemas.ToolUse{Tools: []schemas.Tool{weather}, ToolChoice: schemas.ToolChoiceRequired}}
 	events := drain(t, b.submit(t, job))
 	wantError(t, events, schemas.CodeInvalidRequest)
-	if !strings.Contains(events[len(events)-1].Error.Message, "does not take tools") {
+	if !strings.Contains(events[len(events)-1].Error.Message, "takes no tools") {
 		t.Errorf("error %+v", events[len(events)-1].Error)
 	}
 	b.waitQueueEmpty(t)
