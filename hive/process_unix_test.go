@@ -21,8 +21,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rbee-dev/rbee/bus/bustest"
 	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/bus/bustest"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
