@@ -273,13 +273,14 @@ func reloadMetric(t *testing.T, httpAddr string) string {
 	return regexp.MustCompile(`(?m)^rbee_config_last_reload_successful .*$`).FindString(string(b))
 }
 
-// SIGHUP applies a valid file while rbee up runs: a new log level, a new
+// SIGHUP applies a valid file while rbee up runs (whose bundled model
+// starts without a warning about its context): a new log level, a new
 // queue limit, a new default and a model added to the hive, which starts
 // serving; the environment keeps overriding the file. An invalid file
 // keeps all of that and sets the reload metric to 0.
 func TestSIGHUPReloadsConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rbee.toml")
-	writeFile(t, path, "[log]\nlevel = 'warn'\n[queen]\ndefault_max_tokens = 3\n[hive]\nctx = 128\n")
+	writeFile(t, path, "[log]\nlevel = 'warn'\n[queen]\ndefault_max_tokens = 3\n")
 	logs := &logBuffer{}
 	// The environment overrides the file's first token timeout; its
 	// default max tokens the file sets.
@@ -291,9 +292,13 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 	if strings.Contains(logs.String(), `"level":"INFO"`) {
 		t.Fatal("an info line at log level warn")
 	}
+	// Without a ctx the bundled model gets the 128 it was trained for.
+	if strings.Contains(logs.String(), "longer than the model was trained for") {
+		t.Error("the bundled model started with a context longer than its own")
+	}
 
 	writeFile(t, path, fmt.Sprintf("[log]\nlevel = 'info'\n[queen]\ndefault_max_tokens = 5\nfirst_token_timeout = '2m'\n"+
-		"[provision]\njobs_max_per_model = 7\n[hive]\nctx = 128\n[[hive.models]]\nname = 'stories260K'\n[[hive.models]]\nname = 'tiny'\npath = '%s'\n", mustAbs(t, modelPath)))
+		"[provision]\njobs_max_per_model = 7\n[[hive.models]]\nname = 'stories260K'\n[[hive.models]]\nname = 'tiny'\npath = '%s'\n", mustAbs(t, modelPath)))
 	if err := up.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
