@@ -33,6 +33,8 @@ type Scheduler struct {
 	stopped     bool
 	inFlight    int // submitted and not finished
 	preemptions int
+	kvInUse     int // the engine's KV blocks in use after Run's last step
+	kvCapacity  int
 
 	// Run's own state.
 	waiting []*schedJob // admission order: preempted requests first
@@ -170,6 +172,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 		s.retire()
 		s.admit()
 		if len(s.running) == 0 {
+			s.noteKV()
 			s.e.Rest()
 			select {
 			case <-ctx.Done():
@@ -187,7 +190,25 @@ func (s *Scheduler) Run(ctx context.Context) {
 		}
 		s.e.Step(s.batch)
 		s.relieve()
+		s.noteKV()
 	}
+}
+
+// noteKV copies the pool's use where KVBlocks reads it: only Run may
+// touch the engine.
+func (s *Scheduler) noteKV() {
+	inUse, _, capacity := s.e.KVStats()
+	s.mu.Lock()
+	s.kvInUse, s.kvCapacity = inUse, capacity
+	s.mu.Unlock()
+}
+
+// KVBlocks is the engine's KV blocks in use and the pool's size, as of
+// Run's last step (0, 0 before it ran); each block holds 16 positions.
+func (s *Scheduler) KVBlocks() (inUse, capacity int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kvInUse, s.kvCapacity
 }
 
 // retire ends requests whose context is done and takes finished ones out.

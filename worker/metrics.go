@@ -116,6 +116,7 @@ const queueInfoTimeout = 2 * time.Second
 type liveCollector struct {
 	w                                   *Worker
 	state, sequences, preemptions, jobs *prometheus.Desc
+	kvInUse, kvCapacity                 *prometheus.Desc
 }
 
 // workerStates are the values rbee_worker_state reports, one series each.
@@ -130,6 +131,10 @@ func newLiveCollector(w *Worker) *liveCollector {
 			"Sequences submitted to the scheduler and not finished: the batch, and any waiting for KV room.", nil, nil),
 		preemptions: prometheus.NewDesc("rbee_worker_kv_preemptions_total",
 			"Times a running sequence gave its KV blocks back so that another could grow.", nil, nil),
+		kvInUse: prometheus.NewDesc("rbee_worker_kv_blocks_in_use",
+			"KV cache blocks (16 positions each) held by sequences after the scheduler's last step.", nil, nil),
+		kvCapacity: prometheus.NewDesc("rbee_worker_kv_blocks_capacity",
+			"KV cache blocks in the worker's pool.", nil, nil),
 		jobs: prometheus.NewDesc("rbee_worker_queue_jobs",
 			"Jobs of the model's queue, as its jobs consumer counts them: waiting (not yet taken) or leased (taken, not finished).", []string{"model", "state"}, nil),
 	}
@@ -139,6 +144,8 @@ func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.state
 	ch <- c.sequences
 	ch <- c.preemptions
+	ch <- c.kvInUse
+	ch <- c.kvCapacity
 	ch <- c.jobs
 }
 
@@ -156,6 +163,9 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.sequences, prometheus.GaugeValue, float64(w.sched.InFlight()))
 	ch <- prometheus.MustNewConstMetric(c.preemptions, prometheus.CounterValue, float64(w.sched.Preemptions()))
+	inUse, capacity := w.sched.KVBlocks()
+	ch <- prometheus.MustNewConstMetric(c.kvInUse, prometheus.GaugeValue, float64(inUse))
+	ch <- prometheus.MustNewConstMetric(c.kvCapacity, prometheus.GaugeValue, float64(capacity))
 	ctx, cancel := context.WithTimeout(context.Background(), queueInfoTimeout)
 	defer cancel()
 	cons, err := w.js.Consumer(ctx, w.cfg.Subjects.JobsStream(), w.cfg.Subjects.JobsConsumer(w.cfg.Model))

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"testing"
 
@@ -51,6 +52,11 @@ func TestJobFillsMetrics(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
+	// The job is done and its blocks went back (the prefix cache keeps
+	// none in use); the pool is slots × context / 16.
+	if got := metric(t, r, "rbee_worker_kv_blocks_capacity"); got <= 0 {
+		t.Errorf("rbee_worker_kv_blocks_capacity = %v, want the pool's size", got)
+	}
 	if n, err := testutil.GatherAndCount(r.reg, "rbee_worker_queue_jobs"); err != nil || n != 2 {
 		t.Errorf("rbee_worker_queue_jobs has %d series (%v), want waiting and leased", n, err)
 	}
@@ -61,4 +67,31 @@ func TestJobFillsMetrics(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("lint %s: %s", p.Metric, p.Text)
 	}
+}
+
+// TestKVBlocksFollowRunningJob reads the KV gauges while a long job runs
+// and after it is cancelled: blocks are held while it decodes and given
+// back when it ends.
+func TestKVBlocksFollowRunningJob(t *testing.T) {
+	b := newBed(t)
+	r := b.startWorker(t, worker.Config{ContextLength: longContext})
+	sub := b.submit(t, longJob("long"))
+	checkFor(t, waitLong, func() error {
+		inUse, capacity := metric(t, r, "rbee_worker_kv_blocks_in_use"), metric(t, r, "rbee_worker_kv_blocks_capacity")
+		if inUse <= 0 || inUse > capacity {
+			return fmt.Errorf("%v of %v KV blocks in use while a job runs", inUse, capacity)
+		}
+		if got := metric(t, r, "rbee_worker_batch_sequences"); got != 1 {
+			return fmt.Errorf("%v sequences scheduled, want 1", got)
+		}
+		return nil
+	})
+	cancelJob(t, b, "long")
+	drain(t, sub)
+	checkFor(t, waitLong, func() error {
+		if got := metric(t, r, "rbee_worker_kv_blocks_in_use"); got != 0 {
+			return fmt.Errorf("%v KV blocks in use after the job ended", got)
+		}
+		return nil
+	})
 }

@@ -184,7 +184,7 @@ func TestDashboardAndAlertsUseRegisteredMetrics(t *testing.T) {
 		"rbee_queen_requests_total", "rbee_queen_time_to_first_token_seconds_bucket", "rbee_worker_inter_token_latency_seconds_bucket",
 		"rbee_worker_queue_jobs", "rbee_worker_queue_wait_seconds_bucket", "rbee_queen_jobs_finished_total", "rbee_worker_jobs_total",
 		"rbee_worker_prompt_tokens_total", "rbee_worker_tokens_generated_total", "rbee_worker_decode_tokens_per_second_bucket",
-		"rbee_worker_batch_sequences", "rbee_worker_model_load_seconds", "rbee_worker_state", "rbee_hive_worker_restarts_total",
+		"rbee_worker_batch_sequences", "rbee_worker_kv_blocks_in_use", "rbee_worker_model_load_seconds", "rbee_worker_state", "rbee_hive_worker_restarts_total",
 		"rbee_hive_spawn_rejected_total", "rbee_hive_workers_force_killed_total", "rbee_hive_shutdown_duration_seconds_bucket",
 	} {
 		if !used[want] {
