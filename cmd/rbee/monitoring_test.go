@@ -222,6 +222,9 @@ func scrape(url string) (string, error) {
 // worker of its own with --metrics-addr, and scrapes both over HTTP as
 // Prometheus would.
 func TestHiveAndWorkerServeMetrics(t *testing.T) {
+	// The test's server has no identities: seeds left in the user's
+	// configuration directory must not be presented.
+	t.Setenv("RBEE_NKEYS_DIR", t.TempDir())
 	srv, _, _, _ := bustest.Provisioned(t)
 	hiveAddr, workerAddr := freeAddr(t), freeAddr(t)
 	hiveCmd := start(t, "hive", "--server", srv.ClientURL(), "--id", "metrics", "--serve", "stories260K="+modelPath,
