@@ -168,14 +168,12 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.kvCapacity, prometheus.GaugeValue, float64(capacity))
 	ctx, cancel := context.WithTimeout(context.Background(), queueInfoTimeout)
 	defer cancel()
+	// The lookup fetches the consumer's info: one round trip a scrape.
 	cons, err := w.js.Consumer(ctx, w.cfg.Subjects.JobsStream(), w.cfg.Subjects.JobsConsumer(w.cfg.Model))
 	if err != nil {
 		return
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return
-	}
+	info := cons.CachedInfo()
 	ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(info.NumPending), w.cfg.Model, "waiting")
 	ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(info.NumAckPending), w.cfg.Model, "leased")
 }
