@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rbee-dev/rbee/bus/bustest"
 	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/schemas"
 )
@@ -383,4 +385,78 @@ func mustAbs(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// A hive on its own takes `rbee config reload --hive ID` over the bus: an
+// added model starts serving, a removed one stops, the others carry on.
+func TestHiveReloadsModelsOverTheBus(t *testing.T) {
+	// The server has no authentication: no identity from rbee up's
+	// nkeys directory.
+	t.Setenv("RBEE_NKEYS_DIR", t.TempDir())
+	srv := bustest.RunServer(t)
+	url := srv.ClientURL()
+	path := filepath.Join(t.TempDir(), "hive.toml")
+	model := mustAbs(t, modelPath)
+	writeFile(t, path, fmt.Sprintf("[hive]\nthreads = 1\n[[hive.models]]\nname = 'a'\npath = '%s'\n", model))
+	start(t, "queen", "--server", url, "--http", freeAddr(t))
+	hiveCmd := start(t, "hive", "--config", path, "--server", url, "--id", "h-cfg", "--data-dir", t.TempDir(), "--cache-dir", t.TempDir())
+
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	subj, _ := schemas.NewSubjects("")
+	serving := func(want ...string) func() error {
+		return func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			ws, err := liveWorkers(ctx, js, subj)
+			if err != nil {
+				return err
+			}
+			var got []string
+			for _, w := range ws {
+				got = append(got, w.Model)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("ready workers of %v, want %v", got, want)
+			}
+			return nil
+		}
+	}
+	poll(t, 60*time.Second, serving("a"))
+	var first string
+	for _, w := range must(liveWorkers(context.Background(), js, subj)) {
+		first = w.WorkerID
+	}
+
+	noKeys := []string{"RBEE_NKEYS_DIR=" + t.TempDir()}
+	writeFile(t, path, fmt.Sprintf("[hive]\nthreads = 1\n[[hive.models]]\nname = 'a'\npath = '%s'\n[[hive.models]]\nname = 'b'\npath = '%[1]s'\n", model))
+	out, code := rbeeRun(t, noKeys, "config", "reload", "--hive", "h-cfg", "--server", url)
+	if code != 0 || !strings.Contains(out, "hive h-cfg: reloaded, 2 changes") || !strings.Contains(out, `hive.models[1].name: (none) -> "b"`) {
+		t.Fatalf("config reload --hive: %d\n%s", code, out)
+	}
+	poll(t, 60*time.Second, serving("a", "b"))
+	for _, w := range must(liveWorkers(context.Background(), js, subj)) {
+		if w.Model == "a" && w.WorkerID != first {
+			t.Errorf("a's worker %s was replaced by %s: a reload must leave it alone", first, w.WorkerID)
+		}
+	}
+
+	writeFile(t, path, fmt.Sprintf("[hive]\nthreads = 1\n[[hive.models]]\nname = 'b'\npath = '%s'\n", model))
+	if out, code := rbeeRun(t, noKeys, "config", "reload", "--hive", "h-cfg", "--server", url); code != 0 {
+		t.Fatalf("config reload --hive: %d\n%s", code, out)
+	}
+	poll(t, 60*time.Second, serving("b"))
+	stop(t, hiveCmd, syscall.SIGTERM) // and its workers with it
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
