@@ -90,7 +90,8 @@ func Permissions(subj schemas.Subjects, role Role) *server.Permissions {
 					base + ".audit.hive.>",
 					"$JS.API.DIRECT.GET." + subj.EventsStream() + "." + base + ".audit.hive.>",
 				})},
-			Subscribe: &server.SubjectPermission{Allow: []string{inbox, base + ".control.hive.>", "$SRV.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{inbox, base + ".control.hive.>", "$SRV.>",
+				base + ".heartbeat.worker.>"}},
 			// The control service answers whoever asked.
 			Response: &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 		}

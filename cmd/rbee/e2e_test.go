@@ -40,11 +40,18 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	rbeeBin = filepath.Join(dir, "rbee")
-	// Hives keep their data directories under the state directory unless
-	// told otherwise: the tests' go with the test run, not the user's.
-	if err := os.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state")); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	// Hives keep their data directories under the state directory, rbee up
+	// its NATS identities and nats CLI contexts under the config directory,
+	// unless told otherwise: the tests' go with the test run, and the
+	// user's are not used.
+	for k, v := range map[string]string{
+		"XDG_STATE_HOME": filepath.Join(dir, "state"), "XDG_CONFIG_HOME": filepath.Join(dir, "config"),
+		"RBEE_NKEYS_DIR": filepath.Join(dir, "nkeys"),
+	} {
+		if err := os.Setenv(k, v); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	build := exec.Command("go", "build", "-o", rbeeBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr

@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/rbee-dev/rbee/bus"
 )
@@ -59,6 +65,45 @@ func withDefaultIdentity(cfg bus.Config, role bus.Role) bus.Config {
 		cfg.InboxPrefix = bus.InboxPrefix(role)
 	}
 	return cfg
+}
+
+// authRequired reads the INFO a NATS server sends first, from the first of
+// urls that answers, and reports whether it asks clients to authenticate.
+// When none answers it says yes: the connection then fails as it would.
+func authRequired(ctx context.Context, urls string) bool {
+	if strings.TrimSpace(urls) == "" {
+		urls = bus.DefaultURL
+	}
+	for raw := range strings.SplitSeq(urls, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.Host == "" {
+			continue
+		}
+		host := u.Host
+		if u.Port() == "" {
+			host = net.JoinHostPort(u.Hostname(), "4222")
+		}
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", host)
+		cancel()
+		if err != nil {
+			continue
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		line, err := bufio.NewReaderSize(conn, 4096).ReadString('\n')
+		conn.Close()
+		info, ok := strings.CutPrefix(line, "INFO ")
+		if err != nil || !ok {
+			continue
+		}
+		var v struct {
+			AuthRequired bool `json:"auth_required"`
+		}
+		if json.Unmarshal([]byte(info), &v) == nil {
+			return v.AuthRequired
+		}
+	}
+	return true
 }
 
 // natsContext is the part of a nats CLI context file rbee up writes.

@@ -18,13 +18,17 @@ func TestOfficialJSClients(t *testing.T) {
 	dir := jsClients(t)
 	// toolbee (tools_e2e_test.go) takes tools: the tool-call checks use it.
 	up := startUp(t, "--catalog", "toolbee="+toolModel(t))
-	defer stop(t, up.cmd, os.Interrupt)
 	cmd := exec.Command("node", "clients.mjs", "http://"+up.httpAddr, "stories260K", "toolbee")
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	t.Logf("node clients.mjs:\n%s", out)
 	if err != nil {
 		t.Fatalf("the JavaScript clients failed: %v", err)
+	}
+	// All of that within each part's NATS permissions.
+	stop(t, up.cmd, os.Interrupt)
+	if strings.Contains(up.stderr.String(), "Permissions Violation") {
+		t.Errorf("the server refused one of rbee's own parts:\n%s", up.stderr.String())
 	}
 	passed := 0
 	for line := range strings.Lines(string(out)) {

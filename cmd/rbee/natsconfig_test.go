@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/bus/bustest"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -92,5 +93,20 @@ func TestNATSConfigForAnExternalServer(t *testing.T) {
 	}
 	if n, _, err := jobs.Pending(); err != nil || n != 0 {
 		t.Errorf("%d more jobs arrived (%v), want none", n, err)
+	}
+}
+
+// A command that picks rbee up's identity by itself still reaches a server
+// without users (one that refuses nkeys), by connecting without it.
+func TestDefaultIdentityOnAnOpenServer(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nkeys")
+	if _, err := bus.LoadIdentities(dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("RBEE_NKEYS_DIR", dir)
+	srv, _, _, _ := bustest.Provisioned(t)
+	out := rbeeOut(t, "workers", "ls", "--server", srv.ClientURL(), "--json")
+	if strings.TrimSpace(out) != "[]" {
+		t.Errorf("workers ls: %q, want an empty list", out)
 	}
 }

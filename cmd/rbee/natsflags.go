@@ -68,6 +68,17 @@ func (n *natsFlags) busConfig() bus.Config {
 	return withDefaultIdentity(n.file.Bus(n.name), roleOf(n.name))
 }
 
+// dial connects with busConfig. An rbee up identity it picked by itself is
+// left out when the server asks for no authentication: such a server
+// refuses nkeys.
+func (n *natsFlags) dial(ctx context.Context, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	cfg, own := n.busConfig(), n.file.Bus(n.name)
+	if cfg.NKey != own.NKey && !authRequired(ctx, cfg.URL) {
+		cfg = own
+	}
+	return dial(ctx, cfg, log)
+}
+
 // clientConnectWait is how long a client command waits for a NATS server
 // before it says none answers.
 const clientConnectWait = 3 * time.Second
@@ -76,11 +87,11 @@ const clientConnectWait = 3 * time.Second
 // clientConnectWait with one line; a service retries until ctx ends.
 func (n *natsFlags) connect(ctx context.Context, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	if !n.client {
-		return dial(ctx, n.busConfig(), log)
+		return n.dial(ctx, log)
 	}
 	cctx, cancel := context.WithTimeoutCause(ctx, clientConnectWait, errNoServer)
 	defer cancel()
-	nc, js, err := dial(cctx, n.busConfig(), slog.New(slog.DiscardHandler))
+	nc, js, err := n.dial(cctx, slog.New(slog.DiscardHandler))
 	if err != nil && errors.Is(context.Cause(cctx), errNoServer) {
 		return nil, nil, fmt.Errorf("no NATS server answers at %s within %v: start one (rbee up), or point --server or NATS_URL at it",
 			serverURL(n.file.NATS.URL), clientConnectWait)
@@ -95,7 +106,7 @@ var errNoServer = errors.New("no NATS server answered")
 // provisioning (the queen, rbee up or rbee provision) made, and refuse to
 // start with a message naming what is missing.
 func (n *natsFlags) connectChecked(ctx context.Context, log *slog.Logger, subj schemas.Subjects) (*nats.Conn, jetstream.JetStream, error) {
-	nc, js, err := dial(ctx, n.busConfig(), log)
+	nc, js, err := n.dial(ctx, log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,6 +30,7 @@ type upInstance struct {
 	cmd      *exec.Cmd
 	httpAddr string
 	natsURL  string
+	stderr   *bytes.Buffer // what rbee up logged; read it once it has stopped
 }
 
 // startUp runs `rbee up` on free ports and temporary directories and
@@ -43,7 +45,8 @@ func startUp(t *testing.T, extra ...string) upInstance {
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	args := append([]string{"up", "--http", httpAddr, "--nats-port", "-1", "--data-dir", dir + "/nats", "--hive-data-dir", dir + "/hive", "--cache-dir", dir + "/cache"}, extra...)
 	cmd := exec.Command(rbeeBin, args...)
-	cmd.Stderr = os.Stderr
+	var logged bytes.Buffer
+	cmd.Stderr = io.MultiWriter(os.Stderr, &logged)
 	cmd.Env = append(os.Environ(), "RBEE_LOG_LEVEL=warn", "NATS_URL=nats://127.0.0.1:1") // ignored by up
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -86,7 +89,7 @@ func startUp(t *testing.T, extra ...string) upInstance {
 	if natsURL == "" {
 		t.Fatalf("banner names no NATS URL:\n%s", text)
 	}
-	return upInstance{cmd: cmd, httpAddr: httpAddr, natsURL: natsURL}
+	return upInstance{cmd: cmd, httpAddr: httpAddr, natsURL: natsURL, stderr: &logged}
 }
 
 // connect dials rbee up's server as one of its identities.
@@ -137,6 +140,10 @@ func TestUpServesAndStopsCleanly(t *testing.T) {
 	}
 
 	stop(t, up.cmd, os.Interrupt)
+	// Every part did its work within its identity's permissions.
+	if strings.Contains(up.stderr.String(), "Permissions Violation") {
+		t.Errorf("the server refused one of rbee's own parts:\n%s", up.stderr.String())
+	}
 	poll(t, 10*time.Second, func() error {
 		if err := syscall.Kill(workers[0].PID, 0); !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("worker pid %d still exists after rbee up stopped", workers[0].PID)
