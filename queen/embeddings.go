@@ -63,7 +63,7 @@ func textInput(raw json.RawMessage) ([]string, error) {
 	}
 	var tokens []json.RawMessage
 	if json.Unmarshal(raw, &tokens) == nil {
-		return nil, schemas.Errorf(schemas.CodeInvalidRequest, "input: token arrays are not supported; send a string or an array of strings")
+		return nil, schemas.Errorf(schemas.CodeUnsupportedParameter, "unsupported parameter input as token arrays: send a string or an array of strings")
 	}
 	return nil, schemas.Errorf(schemas.CodeInvalidRequest, "input: want a string or an array of strings")
 }
@@ -104,7 +104,7 @@ func (q *Queen) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 		case req.EncodingFormat != "" && req.EncodingFormat != "float" && req.EncodingFormat != "base64":
 			err = schemas.Errorf(schemas.CodeInvalidRequest, "encoding_format %q: want float or base64", req.EncodingFormat)
 		case req.Dimensions != nil:
-			err = schemas.Errorf(schemas.CodeInvalidRequest, "dimensions is not supported: the model's embeddings have the length of its hidden state")
+			err = schemas.Errorf(schemas.CodeUnsupportedParameter, "unsupported parameter dimensions: the model's embeddings have the length of its hidden state")
 		}
 	}
 	if err == nil {

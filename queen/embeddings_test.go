@@ -69,9 +69,9 @@ func TestEmbeddingsRefusals(t *testing.T) {
 	f := newFixture(t, nil)
 	f.putWorker("w1", model, schemas.WorkerReady)
 	for _, c := range []struct{ body, names string }{
-		{`{"model":"` + model + `","input":"a","dimensions":8}`, "dimensions"},
-		{`{"model":"` + model + `","input":[1,2,3]}`, "token arrays"},
-		{`{"model":"` + model + `","input":[[1,2]]}`, "token arrays"},
+		{`{"model":"` + model + `","input":"a","dimensions":8}`, "unsupported parameter dimensions"},
+		{`{"model":"` + model + `","input":[1,2,3]}`, "unsupported parameter input as token arrays"},
+		{`{"model":"` + model + `","input":[[1,2]]}`, "unsupported parameter input as token arrays"},
 		{`{"model":"` + model + `","input":"a","encoding_format":"int8"}`, "encoding_format"},
 		{`{"model":"` + model + `","input":"a","temperature":1}`, "temperature"},
 		{`{"model":"` + model + `"}`, "input is missing"},
@@ -81,8 +81,12 @@ func TestEmbeddingsRefusals(t *testing.T) {
 	} {
 		resp, body := f.post("/v1/embeddings", c.body)
 		e, _ := body["error"].(map[string]any)
-		if resp.StatusCode != http.StatusBadRequest || e["code"] != string(schemas.CodeInvalidRequest) || !strings.Contains(e["message"].(string), c.names) {
-			t.Errorf("%s: status %d, %v; want 400 invalid_request naming %s", c.body, resp.StatusCode, body, c.names)
+		want := schemas.CodeInvalidRequest
+		if strings.HasPrefix(c.names, "unsupported parameter") {
+			want = schemas.CodeUnsupportedParameter
+		}
+		if resp.StatusCode != http.StatusBadRequest || e["code"] != string(want) || !strings.Contains(e["message"].(string), c.names) {
+			t.Errorf("%s: status %d, %v; want 400 %s naming %s", c.body, resp.StatusCode, body, want, c.names)
 		}
 	}
 }
@@ -226,7 +230,7 @@ func FuzzEmbedInput(f *testing.F) {
 		var oai embeddingsRequest
 		if json.Unmarshal(body, &oai) == nil {
 			if inputs, err := textInput(oai.Input); err != nil {
-				if schemas.CodeOf(err) != schemas.CodeInvalidRequest {
+				if c := schemas.CodeOf(err); c != schemas.CodeInvalidRequest && c != schemas.CodeUnsupportedParameter {
 					t.Fatalf("textInput: %v", err)
 				}
 			} else {
@@ -237,7 +241,7 @@ func FuzzEmbedInput(f *testing.F) {
 		if json.Unmarshal(body, &oll) == nil {
 			if ir, err := oll.inferRequest(); err == nil {
 				checkAccepted(t, "ollama embed", ir)
-			} else if schemas.CodeOf(err) != schemas.CodeInvalidRequest {
+			} else if c := schemas.CodeOf(err); c != schemas.CodeInvalidRequest && c != schemas.CodeUnsupportedParameter {
 				t.Fatalf("ollama embed: %v", err)
 			}
 		}

@@ -77,7 +77,7 @@ var unsupportedOllamaOptions = []string{"num_ctx", "num_batch", "num_gpu", "main
 	"use_mmap", "use_mlock", "vocab_only"}
 
 func ollamaUnsupported(field string) error {
-	return schemas.Errorf(schemas.CodeInvalidRequest, "%s is not supported by rbee", field)
+	return schemas.Errorf(schemas.CodeUnsupportedParameter, "unsupported parameter %s: rbee cannot honour it", field)
 }
 
 // inferRequest maps the fields the two generation routes share.

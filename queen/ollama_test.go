@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/rbee-dev/rbee/schemas"
@@ -103,8 +104,13 @@ func TestOllamaRefusesWhatItCannotHonour(t *testing.T) {
 		`{"model":"` + model + `","prompt":"a\u0000b"}`,
 	} {
 		resp, got := f.post("/api/generate", body)
-		if resp.StatusCode != http.StatusBadRequest || got["error"] == "" || got["code"] != string(schemas.CodeInvalidRequest) {
+		code, _ := got["code"].(string)
+		if resp.StatusCode != http.StatusBadRequest || got["error"] == "" ||
+			(code != string(schemas.CodeInvalidRequest) && code != string(schemas.CodeUnsupportedParameter)) {
 			t.Errorf("%s: status %d, %v, want 400 with an error", body, resp.StatusCode, got)
+		}
+		if strings.Contains(got["error"].(string), "unsupported parameter") != (code == string(schemas.CodeUnsupportedParameter)) {
+			t.Errorf("%s: %v: an unsupported parameter's refusal has its own code", body, got)
 		}
 	}
 	resp, got := f.post("/api/chat", `{"model":"`+model+`","messages":[{"role":"user","content":"Hi"}],"tools":[{"type":"function"}]}`)

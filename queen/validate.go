@@ -76,7 +76,7 @@ func unset(name string, raw json.RawMessage) error {
 	case "null", "false", "0", `""`, "[]", "{}":
 		return nil
 	}
-	return schemas.Errorf(schemas.CodeInvalidRequest, "unsupported parameter %s: rbee cannot honour it (leave it out, or null)", name)
+	return schemas.Errorf(schemas.CodeUnsupportedParameter, "unsupported parameter %s: rbee cannot honour it (leave it out, or null)", name)
 }
 
 func oneOrUnset(name string, raw json.RawMessage) error {

@@ -160,14 +160,14 @@ func TestMalformedRequests(t *testing.T) {
 		{"top_logprobs without logprobs", "POST", chat, chatWith(`,"top_logprobs":3`), nil, 400, bad},
 		{"top_logprobs past 20", "POST", chat, chatWith(`,"logprobs":true,"top_logprobs":21`), nil, 400, bad},
 		{"completions logprobs past 5", "POST", comp, completionWith(`,"logprobs":6`), nil, 400, bad},
-		{"top_logprobs on completions", "POST", comp, completionWith(`,"top_logprobs":2`), nil, 400, bad},
+		{"top_logprobs on completions", "POST", comp, completionWith(`,"top_logprobs":2`), nil, 400, schemas.CodeUnsupportedParameter},
 		{"logit_bias key not a token", "POST", chat, chatWith(`,"logit_bias":{"x":2}`), nil, 400, bad},
 		{"logit_bias past 100", "POST", chat, chatWith(`,"logit_bias":{"1":101}`), nil, 400, bad},
 		{"audio output", "POST", chat, chatWith(`,"modalities":["text","audio"]`), nil, 400, bad},
 		{"image part", "POST", chat, chatSaying(`[{"type":"image_url","image_url":{"url":"http://x"}}]`), nil, 400, bad},
-		{"suffix", "POST", comp, completionWith(`,"suffix":"The end."`), nil, 400, bad},
-		{"echo", "POST", comp, completionWith(`,"echo":true`), nil, 400, bad},
-		{"best_of 3", "POST", comp, completionWith(`,"best_of":3`), nil, 400, bad},
+		{"suffix", "POST", comp, completionWith(`,"suffix":"The end."`), nil, 400, schemas.CodeUnsupportedParameter},
+		{"echo", "POST", comp, completionWith(`,"echo":true`), nil, 400, schemas.CodeUnsupportedParameter},
+		{"best_of 3", "POST", comp, completionWith(`,"best_of":3`), nil, 400, schemas.CodeUnsupportedParameter},
 	}
 	if len(cases) < 60 {
 		t.Fatalf("%d cases; the issue asks for 60 at least", len(cases))

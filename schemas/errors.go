@@ -61,36 +61,41 @@ const (
 	// cannot guarantee (the message names the keyword); it is refused
 	// rather than honoured in part.
 	CodeUnsupportedSchema Code = "unsupported_schema"
+	// CodeUnsupportedParameter: the request sets a field rbee knows but
+	// cannot honour (echo, suffix, an Ollama option set per worker); the
+	// message names it. It is refused rather than ignored.
+	CodeUnsupportedParameter Code = "unsupported_parameter"
 )
 
 var httpStatus = map[Code]int{
-	CodeInvalidRequest:    http.StatusBadRequest,
-	CodeModelNotFound:     http.StatusNotFound,
-	CodeNoCapacity:        http.StatusServiceUnavailable,
-	CodeContextExceeded:   http.StatusBadRequest,
-	CodeCancelled:         499,
-	CodeTimeout:           http.StatusGatewayTimeout,
-	CodeWorkerShutdown:    http.StatusServiceUnavailable,
-	CodeEngineFailure:     http.StatusInternalServerError,
-	CodeTemplateError:     http.StatusBadRequest,
-	CodeBusUnavailable:    http.StatusServiceUnavailable,
-	CodeInternal:          http.StatusInternalServerError,
-	CodeMethodNotAllowed:  http.StatusMethodNotAllowed,
-	CodeNotFound:          http.StatusNotFound,
-	CodeDeadlineExceeded:  http.StatusGatewayTimeout,
-	CodeQueueFull:         http.StatusTooManyRequests,
-	CodeFenced:            http.StatusConflict,
-	CodeShuttingDown:      http.StatusServiceUnavailable,
-	CodeDeadLettered:      http.StatusInternalServerError,
-	CodeInsufficientRAM:   http.StatusInsufficientStorage,
-	CodeInsufficientVRAM:  http.StatusInsufficientStorage,
-	CodeInsufficientDisk:  http.StatusInsufficientStorage,
-	CodeTooManyWorkers:    http.StatusServiceUnavailable,
-	CodeInvalidAPIKey:     http.StatusUnauthorized,
-	CodeForbidden:         http.StatusForbidden,
-	CodeRateLimited:       http.StatusTooManyRequests,
-	CodeTooLarge:          http.StatusRequestEntityTooLarge,
-	CodeUnsupportedSchema: http.StatusBadRequest,
+	CodeInvalidRequest:       http.StatusBadRequest,
+	CodeModelNotFound:        http.StatusNotFound,
+	CodeNoCapacity:           http.StatusServiceUnavailable,
+	CodeContextExceeded:      http.StatusBadRequest,
+	CodeCancelled:            499,
+	CodeTimeout:              http.StatusGatewayTimeout,
+	CodeWorkerShutdown:       http.StatusServiceUnavailable,
+	CodeEngineFailure:        http.StatusInternalServerError,
+	CodeTemplateError:        http.StatusBadRequest,
+	CodeBusUnavailable:       http.StatusServiceUnavailable,
+	CodeInternal:             http.StatusInternalServerError,
+	CodeMethodNotAllowed:     http.StatusMethodNotAllowed,
+	CodeNotFound:             http.StatusNotFound,
+	CodeDeadlineExceeded:     http.StatusGatewayTimeout,
+	CodeQueueFull:            http.StatusTooManyRequests,
+	CodeFenced:               http.StatusConflict,
+	CodeShuttingDown:         http.StatusServiceUnavailable,
+	CodeDeadLettered:         http.StatusInternalServerError,
+	CodeInsufficientRAM:      http.StatusInsufficientStorage,
+	CodeInsufficientVRAM:     http.StatusInsufficientStorage,
+	CodeInsufficientDisk:     http.StatusInsufficientStorage,
+	CodeTooManyWorkers:       http.StatusServiceUnavailable,
+	CodeInvalidAPIKey:        http.StatusUnauthorized,
+	CodeForbidden:            http.StatusForbidden,
+	CodeRateLimited:          http.StatusTooManyRequests,
+	CodeTooLarge:             http.StatusRequestEntityTooLarge,
+	CodeUnsupportedSchema:    http.StatusBadRequest,
+	CodeUnsupportedParameter: http.StatusBadRequest,
 }
 
 // retryable lists the codes for which the same request may succeed later:
