@@ -49,7 +49,8 @@ FUZZ_TARGETS = \
 	./queen:FuzzOpenAIRequest \
 	./queen:FuzzCheckBody \
 	./queen:FuzzEmbedInput \
-	./internal/apikey:FuzzDecode
+	./internal/apikey:FuzzDecode \
+	./internal/config:FuzzDecode
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
