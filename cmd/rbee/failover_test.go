@@ -188,6 +188,32 @@ func (b *failoverBed) jobEvents(t *testing.T, jobID string) []schemas.Event {
 	return events
 }
 
+// waitTakenOver waits until the job's newest stored event comes from its
+// second delivery.
+func (b *failoverBed) waitTakenOver(t *testing.T, jobID string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	str, err := b.js.Stream(ctx, b.subj.StreamsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, time.Minute, func() error {
+		msg, err := str.GetLastMsgForSubject(ctx, b.subj.JobEvents("*", jobID))
+		if err != nil {
+			return err
+		}
+		events, err := schemas.DecodeEvents(nil, msg.Data)
+		if err != nil || len(events) == 0 {
+			return fmt.Errorf("newest event: %v", err)
+		}
+		if d := events[len(events)-1].Delivery; d < 2 {
+			return fmt.Errorf("newest event from delivery %d, want 2", d)
+		}
+		return nil
+	})
+}
+
 // checkStored verifies what the stream holds for the job: one unbroken
 // sequence, delivery numbers that only grow, and the last from delivery 2.
 func checkStored(t *testing.T, events []schemas.Event) {
@@ -254,8 +280,10 @@ func TestFailoverAfterWorkerPausedPastLease(t *testing.T) {
 	if err := paused.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	// The other worker takes over once the lease lapses; the stream then
-	// goes on. Wake the paused one while the other is still writing.
+	// The other worker takes over once the lease lapses. Wake the paused
+	// one only once it has: the paused worker may have written far ahead
+	// of what the client has read, so reading alone proves nothing.
+	b.waitTakenOver(t, jobID)
 	got += r.readN(20)
 	if err := paused.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
