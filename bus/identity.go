@@ -97,11 +97,15 @@ func Permissions(subj schemas.Subjects, role Role) *server.Permissions {
 		}
 	case RoleClient:
 		return &server.Permissions{
-			Publish: &server.SubjectPermission{Allow: cat(discovery, kvWrite(subj.CancelsBucket()), []string{
-				subj.Infer(),
-				"$JS.API.INFO",
-				"$JS.API.STREAM.INFO.KV_" + subj.CancelsBucket(),
-			})},
+			// rbee models reads which models live workers and hives serve.
+			Publish: &server.SubjectPermission{Allow: cat(discovery, kvWrite(subj.CancelsBucket()),
+				kvRead(subj.WorkersBucket()), kvRead(subj.HivesBucket()), []string{
+					subj.Infer(),
+					"$JS.API.INFO",
+					"$JS.API.STREAM.INFO.KV_" + subj.CancelsBucket(),
+					"$JS.API.STREAM.INFO.KV_" + subj.WorkersBucket(),
+					"$JS.API.STREAM.INFO.KV_" + subj.HivesBucket(),
+				})},
 			Subscribe: &server.SubjectPermission{Allow: []string{inbox}},
 		}
 	case RoleQueen:

@@ -139,6 +139,14 @@ func TestUpServesAndStopsCleanly(t *testing.T) {
 		t.Fatalf("live workers %+v (%v), want 1", workers, err)
 	}
 
+	// The client commands, as the README runs them, find the client
+	// identity by themselves.
+	if out := rbeeOut(t, "models", "--server", up.natsURL); !strings.Contains(out, "stories260K") {
+		t.Errorf("rbee models: %q", out)
+	}
+	if out := rbeeOut(t, "run", "stories260K", "Once upon a time", "--max-tokens", "8", "--temperature", "0", "--server", up.natsURL); !strings.HasPrefix(out, ", there was") {
+		t.Errorf("rbee run: %q", out)
+	}
 	stop(t, up.cmd, os.Interrupt)
 	// Every part did its work within its identity's permissions.
 	if strings.Contains(up.stderr.String(), "Permissions Violation") {
