@@ -147,6 +147,20 @@ func (a *Auditor) Run(ctx context.Context) {
 	}
 }
 
+// Start runs the auditor in a goroutine of its own until the returned stop
+// is called, which then waits for Run to publish what is queued and return.
+// A component starts it before its work and stops it after, so that the
+// events of its last moments are published too.
+func (a *Auditor) Start() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { a.Run(ctx) })
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
 // auditLink is where a producer's chain stands: its last Seq and hash.
 type auditLink struct {
 	seq  uint64
@@ -228,6 +242,17 @@ type AuditRecord struct {
 	Event     schemas.AuditEvent `json:"-"`
 }
 
+// AuditRecordOf is the record of one message of the audit stream; the
+// error says why its body does not decode, and the record holds what could
+// be read.
+func AuditRecordOf(msg jetstream.Msg) (AuditRecord, error) {
+	rec := AuditRecord{Subject: msg.Subject(), Hash: msg.Headers().Get(schemas.HeaderAuditHash), Body: msg.Data()}
+	if meta, err := msg.Metadata(); err == nil {
+		rec.StreamSeq = meta.Sequence.Stream
+	}
+	return rec, json.Unmarshal(msg.Data(), &rec.Event)
+}
+
 // AuditRecords calls f with every audit event the stream holds from since
 // on (zero: all), in stream order, and returns when it has seen the last
 // one there was when it began, or when f returns an error.
@@ -254,10 +279,8 @@ func AuditRecords(ctx context.Context, js jetstream.JetStream, subj schemas.Subj
 			if err != nil {
 				return fmt.Errorf("read audit stream %s: %w", subj.EventsStream(), err)
 			}
-			rec := AuditRecord{StreamSeq: meta.Sequence.Stream, Subject: msg.Subject(),
-				Hash: msg.Headers().Get(schemas.HeaderAuditHash), Body: msg.Data()}
 			// A body that does not decode still counts: VerifyAudit reports it.
-			_ = json.Unmarshal(msg.Data(), &rec.Event)
+			rec, _ := AuditRecordOf(msg)
 			if err := f(rec); err != nil {
 				return err
 			}

@@ -158,13 +158,7 @@ func (h *Hive) Run(ctx context.Context) error {
 	defer st.close()
 	// One hive holds the data directory's lock, so one writes its chain;
 	// the auditor outlives the workers, whose ends it records.
-	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
-	var audit sync.WaitGroup
-	audit.Go(func() { h.auditor.Run(auditCtx) })
-	defer func() {
-		stopAudit()
-		audit.Wait()
-	}()
+	defer h.auditor.Start()()
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 

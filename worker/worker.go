@@ -221,13 +221,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer stopOrphan()
 
 	// The auditor outlives the jobs, whose ends it records.
-	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
-	var audit sync.WaitGroup
-	audit.Go(func() { w.auditor.Run(auditCtx) })
-	defer func() {
-		stopAudit()
-		audit.Wait()
-	}()
+	defer w.auditor.Start()()
 
 	// The heartbeat outlives ctx: "draining" must be seen until the end.
 	beatNow, stopHeartbeat := make(chan struct{}, 1), make(chan struct{})

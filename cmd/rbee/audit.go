@@ -89,11 +89,8 @@ func followAudit(ctx context.Context, js jetstream.JetStream, subj schemas.Subje
 		if err != nil {
 			return fmt.Errorf("audit tail: %w", err)
 		}
-		rec := bus.AuditRecord{Subject: msg.Subject(), Hash: msg.Headers().Get(schemas.HeaderAuditHash), Body: msg.Data()}
-		if meta, err := msg.Metadata(); err == nil {
-			rec.StreamSeq = meta.Sequence.Stream
-		}
-		if err := json.Unmarshal(msg.Data(), &rec.Event); err != nil {
+		rec, err := bus.AuditRecordOf(msg)
+		if err != nil {
 			rec.Event.Reason = "unreadable: " + err.Error()
 		}
 		show(rec)
