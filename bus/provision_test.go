@@ -88,7 +88,8 @@ func TestProvisionIsIdempotentAndUpdates(t *testing.T) {
 		t.Errorf("workers bucket TTL %v history %d marker TTL %v", st.TTL(), st.History(), st.LimitMarkerTTL())
 	}
 
-	changed := bus.Provisioning{JobsMaxMsgs: 5, JobsMaxAge: 10 * time.Minute, WorkerTTL: 3 * time.Second, EventsMaxAge: time.Hour}
+	changed := bus.Provisioning{JobsMaxMsgs: 5, JobsMaxAge: 10 * time.Minute, WorkerTTL: 3 * time.Second,
+		EventsMaxAge: time.Hour, EventsMaxBytes: 1 << 20}
 	if err := bus.Provision(ctx, js, subj, changed); err != nil {
 		t.Fatalf("Provision with changed settings: %v", err)
 	}
@@ -99,8 +100,8 @@ func TestProvisionIsIdempotentAndUpdates(t *testing.T) {
 	if info.Config.MaxMsgs != 5 || info.Config.MaxAge != 10*time.Minute {
 		t.Errorf("jobs stream not updated: max msgs %d, max age %v", info.Config.MaxMsgs, info.Config.MaxAge)
 	}
-	if info, err := events.Info(ctx); err != nil || info.Config.MaxAge != time.Hour {
-		t.Errorf("events stream not updated: %v %v", info.Config.MaxAge, err)
+	if info, err := events.Info(ctx); err != nil || info.Config.MaxAge != time.Hour || info.Config.MaxBytes != 1<<20 {
+		t.Errorf("events stream not updated: %+v %v", info.Config, err)
 	}
 	if st, err := kv.Status(ctx); err != nil || st.TTL() != 3*time.Second {
 		t.Errorf("workers bucket not updated: TTL %v, err %v", st.TTL(), err)

@@ -21,6 +21,9 @@ func bindProvisionFlags(fs *flag.FlagSet, f *config.File) {
 	fs.DurationVar(&p.JobsMaxAge, "jobs-max-age", p.JobsMaxAge, "how long a job may wait for a worker (provision.jobs_max_age)")
 	fs.DurationVar(&p.StreamsMaxAge, "streams-max-age", p.StreamsMaxAge, "how long a job's events are kept (provision.streams_max_age)")
 	fs.DurationVar(&p.DeadLetterMaxAge, "dlq-max-age", p.DeadLetterMaxAge, "how long dead-lettered jobs are kept (provision.dlq_max_age)")
+	fs.DurationVar(&p.AuditMaxAge, "audit-max-age", p.AuditMaxAge, "how long audit events are kept (provision.audit_max_age)")
+	fs.Int64Var(&p.AuditMaxBytes, "audit-max-bytes", p.AuditMaxBytes, "bound of the audit stream in bytes, 0 for none (provision.audit_max_bytes)")
+	fs.IntVar(&p.AuditReplicas, "audit-replicas", p.AuditReplicas, "replicas of the audit stream, 0 for provision.replicas (provision.audit_replicas)")
 	fs.DurationVar(&p.WorkerTTL, "worker-ttl", p.WorkerTTL, "how soon a worker that stops heartbeating leaves the registry (provision.worker_ttl)")
 	fs.DurationVar(&p.HiveTTL, "hive-ttl", p.HiveTTL, "how soon a hive that stops heartbeating leaves the registry (provision.hive_ttl)")
 }

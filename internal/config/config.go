@@ -143,6 +143,9 @@ type Provision struct {
 	JobsMaxAge       time.Duration `toml:"jobs_max_age" env:"JOBS_MAX_AGE" live:"true" help:"how long a job may wait for a worker" allowed:"> 0"`
 	StreamsMaxAge    time.Duration `toml:"streams_max_age" env:"STREAMS_MAX_AGE" live:"true" help:"how long a job's events are kept" allowed:"> 0"`
 	DeadLetterMaxAge time.Duration `toml:"dlq_max_age" env:"DLQ_MAX_AGE" live:"true" help:"how long dead-lettered jobs are kept" allowed:"> 0"`
+	AuditMaxAge      time.Duration `toml:"audit_max_age" env:"AUDIT_MAX_AGE" live:"true" help:"how long audit events are kept" allowed:">= 1s"`
+	AuditMaxBytes    int64         `toml:"audit_max_bytes" env:"AUDIT_MAX_BYTES" live:"true" help:"bound of the audit stream in bytes; the oldest events go first (0: only the age bounds it)" allowed:"0 or more"`
+	AuditReplicas    int           `toml:"audit_replicas" env:"AUDIT_REPLICAS" help:"replicas of the audit stream (0: provision.replicas)" allowed:"0, 1, 3 or 5"`
 	WorkerTTL        time.Duration `toml:"worker_ttl" env:"WORKER_TTL" help:"how soon a worker that stops heartbeating leaves the registry" allowed:">= 1s, above 2 × worker.heartbeat_interval"`
 	HiveTTL          time.Duration `toml:"hive_ttl" env:"HIVE_TTL" help:"how soon a hive that stops heartbeating leaves the registry" allowed:">= 1s, above 2 × hive.heartbeat_interval"`
 }
@@ -179,7 +182,7 @@ func Default() File {
 		Provision: Provision{
 			Replicas: 1, JobsMax: bus.DefaultJobsMaxMsgs, JobsMaxPerModel: bus.DefaultJobsMaxPerModel,
 			JobsMaxAge: bus.DefaultJobsMaxAge, StreamsMaxAge: bus.DefaultStreamsMaxAge, DeadLetterMaxAge: bus.DefaultDeadLetterAge,
-			WorkerTTL: bus.DefaultWorkerTTL, HiveTTL: bus.DefaultHiveTTL,
+			AuditMaxAge: bus.DefaultEventsMaxAge, WorkerTTL: bus.DefaultWorkerTTL, HiveTTL: bus.DefaultHiveTTL,
 		},
 	}
 }
@@ -471,6 +474,15 @@ func (f File) Validate() error {
 	positive("provision.jobs_max_age", p.JobsMaxAge)
 	positive("provision.streams_max_age", p.StreamsMaxAge)
 	positive("provision.dlq_max_age", p.DeadLetterMaxAge)
+	if p.AuditMaxAge < time.Second {
+		add("provision.audit_max_age", p.AuditMaxAge, "at least 1s")
+	}
+	if p.AuditMaxBytes < 0 {
+		add("provision.audit_max_bytes", p.AuditMaxBytes, "0 (no bound) or more")
+	}
+	if p.AuditReplicas != 0 && p.AuditReplicas != 1 && p.AuditReplicas != 3 && p.AuditReplicas != 5 {
+		add("provision.audit_replicas", p.AuditReplicas, "0 (provision.replicas), 1, 3 or 5")
+	}
 	if p.WorkerTTL < time.Second {
 		add("provision.worker_ttl", p.WorkerTTL, "at least 1s")
 	}
@@ -518,6 +530,7 @@ func (f File) Provisioning() bus.Provisioning {
 	return bus.Provisioning{
 		Replicas: p.Replicas, JobsMaxMsgs: p.JobsMax, JobsMaxPerModel: p.JobsMaxPerModel, JobsMaxAge: p.JobsMaxAge,
 		StreamsMaxAge: p.StreamsMaxAge, DeadLetterMaxAge: p.DeadLetterMaxAge, WorkerTTL: p.WorkerTTL, HiveTTL: p.HiveTTL,
+		EventsMaxAge: p.AuditMaxAge, EventsMaxBytes: p.AuditMaxBytes, EventsReplicas: p.AuditReplicas,
 	}
 }
 

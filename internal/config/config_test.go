@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rbee-dev/rbee/bus"
 )
 
 // Every bad configuration is refused with a problem naming its field, its
@@ -54,6 +56,9 @@ func TestValidateRejectsBadConfigs(t *testing.T) {
 		{"provision per model above max", "[provision]\njobs_max = 10\njobs_max_per_model = 20", `provision.jobs_max_per_model = 20: want 1 to provision.jobs_max (10)`},
 		{"provision worker ttl", "[provision]\nworker_ttl = '500ms'", `provision.worker_ttl = 500ms: want at least 1s`},
 		{"provision dlq age", "[provision]\ndlq_max_age = '0s'", `provision.dlq_max_age = 0s: want more than 0`},
+		{"provision audit age", "[provision]\naudit_max_age = '10ms'", `provision.audit_max_age = 10ms: want at least 1s`},
+		{"provision audit bytes", "[provision]\naudit_max_bytes = -5", `provision.audit_max_bytes = -5: want 0 (no bound) or more`},
+		{"provision audit replicas", "[provision]\naudit_replicas = 2", `provision.audit_replicas = 2: want 0 (provision.replicas), 1, 3 or 5`},
 	}
 	if len(cases) < 25 {
 		t.Fatalf("only %d cases", len(cases))
@@ -153,6 +158,30 @@ func TestEnvironmentOverridesFile(t *testing.T) {
 	}
 	if f.Queen.FirstTokenTimeout != Default().Queen.FirstTokenTimeout {
 		t.Errorf("first token timeout %v, want the default", f.Queen.FirstTokenTimeout)
+	}
+}
+
+// The audit stream's retention is the operator's, from the file or the
+// environment, down to what provisioning creates.
+func TestAuditRetentionReachesProvisioning(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rbee.toml")
+	if err := os.WriteFile(path, []byte("[provision]\naudit_max_age = '720h'\naudit_replicas = 3\nreplicas = 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("RBEE_PROVISION_AUDIT_MAX_BYTES", "1073741824")
+	f, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p := f.Provisioning()
+	if p.EventsMaxAge != 720*time.Hour || p.EventsMaxBytes != 1<<30 || p.EventsReplicas != 3 {
+		t.Errorf("provisioning %+v: want the audit retention of the file and environment", p)
+	}
+	if d := Default().Provisioning(); d.EventsMaxAge != bus.DefaultEventsMaxAge || d.EventsMaxBytes != 0 || d.EventsReplicas != 0 {
+		t.Errorf("default provisioning %+v: want a week, no byte bound, the streams' replicas", d)
 	}
 }
 
