@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"time"
 
 	"github.com/rbee-dev/rbee/infer/chat"
 	"github.com/rbee-dev/rbee/infer/gguf"
@@ -22,6 +23,41 @@ type Options struct {
 	// Threads split each operation of the forward pass; 0 means one per CPU.
 	Threads int
 	Logger  *slog.Logger
+	// Progress, when set, is told how much of the file Load has read into
+	// memory: first with nothing read, last with all of it, and between
+	// them at most every progressInterval and every percent. It is called
+	// on Load's goroutine.
+	Progress func(LoadProgress)
+}
+
+// LoadProgress is how far a Load has got, in bytes of the model file.
+type LoadProgress struct {
+	Done, Total int64
+}
+
+// progressInterval is the least time between two progress reports of a
+// load but its last.
+const progressInterval = 100 * time.Millisecond
+
+// throttle passes a load's progress on at a bounded rate: the first report
+// and the last, and between them those at least progressInterval and a
+// percent of the file after the one told before.
+type throttle struct {
+	fn   func(LoadProgress)
+	now  func() time.Time
+	last LoadProgress
+	at   time.Time
+	told bool
+}
+
+func (t *throttle) report(done, total int64) {
+	p := LoadProgress{Done: done, Total: total}
+	now := t.now()
+	if t.told && done < total && (now.Sub(t.at) < progressInterval || (done-t.last.Done)*100 < total) {
+		return
+	}
+	t.last, t.at, t.told = p, now, true
+	t.fn(p)
 }
 
 // Model is a loaded model. Its weights stay in the memory-mapped file; it is
@@ -50,7 +86,11 @@ func Load(path string, opts Options) (*Model, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f, err := gguf.Open(path)
+	var progress func(done, total int64)
+	if opts.Progress != nil {
+		progress = (&throttle{fn: opts.Progress, now: time.Now}).report
+	}
+	f, err := gguf.OpenProgress(path, progress)
 	if err != nil {
 		return nil, err
 	}

@@ -78,13 +78,24 @@ type File struct {
 
 // Open memory-maps and parses the file at path. Close releases the mapping;
 // tensor Data must not be used after Close.
-func Open(path string) (*File, error) {
+func Open(path string) (*File, error) { return OpenProgress(path, nil) }
+
+// progressChunk is how much of the file OpenProgress reads in between two
+// reports.
+const progressChunk = 8 << 20
+
+// OpenProgress is Open that reads the file into memory chunk by chunk
+// before parsing it, telling progress the bytes read so far and the file's
+// size: once with none read, then after every chunk. Reading a
+// multi-gigabyte model off a disk takes a while, which Open spends in one
+// system call. A nil progress is Open.
+func OpenProgress(path string, progress func(done, total int64)) (*File, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open gguf: %w", err)
 	}
 	defer fh.Close()
-	data, unmap, err := mapFile(fh)
+	data, unmap, err := mapFile(fh, progress)
 	if err != nil {
 		return nil, fmt.Errorf("map %s: %w", path, err)
 	}
