@@ -75,3 +75,16 @@ func validHiveListReply() HiveListReply {
 		Models:  []HiveModelStatus{{Name: "tiny", Wanted: 1}, {Name: "big", Rejected: CodeInsufficientRAM}},
 	}
 }
+
+func validWorkerProgress() WorkerProgress {
+	return WorkerProgress{
+		WorkerID: "w1", HiveID: "h1", Model: "tiny", Phase: LoadLoading, DoneBytes: 512 << 20, TotalBytes: 1 << 30,
+		Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+}
+
+func failedWorkerProgress() WorkerProgress {
+	p := validWorkerProgress()
+	p.Phase, p.Error = LoadFailed, Errorf(CodeEngineFailure, "tensor output_norm.weight is missing")
+	return p
+}

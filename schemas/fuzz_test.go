@@ -9,7 +9,7 @@ import (
 // Validate: none may panic, and every rejection carries invalid_request.
 func FuzzValidate(f *testing.F) {
 	for _, v := range []any{validJob(), validChatJob(), validInferRequest(), tokenEvent(), endEvent(), errorEvent(),
-		validWorkerHeartbeat(), validHiveHeartbeat(), Control{Command: ControlShutdown},
+		validWorkerHeartbeat(), validHiveHeartbeat(), validWorkerProgress(), failedWorkerProgress(), Control{Command: ControlShutdown},
 		SpawnRequest{Model: "tiny", OnDemand: true}, StopRequest{WorkerID: "w1", Reason: "test"}, DrainRequest{Resume: true},
 		ShutdownRequest{Reason: "maintenance"}} {
 		b, err := json.Marshal(v)
@@ -32,7 +32,7 @@ func FuzzValidate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, v := range []interface {
 			Validate() error
-		}{&Job{}, &InferRequest{}, &Event{}, &WorkerHeartbeat{}, &HiveHeartbeat{}, &Control{}, &AuditEvent{},
+		}{&Job{}, &InferRequest{}, &Event{}, &WorkerHeartbeat{}, &HiveHeartbeat{}, &WorkerProgress{}, &Control{}, &AuditEvent{},
 			&SpawnRequest{}, &StopRequest{}, &DrainRequest{}, &ShutdownRequest{}} {
 			if json.Unmarshal(data, v) != nil {
 				continue

@@ -24,6 +24,7 @@ var wireTypes = []struct {
 	{"infer_request.json", InferRequest{}, "A request to the queen's Infer endpoint <prefix>.v2.infer. Set prompt or messages, not both."},
 	{"event.json", Event{}, "One event of a job, on its subject <prefix>.v2.stream.<owner>.<job> of the job events stream: token events, then one end or error event. A message holds one or more events, one JSON object a line."},
 	{"worker_heartbeat.json", WorkerHeartbeat{}, "A worker's heartbeat on <prefix>.v2.heartbeat.worker.<id>, also kept under its ID in the workers KV bucket."},
+	{"worker_progress.json", WorkerProgress{}, "A worker's model load progress on <prefix>.v2.progress.worker.<id>: loading with the bytes read, then ready with the load time, or failed with the error."},
 	{"hive_heartbeat.json", HiveHeartbeat{}, "A hive's heartbeat on <prefix>.v2.heartbeat.hive.<id>."},
 	{"control.json", Control{}, "A command on <prefix>.v2.control.<kind>.<id>."},
 	{"control_reply.json", ControlReply{}, "The answer to a control command."},
@@ -52,6 +53,7 @@ func enumValues() map[reflect.Type][]string {
 		reflect.TypeFor[Code]():      codes,
 		reflect.TypeFor[EventType](): {string(EventToken), string(EventEnd), string(EventError)},
 		reflect.TypeFor[JobState]():  {string(JobRunning), string(JobDone), string(JobFailed), string(JobCancelled), string(JobExpired)},
+		reflect.TypeFor[LoadPhase](): {string(LoadLoading), string(LoadReady), string(LoadFailed)},
 	}
 }
 

@@ -216,7 +216,7 @@ func TestGoOutputConformsToSchema(t *testing.T) {
 	wh, hh := validWorkerHeartbeat(), validHiveHeartbeat()
 	samples := []any{
 		j, chat, Job{}, r, InferRequest{}, tok, end, ev, Event{Type: EventToken},
-		wh, WorkerHeartbeat{}, hh, HiveHeartbeat{},
+		wh, WorkerHeartbeat{}, hh, HiveHeartbeat{}, validWorkerProgress(), failedWorkerProgress(), WorkerProgress{Phase: LoadLoading},
 		Control{Command: ControlShutdown, Reason: "upgrade"}, Control{},
 		ControlReply{OK: true}, ControlReply{Error: Errorf(CodeInternal, "x")},
 		ErrorResponse{Error: *Errorf(CodeNoCapacity, "queue full")},

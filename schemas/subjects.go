@@ -135,6 +135,15 @@ func (s Subjects) Heartbeat(kind, id string) string {
 // AllHeartbeats matches every heartbeat.
 func (s Subjects) AllHeartbeats() string { return s.base() + ".heartbeat.>" }
 
+// Progress is where a component of kind tells how far it has got with
+// something slow: a worker loading its model (WorkerProgress).
+func (s Subjects) Progress(kind, id string) string {
+	return s.base() + ".progress." + kind + "." + id
+}
+
+// AllProgress matches the progress of every component of kind.
+func (s Subjects) AllProgress(kind string) string { return s.base() + ".progress." + kind + ".>" }
+
 // Control addresses commands to one component: <prefix>.v1.control.<kind>.<id>.
 func (s Subjects) Control(kind, id string) string {
 	return s.base() + ".control." + kind + "." + id

@@ -49,6 +49,8 @@ func TestSubjectNames(t *testing.T) {
 		{def.Infer(), "rbee.v2.infer"},
 		{def.Heartbeat(KindWorker, "w1"), "rbee.v2.heartbeat.worker.w1"},
 		{def.AllHeartbeats(), "rbee.v2.heartbeat.>"},
+		{def.Progress(KindWorker, "w1"), "rbee.v2.progress.worker.w1"},
+		{def.AllProgress(KindWorker), "rbee.v2.progress.worker.>"},
 		{def.Control(KindHive, "h1"), "rbee.v2.control.hive.h1"},
 		{def.Audit("worker", "w1", "job.finished"), "rbee.v2.audit.worker.w1.job.finished"},
 		{def.AuditType("job.finished"), "rbee.v2.audit.*.*.job.finished"},
@@ -102,6 +104,11 @@ func TestSubjectsDoNotOverlap(t *testing.T) {
 	}{
 		{s.AllJobs(), s.Jobs("llama3:8b"), true},
 		{s.AllHeartbeats(), s.Heartbeat(KindWorker, "w1"), true},
+		{s.AllProgress(KindWorker), s.Progress(KindWorker, "w1"), true},
+		{s.AllProgress(KindHive), s.Progress(KindWorker, "w1"), false},
+		// Progress is no heartbeat: what reads heartbeats never sees it.
+		{s.AllHeartbeats(), s.Progress(KindWorker, "w1"), false},
+		{s.AllJobs(), s.Progress(KindWorker, "w1"), false},
 		{s.AllAudit(), s.Audit("hive", "h1", "x"), true},
 		{s.AuditType("worker.started"), s.Audit("hive", "h1", "worker.started"), true},
 		// Only jobs may land on the work queue.
