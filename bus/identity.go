@@ -73,6 +73,7 @@ func Permissions(subj schemas.Subjects, role Role) *server.Permissions {
 					subj.AllJobEvents(),
 					subj.AllDeadLetters(),
 					base + ".heartbeat.worker.>",
+					base + ".progress.worker.>",
 					base + ".audit.worker.>",
 					// An auditor resumes its chain from its own last event; it
 					// can read no other producer's.
@@ -91,7 +92,7 @@ func Permissions(subj schemas.Subjects, role Role) *server.Permissions {
 					"$JS.API.DIRECT.GET." + subj.EventsStream() + "." + base + ".audit.hive.>",
 				})},
 			Subscribe: &server.SubjectPermission{Allow: []string{inbox, base + ".control.hive.>", "$SRV.>",
-				base + ".heartbeat.worker.>"}},
+				base + ".heartbeat.worker.>", base + ".progress.worker.>"}},
 			// The control service answers whoever asked.
 			Response: &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 		}
@@ -106,7 +107,8 @@ func Permissions(subj schemas.Subjects, role Role) *server.Permissions {
 					"$JS.API.STREAM.INFO.KV_" + subj.WorkersBucket(),
 					"$JS.API.STREAM.INFO.KV_" + subj.HivesBucket(),
 				})},
-			Subscribe: &server.SubjectPermission{Allow: []string{inbox}},
+			// A client may follow a worker's model load.
+			Subscribe: &server.SubjectPermission{Allow: []string{inbox, base + ".progress.worker.>"}},
 		}
 	case RoleQueen:
 		// The orchestrator reads and writes all of rbee's subjects and
