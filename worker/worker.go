@@ -83,6 +83,9 @@ type Config struct {
 	// to, so that nothing outlives a hive that was killed and not restarted.
 	// 0: never.
 	OrphanGrace time.Duration
+	// Load tells of the model's load (LoadModel) in the ready message Run
+	// publishes on Subjects.Progress once the worker takes jobs.
+	Load LoadStats
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -260,7 +263,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer stopJobs(nil)
 	announce(schemas.WorkerReady)
 	w.log.Info("worker ready", "slots", w.cfg.Slots, "context_length", w.ctxLen,
-		"kv_tokens", w.sched.Engine().Config().KVTokens)
+		"kv_tokens", w.sched.Engine().Config().KVTokens, "load_time", w.cfg.Load.Took)
+	ready := progressPublisher{nc: w.nc, cfg: w.cfg, log: w.log}
+	ready.publish(schemas.WorkerProgress{Phase: schemas.LoadReady, DoneBytes: w.cfg.Load.Bytes,
+		TotalBytes: w.cfg.Load.Bytes, LoadMillis: w.cfg.Load.Took.Milliseconds()})
 
 	var jobs sync.WaitGroup
 	w.pull(ctx, jobsCtx, cons, &jobs)
