@@ -56,6 +56,7 @@ type Bar struct {
 	done     int64
 	total    int64 // 0: unknown
 	quarters int   // quarters told on plain lines
+	full     bool // drawn whole, its line ended (terminal)
 	ended    bool
 }
 
@@ -86,7 +87,8 @@ func (b *Bar) Update(done, total int64) {
 		}
 		return
 	}
-	if s.open == b && now.Sub(b.drawn) < redrawEvery && done < total {
+	full := total > 0 && done >= total
+	if b.full || s.open == b && now.Sub(b.drawn) < redrawEvery && !full {
 		return
 	}
 	if s.open != nil && s.open != b {
@@ -94,6 +96,12 @@ func (b *Bar) Update(done, total int64) {
 	}
 	s.open, b.drawn = b, now
 	fmt.Fprint(s.w, "\r"+b.line(now)+"\x1b[K")
+	if full {
+		// Whatever is logged before Done (checks after a download, the
+		// model's log line) goes below a finished bar, not after it.
+		fmt.Fprintln(s.w)
+		s.open, b.full = nil, true
+	}
 }
 
 // line is the bar's terminal line.

@@ -60,16 +60,28 @@ func TestTerminalRedrawsInPlace(t *testing.T) {
 	if draws < 5 || draws > 2+int(time.Second/redrawEvery) {
 		t.Errorf("%d redraws in one second, want about %d", draws, time.Second/redrawEvery)
 	}
-	if strings.Count(out.String(), "\n") != 0 {
-		t.Errorf("a newline before the bar ended: %q", out.String())
+	if strings.Count(out.String(), "\n") != 1 {
+		t.Errorf("not one line, ended once the bar was full: %q", out.String())
 	}
 	last := out.String()[strings.LastIndex(out.String(), "\r"):]
-	if want := "\rmodel [========================] 100%  10.0 MiB / 10.0 MiB  10.0 MiB/s\x1b[K"; last != want {
+	if want := "\rmodel [========================] 100%  10.0 MiB / 10.0 MiB  10.0 MiB/s\x1b[K\n"; last != want {
 		t.Errorf("last draw %q, want %q", last, want)
 	}
+	b.Update(total, total) // no second full bar
 	b.Done("ready")
-	if !strings.HasSuffix(out.String(), "\r\x1b[Kmodel: ready\n") {
+	if !strings.HasSuffix(out.String(), "MiB/s\x1b[K\nmodel: ready\n") {
 		t.Errorf("end %q", out.String()[len(out.String())-30:])
+	}
+}
+
+// A bar ended before it was full gives its line to the last one.
+func TestTerminalDoneTakesTheLine(t *testing.T) {
+	var out bytes.Buffer
+	b := newScreen(&out, true, time.Now).Bar("pull")
+	b.Update(1, 4)
+	b.Done("failed: connection reset")
+	if !strings.HasSuffix(out.String(), "\x1b[K\r\x1b[Kpull: failed: connection reset\n") || strings.Count(out.String(), "\n") != 1 {
+		t.Errorf("got %q", out.String())
 	}
 }
 
