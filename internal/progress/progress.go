@@ -56,7 +56,7 @@ type Bar struct {
 	done     int64
 	total    int64 // 0: unknown
 	quarters int   // quarters told on plain lines
-	full     bool // drawn whole, its line ended (terminal)
+	full     bool  // drawn whole, its line ended (terminal)
 	ended    bool
 }
 
