@@ -31,6 +31,11 @@ const (
 	// the fields that changed, secrets masked), or refused it and kept the
 	// old one (Code set).
 	AuditConfigReloaded = "config.reloaded"
+	// AuditEventForged: the queen ignored a message on a job's events
+	// subject that its key did not sign (Reason: its stream sequence),
+	// once per job it follows: someone with a NATS identity that may
+	// write job streams tried to write into an answer it did not hold.
+	AuditEventForged = "event.forged"
 )
 
 // How a worker process ended (AuditEvent.ExitKind, the hive's WorkerStatus).
@@ -103,9 +108,9 @@ func (e *AuditEvent) Validate() error {
 		if !ValidID(e.WorkerID) {
 			return Errorf(CodeInvalidRequest, "%s needs a worker_id", e.Type)
 		}
-	case AuditJobAccepted:
+	case AuditJobAccepted, AuditEventForged:
 		if !ValidID(e.JobID) || !ValidModel(e.Model) {
-			return Errorf(CodeInvalidRequest, "job.accepted needs a job_id and a model")
+			return Errorf(CodeInvalidRequest, "%s needs a job_id and a model", e.Type)
 		}
 	case AuditAuthRefused:
 		if e.Code == "" {

@@ -101,8 +101,16 @@ type Job struct {
 	// stops there. Time spent queued counts.
 	Deadline time.Time `json:"deadline,omitzero"`
 	// Principal is who asked for the job: the name of the API key the
-	// queen checked. The queen sets it; no client does.
+	// queen checked, or nats:<role> for a bus request. The queen sets it;
+	// no client does.
 	Principal string `json:"principal,omitempty"`
+	// EventKey is the job's own secret (EventKeyBytes in base64), made by
+	// the queen; only the worker that pulls the job from the work queue
+	// reads it. That worker signs every message it appends to Stream with
+	// it (HeaderEventMAC), and the owner relays only signed ones, so no
+	// other holder of the shared worker identity can write into the job's
+	// answer. Empty: the owner checks no signature, and none is sent.
+	EventKey Secret `json:"event_key,omitempty"`
 }
 
 // Expired reports whether the job's deadline has passed at now.
@@ -120,6 +128,9 @@ func (j *Job) Validate() error {
 	}
 	if !validSubject(j.Stream) {
 		return Errorf(CodeInvalidRequest, "stream %q: want a subject without wildcards", j.Stream)
+	}
+	if _, err := j.EventKey.EventSigner(); err != nil {
+		return err
 	}
 	return j.validateBody()
 }
