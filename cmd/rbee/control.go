@@ -43,13 +43,14 @@ func runWorkerSpawn(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	hiveID := fs.String("hive", "", "the hive that starts the worker (required)")
+	wait := fs.Duration("wait", defaultSpawnWait, "follow the worker's model load this long, until it is ready (0: do not wait)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: rbee worker spawn --hive ID [flags] MODEL")
 		fs.PrintDefaults()
 	}
-	ctx, cancel := context.WithTimeout(ctx, registryTimeout)
+	cctx, cancel := context.WithTimeout(ctx, registryTimeout)
 	defer cancel()
-	c, err := connectRegistry(ctx, fs, nf, flagsFirst(fs, args), 1, stderr)
+	c, err := connectRegistry(cctx, fs, nf, flagsFirst(fs, args), 1, stderr)
 	if err != nil {
 		return err
 	}
@@ -57,13 +58,29 @@ func runWorkerSpawn(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *hiveID == "" {
 		return usageError{errors.New("worker spawn: --hive is required")}
 	}
-	reply, err := bus.NewHiveClient(c.nc, c.subj).Spawn(ctx, *hiveID, schemas.SpawnRequest{Model: c.args[0]})
+	var follow *spawnFollower
+	if *wait > 0 {
+		if follow, err = newSpawnFollower(c.nc, c.subj, *hiveID); err != nil {
+			return fmt.Errorf("worker spawn: %w", err)
+		}
+		defer follow.stop()
+	}
+	reply, err := bus.NewHiveClient(c.nc, c.subj).Spawn(cctx, *hiveID, schemas.SpawnRequest{Model: c.args[0]})
 	if err != nil {
 		return fmt.Errorf("worker spawn: %w", err)
 	}
-	_, err = fmt.Fprintf(stdout, "hive %s starts worker %s of %s\n", reply.HiveID, reply.WorkerID, c.args[0])
-	return err
+	if _, err := fmt.Fprintf(stdout, "hive %s starts worker %s of %s\n", reply.HiveID, reply.WorkerID, c.args[0]); err != nil || follow == nil {
+		return err
+	}
+	if err := follow.wait(ctx, reply.WorkerID, *wait, stdout, stderr); err != nil {
+		return fmt.Errorf("worker spawn: %w", err)
+	}
+	return nil
 }
+
+// defaultSpawnWait is how long worker spawn follows a load by default: a
+// large model off a slow disk takes minutes.
+const defaultSpawnWait = 10 * time.Minute
 
 func runWorkerStop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("worker stop", stderr)

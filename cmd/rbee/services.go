@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/rbee-dev/rbee/infer"
 	"github.com/rbee-dev/rbee/internal/apikey"
 	"github.com/rbee-dev/rbee/internal/config"
+	"github.com/rbee-dev/rbee/internal/progress"
 	"github.com/rbee-dev/rbee/queen"
 	"github.com/rbee-dev/rbee/schemas"
 	"github.com/rbee-dev/rbee/worker"
@@ -370,8 +372,23 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	level := levelOf(f)
 	log := newLeveledLogger(stderr, level).With("component", "worker") // the worker adds its IDs
-	loadStart := time.Now()
-	m, err := infer.Load(*path, infer.Options{Threads: *threads, Logger: log.With("worker_id", *id, "model", *name)})
+	// A model file that is not there never will be: say so without waiting
+	// for NATS, which the load's progress needs.
+	if _, err := os.Stat(*path); err != nil {
+		return cannotStart{fmt.Errorf("model: %w", err)}
+	}
+	nc, _, err := nf.connectChecked(ctx, log.With("worker_id", *id), subj)
+	if err != nil {
+		return stoppedOr(ctx, err)
+	}
+	defer nc.Close()
+	wc := f.Worker
+	wcfg := worker.Config{
+		ID: *id, HiveID: *parent, Model: *name, Slots: *slots, KVTokens: *kvTokens,
+		AckWait: wc.AckWait, MaxAttempts: wc.MaxAttempts, HeartbeatInterval: wc.HeartbeatInterval, Subjects: subj,
+		ShutdownGrace: wc.ShutdownGrace, OrphanGrace: max(*orphan, 0),
+	}
+	m, stats, err := loadWorkerModel(nc, wcfg, *path, infer.Options{Threads: *threads, Logger: log.With("worker_id", *id, "model", *name)}, stderr)
 	if err != nil {
 		return cannotStart{err}
 	}
@@ -384,21 +401,12 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			*ctxLen = min(*ctxLen, trained)
 		}
 	}
-	nc, _, err := nf.connectChecked(ctx, log.With("worker_id", *id), subj)
-	if err != nil {
-		return stoppedOr(ctx, err)
-	}
-	defer nc.Close()
-	wc := f.Worker
+	wcfg.ContextLength, wcfg.Load = *ctxLen, stats
 	reg := newRegistry()
-	if err := modelLoadSeconds(reg, time.Since(loadStart)); err != nil {
+	if err := modelLoadSeconds(reg, stats.Took); err != nil {
 		return err
 	}
-	w, err := worker.New(nc, m, worker.Config{
-		ID: *id, HiveID: *parent, Model: *name, Slots: *slots, ContextLength: *ctxLen, KVTokens: *kvTokens,
-		AckWait: wc.AckWait, MaxAttempts: wc.MaxAttempts, HeartbeatInterval: wc.HeartbeatInterval, Subjects: subj,
-		ShutdownGrace: wc.ShutdownGrace, OrphanGrace: max(*orphan, 0),
-	}, log, reg)
+	w, err := worker.New(nc, m, wcfg, log, reg)
 	if err != nil {
 		return cannotStart{err}
 	}
@@ -413,6 +421,24 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	return runGroup(ctx, actor{"worker", w.Run}, actor{"reload", r.Run}, ma)
+}
+
+// loadWorkerModel loads the worker's model, its progress on the bus and,
+// for a worker started by hand, as a bar on stderr; a hive's worker is
+// followed on the bus (rbee up, rbee worker spawn), not in the hive's log.
+func loadWorkerModel(nc *nats.Conn, cfg worker.Config, path string, opts infer.Options, stderr io.Writer) (*infer.Model, worker.LoadStats, error) {
+	if cfg.HiveID != "" {
+		return worker.LoadModel(nc, cfg, path, opts)
+	}
+	bar := progress.NewScreen(stderr).Bar("loading " + cfg.Model)
+	opts.Progress = func(p infer.LoadProgress) { bar.Update(p.Done, p.Total) }
+	m, stats, err := worker.LoadModel(nc, cfg, path, opts)
+	if err != nil {
+		bar.Done("failed")
+		return nil, stats, err
+	}
+	bar.Done(fmt.Sprintf("loaded %s in %v", progress.Bytes(stats.Bytes), stats.Took.Round(time.Millisecond)))
+	return m, stats, nil
 }
 
 // cannotStart marks a worker failure no restart can cure: a model file that

@@ -141,6 +141,12 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The workers' logs say little while they load: their bars say more.
+	stopLoads, err := followHiveLoads(hnc, subj, h.ID(), stderr)
+	if err != nil {
+		return err
+	}
+	defer stopLoads()
 	r, err := newReloader(l, f, level, log, qreg)
 	if err != nil {
 		return err

@@ -152,6 +152,14 @@ func TestUpServesAndStopsCleanly(t *testing.T) {
 	if strings.Contains(up.stderr.String(), "Permissions Violation") {
 		t.Errorf("the server refused one of rbee's own parts:\n%s", up.stderr.String())
 	}
+	// It showed the worker's load, and its readiness, off a terminal as
+	// plain lines.
+	for _, want := range []string{"worker " + workers[0].WorkerID + " (stories260K): 100% (1.1 MiB of 1.1 MiB)\n",
+		"worker " + workers[0].WorkerID + " (stories260K): ready (loaded 1.1 MiB in "} {
+		if !strings.Contains(up.stderr.String(), want) {
+			t.Errorf("rbee up's output has no %q", want)
+		}
+	}
 	poll(t, 10*time.Second, func() error {
 		if err := syscall.Kill(workers[0].PID, 0); !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("worker pid %d still exists after rbee up stopped", workers[0].PID)
