@@ -131,6 +131,9 @@ func TestReadmeNatsExamples(t *testing.T) {
 		{[]string{"stream", "info", "RBEE_JOBS"}, "Messages: 0"},
 		{[]string{"stream", "subjects", "RBEE_STREAMS"}, "rbee.v2.stream.demo.job-1"},
 		{[]string{"kv", "ls", "RBEE_WORKERS"}, "stories260K-0"},
+		{[]string{"stream", "ls"}, "RBEE_JOBS"},
+		{[]string{"kv", "put", "RBEE_CANCELS", "job-1", "x"}, "x"},
+		{[]string{"sub", "rbee.v2.heartbeat.>", "--count", "1"}, "rbee.v2.heartbeat."},
 	} {
 		out, err := operator(ctx, c.args...).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), c.want) {
