@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rbee-dev/rbee/bus"
@@ -36,6 +37,12 @@ var (
 // one of an older delivery (a worker that was paused past its lease and
 // woke) already wrote the next events, which are the same ones this worker
 // would write, so it skips them and goes on after them.
+//
+// Every message is signed with the job's key (schemas.HeaderEventMAC), and
+// what the stream holds counts only when signed: a message someone else
+// with the worker identity wrote on the subject is passed over, though the
+// fence still expects the subject's real last sequence, so such a message
+// can neither put words in the job's answer nor stall it.
 type eventStream struct {
 	js       jetstream.JetStream
 	stream   func(context.Context) (jetstream.Stream, error) // the events stream
@@ -43,6 +50,7 @@ type eventStream struct {
 	jobID    string
 	workerID string
 	delivery int
+	signer   *schemas.EventSigner // nil: the job has no key, and its owner checks nothing
 	// stop ends the job's generation when the stream is lost or ended.
 	stop func(error)
 
@@ -64,6 +72,7 @@ type resumeState struct {
 	tokens []int32 // the token ids already sent, in order (the first choice's)
 	ended  bool    // a terminal event is there: nothing is left to do
 	newer  bool    // a newer delivery has written: this delivery is stale
+	forged int     // messages passed over: not signed with the job's key
 
 	// more holds the other choices' tokens sent (more[i-1] is choice i's).
 	more [][]int32
@@ -81,17 +90,28 @@ func (st *resumeState) add(index int, id int32) {
 }
 
 func newEventStream(js jetstream.JetStream, stream func(context.Context) (jetstream.Stream, error), job schemas.Job, workerID string, delivery int, stop func(error)) *eventStream {
+	// A malformed key fails job.Validate, and such a job only ever gets
+	// its dead_lettered event, unsigned: its owner made no such key.
+	signer, _ := job.EventKey.EventSigner()
 	return &eventStream{
 		js: js, stream: stream, subject: job.Stream, jobID: job.ID, workerID: workerID, delivery: delivery,
-		stop: stop, wake: make(chan struct{}, 1), skip: -1, done: make(chan struct{}),
+		signer: signer, stop: stop, wake: make(chan struct{}, 1), skip: -1, done: make(chan struct{}),
 	}
+}
+
+// signed reports whether msg counts as the job's: signed with its key, or
+// any message when the job has none.
+func (s *eventStream) signed(msg *jetstream.RawStreamMsg) bool {
+	return s.signer == nil || s.signer.Verify(msg.Subject, msg.Data, msg.Header.Get(schemas.HeaderEventMAC))
 }
 
 // resume reads what the job's stream already holds: nothing for a new job;
 // for a job taken over, the tokens sent so far, from which the engine
 // re-creates the sequence, and where this worker's events go on. A first
 // delivery reads nothing: it expects an empty subject, and should that not
-// hold, the first publish finds out and resyncs.
+// hold, the first publish finds out and resyncs. Messages not signed with
+// the job's key are passed over (and counted), and a signed one copied
+// again (a replay) adds nothing.
 func (s *eventStream) resume(ctx context.Context) (resumeState, error) {
 	var st resumeState
 	if s.delivery == 1 {
@@ -109,21 +129,32 @@ func (s *eventStream) resume(ctx context.Context) (resumeState, error) {
 		return st, fmt.Errorf("read the last event of %s: %w", s.subject, err)
 	}
 	// A job taken over: read all of it, oldest first.
-	var events []schemas.Event
+	var events, read []schemas.Event
 	for seq := uint64(1); seq <= last.Sequence; {
 		msg, err := str.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.subject))
 		if err != nil {
 			return st, fmt.Errorf("read the events of %s: %w", s.subject, err)
 		}
-		if events, err = schemas.DecodeEvents(events, msg.Data); err != nil {
+		seq = msg.Sequence + 1
+		if !s.signed(msg) {
+			st.forged++
+			continue
+		}
+		if read, err = schemas.DecodeEvents(read[:0], msg.Data); err != nil {
 			return st, fmt.Errorf("event message %d of %s: %w", msg.Sequence, s.subject, err)
 		}
-		seq = msg.Sequence + 1
+		for _, ev := range read {
+			switch {
+			case ev.Seq < len(events): // a signed message stored again
+			case ev.Seq > len(events):
+				return st, fmt.Errorf("events of %s: event %d has seq %d", s.subject, len(events), ev.Seq)
+			default:
+				events = append(events, ev)
+			}
+		}
 	}
-	for i, ev := range events {
+	for _, ev := range events {
 		switch {
-		case ev.Seq != i:
-			return st, fmt.Errorf("events of %s: event %d has seq %d", s.subject, i, ev.Seq)
 		case ev.Delivery > s.delivery:
 			st.newer = true
 		case ev.Terminal():
@@ -255,9 +286,13 @@ func (s *eventStream) publish(ctx context.Context, batch []schemas.Event) error 
 	if err != nil {
 		return err
 	}
+	msg := &nats.Msg{Subject: s.subject, Data: data}
+	if s.signer != nil {
+		msg.Header = nats.Header{schemas.HeaderEventMAC: {s.signer.Sign(s.subject, data)}}
+	}
 	pctx, cancel := context.WithTimeout(ctx, publishAttempt)
 	defer cancel()
-	ack, err := s.js.Publish(pctx, s.subject, data, jetstream.WithExpectLastSequencePerSubject(s.lastSeq))
+	ack, err := s.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequencePerSubject(s.lastSeq))
 	if err == nil {
 		s.lastSeq = ack.Sequence
 		return nil
@@ -268,31 +303,49 @@ func (s *eventStream) publish(ctx context.Context, batch []schemas.Event) error 
 	return s.resync(ctx)
 }
 
-// resync reads the subject's last message after a conflict.
+// resync reads, after a conflict, the messages stored on the subject since
+// the last one this worker knew of. Only signed ones tell anything; the
+// next publish goes after the last one, signed or not.
 func (s *eventStream) resync(ctx context.Context) error {
 	str, err := s.stream(ctx)
 	if err != nil {
 		return err
 	}
-	msg, err := str.GetLastMsgForSubject(ctx, s.subject)
+	last, err := str.GetLastMsgForSubject(ctx, s.subject)
 	if err != nil {
 		return fmt.Errorf("read the last event of %s: %w", s.subject, err)
 	}
-	events, err := schemas.DecodeEvents(nil, msg.Data)
-	if err != nil {
-		return fmt.Errorf("event message %d of %s: %w", msg.Sequence, s.subject, err)
-	}
-	last := events[len(events)-1]
-	switch {
-	case last.Delivery > s.delivery:
-		return errFenced
-	case last.Terminal():
-		return errEnded
+	// Normally from the first message after the one this worker knew
+	// of; from the last one when the subject holds less than it thought.
+	skip := -1
+	for seq := min(s.lastSeq+1, last.Sequence); seq <= last.Sequence; {
+		msg := last
+		if seq < last.Sequence {
+			if msg, err = str.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.subject)); err != nil {
+				return fmt.Errorf("read the events of %s: %w", s.subject, err)
+			}
+		}
+		seq = msg.Sequence + 1
+		if !s.signed(msg) {
+			continue
+		}
+		events, err := schemas.DecodeEvents(nil, msg.Data)
+		if err != nil {
+			return fmt.Errorf("event message %d of %s: %w", msg.Sequence, s.subject, err)
+		}
+		ev := events[len(events)-1]
+		switch {
+		case ev.Delivery > s.delivery:
+			return errFenced
+		case ev.Terminal():
+			return errEnded
+		}
+		skip = max(skip, ev.Seq)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastSeq = msg.Sequence
-	s.skip = max(s.skip, last.Seq)
+	s.lastSeq = last.Sequence
+	s.skip = max(s.skip, skip)
 	keep := s.pending[:0]
 	for _, ev := range s.pending {
 		if ev.Seq > s.skip {

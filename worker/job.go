@@ -221,6 +221,9 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 			delivery-1))
 		return
 	}
+	if state.forged > 0 {
+		log.Warn("messages on the job's events subject that its key did not sign were passed over", "messages", state.forged)
+	}
 	if len(state.tokens) > 0 {
 		log.Info("job taken over: resuming", "tokens_sent", len(state.tokens))
 	}
