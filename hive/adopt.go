@@ -20,6 +20,15 @@ func (s *execStarter) adopt(spec workerSpec, hash string) process {
 	if !ok {
 		return nil
 	}
+	if r.PID == 0 {
+		if r = s.state.resolveStart(r); r.PID == 0 {
+			s.log.Info("a start of a worker that a previous hive began left no process; starting the worker anew", "worker_id", spec.ID)
+			s.state.remove(spec.ID, 0)
+			return nil
+		}
+		s.log.Info("found the process of a start that a previous hive began", "worker_id", spec.ID, "pid", r.PID)
+		s.state.put(r)
+	}
 	log := s.log.With("worker_id", spec.ID, "pid", r.PID)
 	start, zombie, err := procStat(r.PID)
 	switch {
@@ -34,7 +43,11 @@ func (s *execStarter) adopt(spec workerSpec, hash string) process {
 		}
 	default:
 		log.Info("adopting worker from a previous hive")
-		return &adoptedProcess{id: spec.ID, pid: r.PID, start: start, state: s.state, every: s.pollEvery}
+		p := &adoptedProcess{id: spec.ID, pid: r.PID, start: start, state: s.state, every: s.pollEvery}
+		// From the file's end: what it wrote while no hive ran stays in
+		// the file, not logged; what came before, its hive logged.
+		p.follow = s.follow(spec, r.PID, -1)
+		return p
 	}
 	s.state.remove(spec.ID, r.PID)
 	return nil
@@ -44,11 +57,12 @@ func (s *execStarter) adopt(spec workerSpec, hash string) process {
 // hive's child, so Wait cannot reap it: it watches /proc until the process
 // is gone (or a zombie, left for init to reap).
 type adoptedProcess struct {
-	id    string
-	pid   int
-	start uint64
-	state *state
-	every time.Duration
+	id     string
+	pid    int
+	start  uint64
+	state  *state
+	every  time.Duration
+	follow *logFollower // nil: none
 }
 
 func (p *adoptedProcess) PID() int { return p.pid }
@@ -63,6 +77,7 @@ func (p *adoptedProcess) Wait() error {
 	for p.alive() {
 		<-t.C
 	}
+	p.follow.close()
 	p.state.remove(p.id, p.pid)
 	return errAdoptedExit
 }

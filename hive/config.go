@@ -23,6 +23,7 @@ const (
 	DefaultOrphanGrace     = time.Minute
 	DefaultHungTimeout     = 15 * time.Second
 	DefaultProgressTimeout = 2 * time.Minute
+	DefaultLoadTimeout     = 10 * time.Minute
 )
 
 // ModelSpec is one model the hive serves, with how many worker processes run it.
@@ -47,10 +48,15 @@ type Config struct {
 	Subjects          schemas.Subjects
 	HeartbeatInterval time.Duration // default DefaultHeartbeatInterval
 	StopGrace         time.Duration // SIGTERM to SIGKILL, default DefaultStopGrace
-	// DataDir holds the hive's lock and its record of running workers, from
-	// which a hive restarted after a crash adopts them. Empty: no lock, no
-	// record, no adoption.
+	// DataDir holds the hive's lock, its record of running workers, from
+	// which a hive restarted after a crash adopts them, and the workers' log
+	// files (workers/<id>.log), which the hive re-emits through its logger.
+	// Empty: no lock, no record, no adoption, and workers write to the
+	// hive's stderr.
 	DataDir string
+	// WorkerLogMax is the size in bytes past which a worker's log file is
+	// emptied, once the hive has read it. Default DefaultWorkerLogMax.
+	WorkerLogMax int64
 	// OrphanGrace is handed to the workers: one whose hive is gone this long
 	// drains and exits. Default DefaultOrphanGrace; negative: never.
 	OrphanGrace time.Duration
@@ -60,7 +66,11 @@ type Config struct {
 	// ProgressTimeout: a busy worker that has produced no token this long is
 	// killed and restarted. Default DefaultProgressTimeout; negative: never.
 	ProgressTimeout time.Duration
-	Restart         RestartPolicy // zero value: DefaultRestartPolicy()
+	// LoadTimeout: a worker not ready this long after its start (loading
+	// its model, or stuck at it) is killed, and its run counts as a failed
+	// start. Default DefaultLoadTimeout; negative: never.
+	LoadTimeout time.Duration
+	Restart     RestartPolicy // zero value: DefaultRestartPolicy()
 	// Catalog are models the hive can start on request (spawn, on-demand
 	// load) but does not start by itself.
 	Catalog           []ModelSpec
@@ -197,13 +207,19 @@ func (cfg Config) withDefaults() (Config, error) {
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
-	}{{&cfg.OrphanGrace, DefaultOrphanGrace}, {&cfg.HungTimeout, DefaultHungTimeout}, {&cfg.ProgressTimeout, DefaultProgressTimeout}} {
+	}{{&cfg.OrphanGrace, DefaultOrphanGrace}, {&cfg.HungTimeout, DefaultHungTimeout}, {&cfg.ProgressTimeout, DefaultProgressTimeout}, {&cfg.LoadTimeout, DefaultLoadTimeout}} {
 		switch {
 		case *d.v == 0:
 			*d.v = d.def
 		case *d.v < 0:
 			*d.v = 0 // never
 		}
+	}
+	switch {
+	case cfg.WorkerLogMax < 0:
+		return cfg, fmt.Errorf("worker log max %d bytes is negative", cfg.WorkerLogMax)
+	case cfg.WorkerLogMax == 0:
+		cfg.WorkerLogMax = DefaultWorkerLogMax
 	}
 	var err error
 	if cfg.Restart, err = cfg.Restart.withDefaults(); err != nil {

@@ -43,6 +43,7 @@ func TestBadConfigs(t *testing.T) {
 		{func(c *Config) { c.ExtraEnv = []string{"=x"} }, `extra env "=x": want NAME=value`},
 		{func(c *Config) { c.HeartbeatInterval = -time.Second }, "heartbeat interval -1s is negative"},
 		{func(c *Config) { c.StopGrace = -time.Second }, "stop grace -1s is negative"},
+		{func(c *Config) { c.WorkerLogMax = -1 }, "worker log max -1 bytes is negative"},
 		{func(c *Config) { c.Restart.ResetAfter = -time.Second }, "restart policy: durations must not be negative"},
 		{func(c *Config) { c.Restart.Jitter = 1.5 }, "restart policy: jitter 1.5: want 0 to 1"},
 		{func(c *Config) { c.Restart.Jitter = math.NaN() }, "restart policy: jitter NaN: want 0 to 1"},
@@ -91,6 +92,8 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("heartbeat %v, grace %v", cfg.HeartbeatInterval, cfg.StopGrace)
 	case cfg.OrphanGrace != time.Minute || cfg.HungTimeout != 15*time.Second || cfg.ProgressTimeout != 2*time.Minute:
 		t.Errorf("orphan grace %v, hung timeout %v, progress timeout %v", cfg.OrphanGrace, cfg.HungTimeout, cfg.ProgressTimeout)
+	case cfg.LoadTimeout != 10*time.Minute || cfg.WorkerLogMax != 16<<20:
+		t.Errorf("load timeout %v, worker log max %d", cfg.LoadTimeout, cfg.WorkerLogMax)
 	case cfg.Restart != DefaultRestartPolicy():
 		t.Errorf("restart %+v, want the default", cfg.Restart)
 	case cfg.Models[0] != ModelSpec{Name: "m", Path: model, Replicas: 1, Slots: 1}:
@@ -99,14 +102,18 @@ func TestConfigDefaults(t *testing.T) {
 
 	cfg, err = Config{
 		ServerURL: "nats://x:4222", Models: []ModelSpec{{Name: "m", Path: model}},
-		Subjects: schemas.Subjects{Prefix: "team-a"},
-		Restart:  RestartPolicy{InitialDelay: 2 * time.Minute, MaxRestarts: 3},
+		Subjects:    schemas.Subjects{Prefix: "team-a"},
+		Restart:     RestartPolicy{InitialDelay: 2 * time.Minute, MaxRestarts: 3},
+		LoadTimeout: -time.Second,
 	}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Prefix != "team-a" {
 		t.Errorf("prefix %q, want the subjects' team-a", cfg.Prefix)
+	}
+	if cfg.LoadTimeout != 0 {
+		t.Errorf("load timeout %v, want 0 (never) for a negative one", cfg.LoadTimeout)
 	}
 	want := RestartPolicy{InitialDelay: 2 * time.Minute, MaxDelay: 2 * time.Minute, ResetAfter: 2 * time.Minute, MaxRestarts: 3, Interval: 10 * time.Minute,
 		BreakerFailures: 5, BreakerWindow: 5 * time.Minute}

@@ -50,23 +50,32 @@ func (h *Hive) forgetWorker(id string) {
 // hung when the key stops changing (the worker's heartbeat, every 2 s, has
 // stopped: SIGSTOP, a deadlock) for longer than Config.HungTimeout, or when
 // it is busy and its progress counter stands still for longer than
-// Config.ProgressTimeout. Times are the hive's own, taken when it sees a
-// change: the server's clock may differ.
+// Config.ProgressTimeout, or when it has not said it is ready within
+// Config.LoadTimeout of its start (stuck loading its model). Times are the
+// hive's own, taken when it sees a change: the server's clock may differ.
 type kvHungWatcher struct{ h *Hive }
 
-func (k *kvHungWatcher) watch(ctx context.Context, id string, pid int, hung chan<- string) {
+func (k *kvHungWatcher) watch(ctx context.Context, id string, pid int, hung chan<- hang) {
 	cfg := k.h.cfg
-	if cfg.HungTimeout <= 0 {
+	every, on := time.Second, false
+	for _, d := range []time.Duration{cfg.HungTimeout, cfg.ProgressTimeout, cfg.LoadTimeout} {
+		if d > 0 {
+			every, on = min(every, d/4), true
+		}
+	}
+	if !on {
 		return
 	}
-	t := time.NewTicker(max(min(cfg.HungTimeout/4, time.Second), 10*time.Millisecond))
+	t := time.NewTicker(max(every, 10*time.Millisecond))
 	defer t.Stop()
 	var (
 		seen       bool // a heartbeat of this process was read
+		ready      bool // one said it had loaded its model
 		rev        uint64
 		beatAt     time.Time
 		progress   uint64
 		progressAt time.Time
+		loadFrom   = time.Now()
 	)
 	for {
 		select {
@@ -80,9 +89,13 @@ func (k *kvHungWatcher) watch(ctx context.Context, id string, pid int, hung chan
 		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		case err != nil:
 			// The bus is in trouble, not necessarily the worker, whose
-			// heartbeats cannot get through either: judge nothing until
-			// the key can be read again.
+			// heartbeats cannot get through either (nor can it get ready
+			// without the bus): judge nothing until the key can be read
+			// again.
 			beatAt, progressAt = now, now
+			if !ready {
+				loadFrom = now
+			}
 			continue
 		case hb.PID != pid:
 			// The key of an earlier process of this worker, not yet gone.
@@ -90,18 +103,25 @@ func (k *kvHungWatcher) watch(ctx context.Context, id string, pid int, hung chan
 			if !seen || r != rev {
 				seen, rev, beatAt = true, r, now
 			}
+			if hb.State == schemas.WorkerReady || hb.State == schemas.WorkerDraining {
+				ready = true
+			}
 			if hb.Busy == 0 || hb.Progress != progress || progressAt.IsZero() {
 				progress, progressAt = hb.Progress, now
 			}
 			if cfg.ProgressTimeout > 0 && hb.Busy > 0 && now.Sub(progressAt) > cfg.ProgressTimeout {
-				hung <- fmt.Sprintf("busy with %d jobs and no token produced for %v", hb.Busy, now.Sub(progressAt).Round(time.Millisecond))
+				hung <- hang{reason: fmt.Sprintf("busy with %d jobs and no token produced for %v", hb.Busy, now.Sub(progressAt).Round(time.Millisecond))}
 				return
 			}
 		}
-		// A worker that never beat is still loading its model: only one
-		// that beat and stopped is hung.
-		if seen && now.Sub(beatAt) > cfg.HungTimeout {
-			hung <- fmt.Sprintf("no heartbeat for %v", now.Sub(beatAt).Round(time.Millisecond))
+		if !ready && cfg.LoadTimeout > 0 && now.Sub(loadFrom) > cfg.LoadTimeout {
+			hung <- hang{reason: fmt.Sprintf("not ready %v after its start: stuck loading", now.Sub(loadFrom).Round(time.Millisecond)), loading: true}
+			return
+		}
+		// A worker that never beat is still loading its model (the load
+		// timeout's business): only one that beat and stopped is hung.
+		if cfg.HungTimeout > 0 && seen && now.Sub(beatAt) > cfg.HungTimeout {
+			hung <- hang{reason: fmt.Sprintf("no heartbeat for %v", now.Sub(beatAt).Round(time.Millisecond))}
 			return
 		}
 	}

@@ -31,15 +31,17 @@ func TestHungWatcher(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		progress bool // the heartbeat goes on, busy, with progress standing still; else one idle beat
+		loading  bool // the heartbeat goes on, idle, never ready
 		want     string
 	}{
-		{"no progress", true, "busy with 1 jobs and no token produced for "},
-		{"no heartbeat", false, "no heartbeat for "},
+		{"no progress", true, false, "busy with 1 jobs and no token produced for "},
+		{"no heartbeat", false, false, "no heartbeat for "},
+		{"never ready", false, true, "not ready "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, err := New(nc, Config{
 				ID: "hung", Models: []ModelSpec{{Name: "m", Path: model}}, ServerURL: "nats://x:1", Subjects: subj,
-				HungTimeout: 500 * time.Millisecond, ProgressTimeout: 300 * time.Millisecond,
+				HungTimeout: 500 * time.Millisecond, ProgressTimeout: 300 * time.Millisecond, LoadTimeout: 400 * time.Millisecond,
 			}, slog.New(slog.DiscardHandler), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -49,8 +51,12 @@ func TestHungWatcher(t *testing.T) {
 			if tc.progress {
 				busy = 1
 			}
+			state := schemas.WorkerReady
+			if tc.loading {
+				state = schemas.WorkerStarting
+			}
 			beat := func() {
-				hb, _ := json.Marshal(schemas.WorkerHeartbeat{WorkerID: id, Model: "m", State: schemas.WorkerReady,
+				hb, _ := json.Marshal(schemas.WorkerHeartbeat{WorkerID: id, Model: "m", State: state,
 					Slots: 1, Busy: busy, PID: 4242, Progress: 7, Time: time.Now()})
 				if _, err := kv.Put(context.Background(), id, hb); err != nil {
 					t.Error(err)
@@ -60,7 +66,7 @@ func TestHungWatcher(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			var beats sync.WaitGroup
-			if tc.progress {
+			if tc.progress || tc.loading {
 				beats.Go(func() {
 					tick := time.NewTicker(50 * time.Millisecond)
 					defer tick.Stop()
@@ -74,14 +80,14 @@ func TestHungWatcher(t *testing.T) {
 					}
 				})
 			}
-			hung := make(chan string, 1)
+			hung := make(chan hang, 1)
 			began := time.Now()
 			var watch sync.WaitGroup
 			watch.Go(func() { (&kvHungWatcher{h: h}).watch(ctx, id, 4242, hung) })
 			select {
-			case reason := <-hung:
-				if !strings.HasPrefix(reason, tc.want) {
-					t.Errorf("hung because %q, want %q...", reason, tc.want)
+			case h := <-hung:
+				if !strings.HasPrefix(h.reason, tc.want) || h.loading != tc.loading {
+					t.Errorf("hung because %+v, want %q... (loading %v)", h, tc.want, tc.loading)
 				}
 				if took := time.Since(began); took < 300*time.Millisecond {
 					t.Errorf("called hung after %v, before the timeout", took)

@@ -23,7 +23,7 @@ import (
 // The test binary doubles as a fake worker: started with HIVE_TEST_CHILD set,
 // it behaves as that mode says instead of running tests.
 const (
-	envChild    = "HIVE_TEST_CHILD"     // sleep, crash, cannot-start, ignore-term, spawn or hive
+	envChild    = "HIVE_TEST_CHILD"     // sleep, log, crash, cannot-start, ignore-term, spawn or hive
 	envReadyDir = "HIVE_TEST_READY_DIR" // a fake worker creates <dir>/<pid> once its signal handler is in place
 	envNATS     = "HIVE_TEST_NATS_URL"  // for mode hive
 	envModel    = "HIVE_TEST_MODEL"     // for mode hive
@@ -45,8 +45,29 @@ func fakeWorker(mode string) int {
 	case "cannot-start":
 		return ExitCodeCannotStart
 	case "sleep":
-		// Block until SIGTERM, then exit 0 as a drained worker does.
+		// Block until SIGTERM, then exit 0 as a drained worker does; log a
+		// line at each SIGUSR1.
 		term := notifyTerm()
+		usr := make(chan os.Signal, 1)
+		signal.Notify(usr, syscall.SIGUSR1)
+		ready()
+		for n := 1; ; n++ {
+			select {
+			case <-term:
+				return 0
+			case <-usr:
+				slog.New(slog.NewJSONHandler(os.Stderr, nil)).Info("still writing", "n", n)
+			}
+		}
+	case "log":
+		// Write what a worker does, then sleep: slog JSON lines, a line of
+		// another kind, and an unfinished line.
+		term := notifyTerm()
+		fmt.Fprintln(os.Stderr, `{"time":"2026-01-02T03:04:05.000006Z","level":"DEBUG+2","msg":"at its own time","worker_id":"not this one"}`)
+		slog.New(slog.NewJSONHandler(os.Stderr, nil)).Warn("model is large",
+			"slots", 4, "ratio", 0.5, "ok", true, slog.Group("engine", "threads", 2, "simd", "avx2"), "ctx", []int{1, 2})
+		fmt.Fprintln(os.Stderr, "panic: not really")
+		fmt.Fprint(os.Stdout, "unfinished")
 		ready()
 		<-term
 		return 0
@@ -145,6 +166,7 @@ type recorder struct {
 
 type record struct {
 	time  time.Time
+	level slog.Level
 	msg   string
 	attrs map[string]slog.Value
 }
@@ -174,7 +196,7 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	root := r.root()
 	root.mu.Lock()
 	defer root.mu.Unlock()
-	root.records = append(root.records, record{time: rec.Time, msg: rec.Message, attrs: attrs})
+	root.records = append(root.records, record{time: rec.Time, level: rec.Level, msg: rec.Message, attrs: attrs})
 	return nil
 }
 

@@ -96,16 +96,17 @@ func fileSize(m ModelSpec) (Need, error) {
 	return Need{RAM: uint64(fi.Size())}, nil
 }
 
-// preflight checks that one more worker of m fits on the machine, and
-// says why not with the code of what is short. A probe that fails does not
-// stop the start (a machine without /proc/meminfo, say): it is logged and
-// its check skipped. h.mu is held.
-func (h *Hive) preflight(m ModelSpec) error {
+// preflight checks that worker id of m fits on the machine next to the
+// other workers, and says why not with the code of what is short. A probe
+// that fails does not stop the start (a machine without /proc/meminfo,
+// say): it is logged and its check skipped. h.mu is held.
+func (h *Hive) preflight(m ModelSpec, id string) error {
 	pf := h.cfg.Preflight
 	if pf.MaxWorkers > 0 {
 		n := 0
-		for _, p := range h.procs {
-			if p.running() {
+		for wid, p := range h.procs {
+			// A worker being restarted holds its place already.
+			if p.running() && wid != id {
 				n++
 			}
 		}

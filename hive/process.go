@@ -1,6 +1,7 @@
 package hive
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,14 +43,19 @@ type workerSpec struct {
 }
 
 // execStarter runs workers as child processes, each in its own process group
-// so that stopping one reaches anything it started, writing to the hive's
-// stderr. With a state it records each process there, and a start of a
-// worker that a previous hive left running adopts that process instead.
+// so that stopping one reaches anything it started. With a state it records
+// each process there, and a start of a worker that a previous hive left
+// running adopts that process instead; with a data directory each worker
+// writes to a log file there, which the hive follows into its own log
+// (without one, workers write to the hive's stderr).
 type execStarter struct {
 	state *state
 	log   *slog.Logger
 	// pollEvery is how often an adopted process, not a child, is looked for.
 	pollEvery time.Duration
+	dataDir   string        // where the worker logs are; "": none
+	logMax    int64         // a worker log past this is emptied once read
+	logEvery  time.Duration // how often worker logs are read; 0: defaultLogPoll
 }
 
 func (s *execStarter) start(ctx context.Context, spec workerSpec) (process, error) {
@@ -65,36 +71,73 @@ func (s *execStarter) start(ctx context.Context, spec workerSpec) (process, erro
 	// An *os.File is handed to the child as is: no copying goroutine, so
 	// Wait returns when the process exits even if a grandchild holds the fd,
 	// and a worker whose hive died has no broken pipe to write to.
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	out := os.Stderr
+	if s.dataDir != "" {
+		f, err := createWorkerLog(s.dataDir, spec.ID)
+		if err != nil {
+			s.log.Warn("the worker writes to the hive's stderr", "worker_id", spec.ID, "err", err)
+		} else {
+			out = f
+			defer f.Close() // the child has its own copy once started
+		}
+	}
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = sysProcAttr()
+	// A record without a PID says a start is under way, so that a hive
+	// that dies before the PID is recorded does not leave the next one to
+	// start a duplicate: the next hive looks for the process by its command
+	// line, which names this hive and this worker. Simpler than matching
+	// registry keys, which a worker writes only once its model is loaded.
+	started := time.Now().UTC()
+	s.state.put(workerRecord{ID: spec.ID, Model: spec.Model, SpecHash: hash, Started: started})
 	if err := cmd.Start(); err != nil {
+		s.state.remove(spec.ID, 0)
 		return nil, fmt.Errorf("start worker %s: %w", spec.ID, err)
 	}
+	pid := cmd.Process.Pid
 	p := &execProcess{cmd: cmd, id: spec.ID, state: s.state}
 	if s.state != nil {
-		start, _, err := procStat(cmd.Process.Pid)
+		start, _, err := procStat(pid)
 		if err != nil {
 			s.log.Warn("read the worker's start time; a restarted hive will not adopt it", "worker_id", spec.ID, "err", err)
+			s.state.remove(spec.ID, 0)
 		} else {
 			s.state.put(workerRecord{
-				ID: spec.ID, Model: spec.Model, PID: cmd.Process.Pid, StartTime: start,
-				SpecHash: hash, Started: time.Now().UTC(),
+				ID: spec.ID, Model: spec.Model, PID: pid, StartTime: start,
+				SpecHash: hash, Started: started,
 			})
 		}
+	}
+	if out != os.Stderr {
+		p.follow = s.follow(spec, pid, 0)
 	}
 	return p, nil
 }
 
+// follow re-emits what process pid of spec writes to its log file from
+// offset from (-1: the end), or returns nil, saying why.
+func (s *execStarter) follow(spec workerSpec, pid int, from int64) *logFollower {
+	log := s.log.With("worker_id", spec.ID, "model", spec.Model, "pid", pid)
+	l, err := followWorkerLog(workerLogPath(s.dataDir, spec.ID), from, log, s.logMax, cmp.Or(s.logEvery, defaultLogPoll))
+	if err != nil {
+		log.Warn("the worker's output is not in the hive's log", "err", err)
+		return nil
+	}
+	return l
+}
+
 type execProcess struct {
-	cmd   *exec.Cmd
-	id    string
-	state *state
+	cmd    *exec.Cmd
+	id     string
+	state  *state
+	follow *logFollower // nil: none
 }
 
 func (p *execProcess) PID() int { return p.cmd.Process.Pid }
 
 func (p *execProcess) Wait() error {
 	err := p.cmd.Wait()
+	p.follow.close()
 	p.state.remove(p.id, p.cmd.Process.Pid)
 	return err
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -110,6 +111,11 @@ func startOrphaningHive(t *testing.T) *orphaningHive {
 		}
 		if len(f.Workers) != 2 {
 			return fmt.Errorf("state file records %d workers, want 2", len(f.Workers))
+		}
+		for _, r := range f.Workers {
+			if r.PID == 0 {
+				return fmt.Errorf("worker %s is still being started", r.ID)
+			}
 		}
 		return nil
 	})
@@ -259,4 +265,192 @@ func TestRestartedHiveStopsRecordedWorkersItDoesNotRun(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	assertOrphansGone(t, []int{kept})
+}
+
+// recordedPIDs reads the PIDs in a hive's state file, by worker ID.
+func recordedPIDs(t *testing.T, dataDir string) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, stateFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recorded stateFile
+	if err := json.Unmarshal(b, &recorded); err != nil {
+		t.Fatal(err)
+	}
+	pids := map[string]int{}
+	for _, r := range recorded.Workers {
+		pids[r.ID] = r.PID
+	}
+	return pids
+}
+
+// A worker writes to its log file, not to a pipe from its hive: with the
+// hive killed it writes on, and the hive that adopts it follows the file
+// from where it is then.
+func TestWorkerOutputOutlivesItsHive(t *testing.T) {
+	o := startOrphaningHive(t)
+	o.kill(t)
+	const id = "orphaning-hive-m-0"
+	pid := recordedPIDs(t, o.dataDir)[id]
+	path := workerLogPath(o.dataDir, id)
+	// Line 1, with no hive to read it.
+	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, waitFor, func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), `"msg":"still writing","n":1`) {
+			return fmt.Errorf("worker log holds %q, want its line 1", b)
+		}
+		return nil
+	})
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("worker %d after writing without its hive: %v, want alive", pid, err)
+	}
+
+	nc, err := nats.Connect(o.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	log := &recorder{}
+	next, err := New(nc, orphaningConfig(o.url, o.model, o.dataDir), slog.New(log), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- next.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		assertOrphansGone(t, o.workers)
+	}()
+	checkFor(t, waitFor, func() error {
+		if n := len(log.find("worker adopted")); n != 2 {
+			return fmt.Errorf("%d workers adopted, want 2", n)
+		}
+		return nil
+	})
+	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, waitFor, func() error {
+		for _, r := range log.find("still writing") {
+			if r.attrs["n"].Int64() == 2 {
+				if r.attrs["worker_id"].String() != id || r.attrs["pid"].Int64() != int64(pid) {
+					return fmt.Errorf("line 2 logged with %v, want worker %s pid %d", r.attrs, id, pid)
+				}
+				return nil
+			}
+		}
+		return errors.New("line 2 not logged yet")
+	})
+	// Followed from the file's end at adoption: line 1 was left alone.
+	if recs := log.find("still writing"); len(recs) != 1 {
+		t.Errorf("%d lines logged, want line 2 only", len(recs))
+	}
+}
+
+// sameWorkerCommand starts, as a hive that dies before recording its PID
+// would have, the process the hive of f starts for its first worker.
+func sameWorkerCommand(t *testing.T, f *realHive, dataDir string) (workerSpec, *exec.Cmd) {
+	t.Helper()
+	m := f.h.cfg.Models[0]
+	id := workerID(f.h.cfg.ID, m.Name, 0)
+	spec := workerSpec{ID: id, Model: m.Name, Exe: f.h.cfg.Executable, Args: workerArgs(f.h.cfg, m, id)}
+	out, err := createWorkerLog(dataDir, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(spec.Exe, spec.Args...)
+	cmd.Env = append(os.Environ(), f.h.env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Only if the test failed before it stopped; errors say it is gone.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	f.waitReady(1)
+	return spec, cmd
+}
+
+// writeState writes a hive's state file as a previous hive left it.
+func writeState(t *testing.T, dataDir string, records ...workerRecord) {
+	t.Helper()
+	if err := writeFileAtomic(filepath.Join(dataDir, stateFileName), stateFile{Version: 1, HiveID: "test-hive", Workers: records}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A hive that died after starting a worker, before recording its PID, left
+// a start record: the next hive finds the process by its command line and
+// adopts it rather than starting a second one.
+func TestStartRecordOfALiveProcessIsAdopted(t *testing.T) {
+	dataDir := t.TempDir()
+	f := newRealHive(t, "sleep", func(c *Config) { c.DataDir = dataDir })
+	spec, cmd := sameWorkerCommand(t, f, dataDir)
+	writeState(t, dataDir, workerRecord{ID: spec.ID, Model: spec.Model, SpecHash: specHash(spec), Started: time.Now().UTC()})
+	f.run()
+	checkFor(t, waitFor, func() error {
+		if st, ok := f.status(spec.ID); !ok || st.State != StateRunning || !st.Adopted || st.PID != cmd.Process.Pid {
+			return fmt.Errorf("worker %+v, want running, adopted, pid %d", st, cmd.Process.Pid)
+		}
+		return nil
+	})
+	if started := len(f.log.find("worker started")); started != 0 {
+		t.Errorf("the hive started %d workers, want none: the one running is adopted", started)
+	}
+	if pid := recordedPIDs(t, dataDir)[spec.ID]; pid != cmd.Process.Pid {
+		t.Errorf("state file records pid %d, want the adopted %d", pid, cmd.Process.Pid)
+	}
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("the adopted worker: %v, want a clean exit on the hive's SIGTERM", err)
+	}
+}
+
+// A start record without a process (the hive died before the start) is
+// dropped: the wanted worker starts, and one no longer wanted is forgotten.
+func TestStartRecordWithoutAProcessIsDropped(t *testing.T) {
+	dataDir := t.TempDir()
+	f := newRealHive(t, "sleep", func(c *Config) { c.DataDir = dataDir })
+	m := f.h.cfg.Models[0]
+	id := workerID(f.h.cfg.ID, m.Name, 0)
+	spec := workerSpec{ID: id, Model: m.Name, Exe: f.h.cfg.Executable, Args: workerArgs(f.h.cfg, m, id)}
+	gone := workerSpec{ID: "test-hive-gone-0", Model: "gone", Exe: spec.Exe, Args: []string{"worker", "--worker-id", "test-hive-gone-0"}}
+	writeState(t, dataDir,
+		workerRecord{ID: spec.ID, Model: spec.Model, SpecHash: specHash(spec)},
+		workerRecord{ID: gone.ID, Model: gone.Model, SpecHash: specHash(gone)})
+	f.run()
+	pid := f.waitRunning(id)
+	if st, _ := f.status(id); st.Adopted {
+		t.Errorf("worker %+v, want started, not adopted", st)
+	}
+	if n := len(f.log.find("a start of a worker that a previous hive began left no process; starting the worker anew")); n != 1 {
+		t.Errorf("%d start records dropped for the wanted worker, want 1", n)
+	}
+	checkFor(t, waitFor, func() error {
+		if pids := recordedPIDs(t, dataDir); len(pids) != 1 || pids[id] != pid {
+			return fmt.Errorf("state file records %v, want only %s as pid %d", pids, id, pid)
+		}
+		return nil
+	})
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, []int{pid})
 }

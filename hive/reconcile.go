@@ -110,17 +110,36 @@ func (h *Hive) converge() {
 		if p.cancel != nil || p.removing {
 			continue
 		}
-		if err := h.preflight(p.spec); err != nil {
-			h.refused(p.spec.Name, p.w.spec.ID, err, false)
+		if err := h.admit(p.w.spec.ID, p.spec); err != nil {
 			p.w.update(func(st *WorkerStatus) { st.LastExit = err.Error() })
-			if schemas.CodeOf(err) == schemas.CodeInsufficientRAM {
-				h.evictIdle(p.spec.Name)
-			}
 			continue
 		}
-		delete(h.rejected, p.spec.Name)
 		h.start(p)
 	}
+}
+
+// admit runs the preflight for a start of worker id of m by the loop or
+// by its supervisor: a refusal is recorded (once per model and code) and,
+// when memory is short, an idle worker of another model is stopped to make
+// room. h.mu is held.
+func (h *Hive) admit(id string, m ModelSpec) error {
+	if err := h.preflight(m, id); err != nil {
+		h.refused(m.Name, id, err, false)
+		if schemas.CodeOf(err) == schemas.CodeInsufficientRAM {
+			h.evictIdle(m.Name)
+		}
+		return err
+	}
+	delete(h.rejected, m.Name)
+	return nil
+}
+
+// admitRestart is admit for the supervisor of worker id, about to restart
+// it.
+func (h *Hive) admitRestart(id string, m ModelSpec) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.admit(id, m)
 }
 
 // sameWorker reports whether a worker of a runs as one of b would: the
@@ -326,7 +345,7 @@ func (h *Hive) spawn(req schemas.SpawnRequest) (schemas.SpawnReply, error) {
 			break
 		}
 	}
-	if err := h.preflight(spec); err != nil {
+	if err := h.preflight(spec, id); err != nil {
 		if schemas.CodeOf(err) != schemas.CodeInsufficientRAM || !h.evictIdle(spec.Name) {
 			h.refused(spec.Name, id, err, true)
 			return reply, err

@@ -41,13 +41,25 @@ func (t *restartTracker) next(now time.Time, ran time.Duration) (time.Duration, 
 		}
 		t.recent = append(t.recent, now)
 	}
+	return t.backoff(), ""
+}
+
+// refused is told that the preflight refused a restart and returns the
+// delay before the next try: longer each time, as after a failure, but
+// neither the breaker nor MaxRestarts counts it, since the worker did not
+// fail; the machine was short of room.
+func (t *restartTracker) refused() time.Duration { return t.backoff() }
+
+// backoff is the delay after another short run or refusal.
+func (t *restartTracker) backoff() time.Duration {
+	p := t.policy
 	d := p.InitialDelay
 	for i := 0; i < t.failures && d < p.MaxDelay; i++ {
 		d *= 2
 	}
 	d = min(d, p.MaxDelay)
 	t.failures++
-	return d + time.Duration(t.rand()*p.Jitter*float64(d)), ""
+	return d + time.Duration(t.rand()*p.Jitter*float64(d))
 }
 
 // within keeps the times of ts less than window before now.

@@ -27,7 +27,7 @@ const stateFileName = "workers.json"
 type workerRecord struct {
 	ID        string    `json:"id"`
 	Model     string    `json:"model"`
-	PID       int       `json:"pid"`
+	PID       int       `json:"pid"`        // 0: the process is being started
 	StartTime uint64    `json:"start_time"` // /proc/<pid>/stat field 22
 	SpecHash  string    `json:"spec_hash"`  // specHash of what it was started as
 	Started   time.Time `json:"started"`
@@ -169,7 +169,8 @@ func writeFileAtomic(path string, v any) error {
 }
 
 // specHash identifies what a worker was started as: a process adopted must
-// run the command line this hive would start.
+// run the command line this hive would start. It is the SHA-256 of the
+// command line as /proc/<pid>/cmdline holds it, less its last NUL.
 func specHash(spec workerSpec) string {
 	h := sha256.New()
 	h.Write([]byte(spec.Exe))
@@ -187,6 +188,7 @@ func (h *Hive) openDataDir() (*state, error) {
 	if h.cfg.DataDir == "" {
 		return nil, nil
 	}
+	h.starter.dataDir, h.starter.logMax = h.cfg.DataDir, h.cfg.WorkerLogMax
 	st, err := openState(h.cfg.DataDir, h.cfg.ID, h.log)
 	if err != nil {
 		return nil, err
@@ -216,13 +218,27 @@ func (s *state) stopUnwanted(wanted map[string]bool) {
 	}
 	s.mu.Unlock()
 	for _, r := range unwanted {
-		log := s.log.With("worker_id", r.ID, "pid", r.PID)
-		if start, zombie, err := procStat(r.PID); err == nil && !zombie && start == r.StartTime {
+		found := r
+		if r.PID == 0 {
+			found = s.resolveStart(r)
+		}
+		log := s.log.With("worker_id", r.ID, "pid", found.PID)
+		if start, zombie, err := procStat(found.PID); found.PID != 0 && err == nil && !zombie && start == found.StartTime {
 			log.Info("stopping a worker from a previous hive that this hive does not run")
-			if err := signalGroup(r.PID, stopSignal); err != nil {
+			if err := signalGroup(found.PID, stopSignal); err != nil {
 				log.Warn("stop the old worker", "err", err)
 			}
 		}
 		s.remove(r.ID, r.PID)
 	}
+}
+
+// resolveStart fills in the PID and start time of a start record (one
+// without a PID: its hive died starting the process) from the live
+// process with its command line, if there is one.
+func (s *state) resolveStart(r workerRecord) workerRecord {
+	if pid, start, ok := findByCommandLine(r.SpecHash); ok {
+		r.PID, r.StartTime = pid, start
+	}
+	return r
 }

@@ -64,6 +64,7 @@ type worker struct {
 	hung      hungWatcher                // tells of a live worker that stopped working
 	skipGrace <-chan struct{}            // closed: stop kills at once
 	onFail    func(schemas.FailedWorker) // told when the worker becomes failed
+	admit     func() error               // the preflight before a restart
 
 	mu     sync.Mutex
 	status WorkerStatus
@@ -95,7 +96,15 @@ func (c *stopCounters) count(forced bool) {
 // hungWatcher sends on hung, once, why the worker process pid has stopped
 // working although it is alive, and returns when ctx ends.
 type hungWatcher interface {
-	watch(ctx context.Context, workerID string, pid int, hung chan<- string)
+	watch(ctx context.Context, workerID string, pid int, hung chan<- hang)
+}
+
+// hang is why a live worker process is to be killed.
+type hang struct {
+	reason string
+	// loading: it never got ready, so its run counts as a failed start,
+	// however long it took.
+	loading bool
 }
 
 func (w *worker) snapshot() WorkerStatus {
@@ -131,6 +140,7 @@ func (w *worker) run(ctx context.Context) {
 	for {
 		began := time.Now()
 		p, err := w.starter.start(ctx, w.spec)
+		neverReady := false
 		switch {
 		case err != nil && ctx.Err() != nil:
 			w.setState(StateStopped)
@@ -139,7 +149,7 @@ func (w *worker) run(ctx context.Context) {
 			w.log.Error("start worker failed", "err", err)
 			w.update(func(st *WorkerStatus) { st.LastExit, st.ExitKind = err.Error(), schemas.ExitCrash })
 		default:
-			stopped, exit := w.supervise(ctx, p)
+			stopped, exit, loading := w.supervise(ctx, p)
 			if stopped {
 				return
 			}
@@ -147,24 +157,52 @@ func (w *worker) run(ctx context.Context) {
 				w.fail(fmt.Sprintf("cannot start (%s): the worker reported a permanent error, see its log", describeExit(exit)))
 				return
 			}
+			neverReady = loading
 		}
-		delay, giveUp := tracker.next(time.Now(), time.Since(began))
+		ran := time.Since(began)
+		if neverReady {
+			ran = 0 // a failed start, however long it took: it resets no backoff
+		}
+		delay, giveUp := tracker.next(time.Now(), ran)
 		if giveUp != "" {
 			w.fail(fmt.Sprintf("%s; last: %s", giveUp, w.snapshot().LastExit))
 			return
 		}
-		w.setState(StateBackoff)
 		w.log.Info("restarting worker", "delay", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			w.setState(StateStopped)
+		if !w.backoff(ctx, delay) {
 			return
-		case <-t.C:
+		}
+		// A restart is a start: the machine may have no room for the
+		// worker any more. A refusal is the machine's, not the worker's
+		// failure: it waits as a failure would, and counts for no breaker.
+		for w.admit != nil {
+			err := w.admit()
+			if err == nil {
+				break
+			}
+			delay := tracker.refused()
+			w.log.Info("preflight refused the restart; trying again", "code", schemas.CodeOf(err), "delay", delay)
+			if !w.backoff(ctx, delay) {
+				return
+			}
 		}
 		w.restarts.Inc()
 		w.update(func(st *WorkerStatus) { st.Restarts++ })
+	}
+}
+
+// backoff waits delay, in StateBackoff, and reports whether ctx is still
+// alive; when it is not the worker is stopped.
+func (w *worker) backoff(ctx context.Context, delay time.Duration) bool {
+	w.setState(StateBackoff)
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		w.setState(StateStopped)
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -180,9 +218,9 @@ func (w *worker) fail(reason string) {
 }
 
 // supervise watches a started process until it exits or is found hung
-// (false, with how it ended) or until ctx ends and it has been stopped
-// (true).
-func (w *worker) supervise(ctx context.Context, p process) (bool, error) {
+// (false, with how it ended, and whether it was killed for never getting
+// ready) or until ctx ends and it has been stopped (true).
+func (w *worker) supervise(ctx context.Context, p process) (stopped bool, exit error, loading bool) {
 	pid := p.PID()
 	_, adopted := p.(*adoptedProcess)
 	log := w.log.With("pid", pid)
@@ -200,7 +238,7 @@ func (w *worker) supervise(ctx context.Context, p process) (bool, error) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- p.Wait() }()
-	hung := make(chan string, 1)
+	hung := make(chan hang, 1)
 	if w.hung != nil {
 		hctx, stopWatch := context.WithCancel(ctx)
 		var watching sync.WaitGroup
@@ -216,22 +254,22 @@ func (w *worker) supervise(ctx context.Context, p process) (bool, error) {
 		w.gone(p, log, StateBackoff, err)
 		log.Warn("worker exited", "exit", describeExit(err), "exit_kind", exitKind(err), "ran", time.Since(began).Round(time.Millisecond))
 		w.record(schemas.AuditWorkerExited, pid, err, "")
-		return false, err
-	case reason := <-hung:
-		log.Warn("worker hung; killing it", "reason", reason)
+		return false, err, false
+	case h := <-hung:
+		log.Warn("worker hung; killing it", "reason", h.reason)
 		if kerr := p.Kill(); kerr != nil {
 			log.Error("kill hung worker", "err", kerr)
 		}
 		err := <-exited
 		w.gone(p, log, StateBackoff, err)
-		w.record(schemas.AuditWorkerHung, pid, err, reason)
+		w.record(schemas.AuditWorkerHung, pid, err, h.reason)
 		if w.forget != nil {
 			w.forget(w.spec.ID)
 		}
-		return false, err
+		return false, err, h.loading
 	case <-ctx.Done():
 		w.stop(p, log, exited)
-		return true, nil
+		return true, nil, false
 	}
 }
 
@@ -370,6 +408,7 @@ func (h *Hive) newWorker(id string, m ModelSpec) *worker {
 		forget:    h.forgetWorker,
 		hung:      &kvHungWatcher{h: h},
 		skipGrace: h.sup.skipCh(),
+		admit:     func() error { return h.admitRestart(id, m) },
 		status:    WorkerStatus{ID: id, Model: m.Name, State: StatePending},
 	}
 }

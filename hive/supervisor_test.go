@@ -311,3 +311,43 @@ func TestSupervisorStopSkipsGraceWhenTold(t *testing.T) {
 		}
 	})
 }
+
+// A restart the preflight refuses waits, longer each time, and tries
+// again; the refusals do not open the breaker, which counts failures.
+func TestSupervisorRestartWaitsForThePreflight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &fakeStarter{next: func(n int) *fakeProcess {
+			if n == 0 {
+				return crashAfter(0)(n)
+			}
+			return &fakeProcess{onTerm: func(p *fakeProcess) { p.end(nil) }}
+		}}
+		w := newTestWorker(s, RestartPolicy{InitialDelay: time.Second, MaxDelay: time.Minute, ResetAfter: time.Minute}, time.Second)
+		var asked []time.Time
+		w.admit = func() error {
+			asked = append(asked, time.Now())
+			if len(asked) <= 6 {
+				return errors.New("INSUFFICIENT_RAM")
+			}
+			return nil
+		}
+		began := time.Now()
+		stop := runWorker(w)
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		// After the crash 1 s, then 2, 4, ... as refusals go on, capped at a minute.
+		var gaps []time.Duration
+		for _, at := range asked {
+			gaps = append(gaps, at.Sub(began))
+			began = at
+		}
+		if want := secs(1, 2, 4, 8, 16, 32, 60); !slices.Equal(gaps, want) {
+			t.Errorf("preflight asked after %v, want %v", gaps, want)
+		}
+		st := w.snapshot()
+		if s.count() != 2 || st.State != StateRunning || st.Restarts != 1 {
+			t.Errorf("%d starts, status %+v: want running after one restart, the breaker shut", s.count(), st)
+		}
+		stop()
+	})
+}
