@@ -19,7 +19,9 @@ import (
 // of requests, and being ordered it delivers every stored event exactly
 // once and in order, recovering by itself from gaps and reconnects. Only
 // stored events reach it: the stream's fencing has already kept out what a
-// worker that lost its job tried to write.
+// worker that lost its job tried to write. Only signed ones reach a relay:
+// the job's key, which only the worker holding the job has, keeps out what
+// any other holder of the worker identity wrote.
 type eventRouter struct {
 	q *Queen
 
@@ -98,6 +100,10 @@ func (r *eventRouter) handle(msg jetstream.Msg) {
 	r.mu.Unlock()
 	if rl == nil {
 		return // a job this queen no longer follows
+	}
+	if !rl.signed(msg) {
+		rl.forged(streamSeq)
+		return
 	}
 	events, err := schemas.DecodeEvents(nil, msg.Data())
 	if err != nil {

@@ -56,7 +56,7 @@ func TestChatCompletion(t *testing.T) {
 	temp, seed := 0.5, int64(7)
 	jsonEqual(t, j.Job, schemas.Job{
 		ID: j.Job.ID, Model: model, Stream: f.subj.JobEvents(f.q.cfg.ID, j.Job.ID), CreatedAt: j.Job.CreatedAt,
-		Deadline:  j.Job.CreatedAt.Add(DefaultTimeout),
+		Deadline: j.Job.CreatedAt.Add(DefaultTimeout), EventKey: j.Job.EventKey,
 		Messages:  []schemas.Message{{Role: "system", Content: "Tell stories."}, {Role: "user", Content: "Once more"}},
 		MaxTokens: 32, Stop: []string{"The end"},
 		Sampling: schemas.Sampling{Temperature: &temp, TopP: 0.9, TopK: 40, MinP: 0.05, Seed: &seed,
@@ -67,6 +67,9 @@ func TestChatCompletion(t *testing.T) {
 	}
 	if got := j.Header.Get(schemas.HeaderSchema); got != "job/v2" {
 		t.Errorf("Rbee-Schema %q, want job/v2", got)
+	}
+	if signer, err := j.Job.EventKey.EventSigner(); signer == nil || err != nil {
+		t.Errorf("the job's event key: %v, want a fresh one", err)
 	}
 	if !schemas.ValidID(j.Job.ID) || len(j.Job.ID) < 20 {
 		t.Errorf("job ID %q: want a long random valid ID", j.Job.ID)

@@ -77,6 +77,10 @@ func (q *Queen) replay(ctx context.Context, job schemas.Job) (*relay, error) {
 	})
 	if err == nil {
 		rl.follow, err = cons.Consume(func(msg jetstream.Msg) {
+			if !rl.signed(msg) {
+				rl.forged(0)
+				return
+			}
 			events, err := schemas.DecodeEvents(nil, msg.Data())
 			if err != nil {
 				rl.push(nil, 0, schemas.Errorf(schemas.CodeInternal, "unreadable job event: %v", err))

@@ -116,16 +116,24 @@ func (j *fakeJob) emit(ev schemas.Event) {
 	j.publish(ev)
 }
 
-// publish writes events as they are, numbered or not.
+// publish writes events as they are, numbered or not, signed with the
+// job's key as the worker holding it signs them.
 func (j *fakeJob) publish(events ...schemas.Event) {
 	data, err := schemas.EncodeEvents(events)
 	if err != nil {
 		j.t.Errorf("encode events: %v", err)
 		return
 	}
+	signer, err := j.Job.EventKey.EventSigner()
+	if err != nil || signer == nil {
+		j.t.Errorf("the job's event key: %v, want one", err)
+		return
+	}
+	msg := &nats.Msg{Subject: j.Job.Stream, Data: data, Header: nats.Header{}}
+	msg.Header.Set(schemas.HeaderEventMAC, signer.Sign(j.Job.Stream, data))
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	if _, err := j.js.Publish(ctx, j.Job.Stream, data); err != nil {
+	if _, err := j.js.PublishMsg(ctx, msg); err != nil {
 		j.t.Errorf("publish events: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ type metrics struct {
 	tokens       *prometheus.CounterVec   // model
 	jobsInFlight prometheus.Gauge
 	jobs         *prometheus.CounterVec // model, result
+	forged       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,8 +39,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "rbee", Subsystem: "queen", Name: "jobs_finished_total",
 			Help: "HTTP jobs finished, by model and result (a stop reason or an error code).",
 		}, []string{"model", "result"}),
+		forged: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "rbee", Subsystem: "queen", Name: "events_forged_total",
+			Help: "Messages on the events subject of a job the queen follows that the job's key did not sign: ignored, never relayed.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.firstToken, m.tokens, m.jobsInFlight, m.jobs} {
+	for _, c := range []prometheus.Collector{m.requests, m.firstToken, m.tokens, m.jobsInFlight, m.jobs, m.forged} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register: %w", err)
 		}

@@ -20,8 +20,9 @@ func TestMetricsLint(t *testing.T) {
 	m.tokens.WithLabelValues("m").Inc()
 	m.jobsInFlight.Inc()
 	m.jobs.WithLabelValues("m", "stop").Inc()
-	if n := testutil.CollectAndCount(reg); n != 5 {
-		t.Fatalf("%d series, want 5", n)
+	m.forged.Inc()
+	if n := testutil.CollectAndCount(reg); n != 6 {
+		t.Fatalf("%d series, want 6", n)
 	}
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {

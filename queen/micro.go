@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -54,11 +56,12 @@ func (q *Queen) serveInfer(ctx context.Context, req micro.Request) (status int) 
 	if err := dec.Decode(&ir); err != nil {
 		return q.inferError(req, schemas.Errorf(schemas.CodeInvalidRequest, "request is not a valid InferRequest: %v", err))
 	}
+	ir.Principal = q.natsPrincipal(req.Reply())
 	sctx, cancel := context.WithTimeout(ctx, microSubmitTimeout)
 	defer cancel()
 	job, err := q.admit(sctx, &ir, time.Time{})
 	if err != nil {
-		q.log.Info("infer request refused", "model", ir.Model, "err", err)
+		q.log.Info("infer request refused", "model", ir.Model, "principal", ir.Principal, "err", err)
 		return q.inferError(req, err)
 	}
 	key := ir.IdempotencyKey
@@ -72,7 +75,7 @@ func (q *Queen) serveInfer(ctx context.Context, req micro.Request) (status int) 
 		return q.inferError(req, err)
 	}
 	defer rl.close()
-	q.log.Info("job queued for a NATS requester", "job_id", rl.job.ID, "model", job.Model)
+	q.log.Info("job queued for a NATS requester", "job_id", rl.job.ID, "model", job.Model, "principal", job.Principal)
 	rctx, requesterGone := context.WithCancelCause(ctx)
 	defer requesterGone(nil)
 	defer q.requesters.watch(req.Reply(), requesterGone)()
@@ -108,6 +111,27 @@ func (q *Queen) serveInfer(ctx context.Context, req micro.Request) (status int) 
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// natsPrincipal names who a bus request is for, from its reply subject: a
+// role may receive only on its own inbox prefix (bus.InboxPrefix), so the
+// answer of a reply under _INBOX_client can reach only the client identity,
+// and the job is nats:client's. (A requester may name another role's
+// inbox, and then never reads the answer.) A server that authenticates
+// nobody makes every requester nats:anonymous; a reply under no role's
+// prefix is nats:unknown (the nats CLI without --inbox-prefix, as the
+// operator, who may receive anywhere). API key names hold no ':', so none
+// reads as one of these.
+func (q *Queen) natsPrincipal(reply string) string {
+	if !q.nc.AuthRequired() {
+		return "nats:anonymous"
+	}
+	for _, role := range bus.Roles() {
+		if strings.HasPrefix(reply, bus.InboxPrefix(role)+".") {
+			return "nats:" + string(role)
+		}
+	}
+	return "nats:unknown"
+}
 
 // inferError answers req with err and closes its stream; it returns the
 // HTTP status of err's code for the requests metric.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rbee-dev/rbee/bus"
@@ -38,6 +39,11 @@ type relay struct {
 	// idempotency key), with its own consumer, and does not own the job.
 	follower bool
 	follow   jetstream.ConsumeContext
+
+	// signer checks the job's messages; nil for a job recorded by a queen
+	// that gave it no key, whose messages are all taken.
+	signer  *schemas.EventSigner
+	audited bool // a forged message was audited: one event per job is enough
 }
 
 // storedState is the end of a job's stored events: where a terminal event
@@ -50,7 +56,38 @@ type storedState struct {
 }
 
 func newRelay(q *Queen, job schemas.Job) *relay {
-	return &relay{q: q, job: job, start: time.Now(), wake: make(chan struct{}, 1)}
+	// The job's key was checked when it was made or read back.
+	signer, _ := job.EventKey.EventSigner()
+	return &relay{q: q, job: job, start: time.Now(), wake: make(chan struct{}, 1), signer: signer}
+}
+
+// signed reports whether msg is the job's: signed with its key.
+func (r *relay) signed(msg jetstream.Msg) bool {
+	return r.signer == nil || r.signer.Verify(msg.Subject(), msg.Data(), msg.Headers().Get(schemas.HeaderEventMAC))
+}
+
+// forged passes over a message on the job's subject that its key did not
+// sign, stored at streamSeq (0: unknown): it is counted, audited once per
+// job, and a terminal event the queen writes goes after it, since the fence
+// expects the subject's real last message.
+func (r *relay) forged(streamSeq uint64) {
+	r.q.metrics.forged.Inc()
+	r.mu.Lock()
+	r.stored.streamSeq = max(r.stored.streamSeq, streamSeq)
+	first := !r.audited
+	r.audited = true
+	r.mu.Unlock()
+	// A forger may write many: the log says so once per job, as the audit.
+	level := slog.LevelDebug
+	if first {
+		level = slog.LevelWarn
+	}
+	r.q.log.Log(context.Background(), level, "ignored a message on the job's events subject that its key did not sign",
+		"job_id", r.job.ID, "model", r.job.Model, "stream_seq", streamSeq)
+	if first {
+		r.q.auditor.Record(schemas.AuditEvent{Type: schemas.AuditEventForged, JobID: r.job.ID, Model: r.job.Model,
+			Principal: r.job.Principal, Reason: fmt.Sprintf("stream sequence %d of %s", streamSeq, r.job.Stream)})
+	}
 }
 
 // startRelay registers the job with the router and then queues it, so no
@@ -280,9 +317,13 @@ func (r *relay) seal(log *slog.Logger) {
 		log.Warn("encode the job's last event", "err", err)
 		return
 	}
+	msg := &nats.Msg{Subject: r.job.Stream, Data: data}
+	if r.signer != nil {
+		msg.Header = nats.Header{schemas.HeaderEventMAC: {r.signer.Sign(r.job.Stream, data)}}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 	defer cancel()
-	_, err = r.q.js.Publish(ctx, r.job.Stream, data, jetstream.WithExpectLastSequencePerSubject(stored.streamSeq))
+	_, err = r.q.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(stored.streamSeq))
 	switch {
 	case err == nil:
 		log.Debug("job's stream ended by the queen", "code", e.Code)

@@ -108,6 +108,9 @@ func TestMicroInferStreamsFromWorker(t *testing.T) {
 	if j.Job.Prompt != "Once upon a time" || j.Job.MaxTokens != 32 {
 		t.Errorf("job %+v", j.Job)
 	}
+	if j.Job.Principal != "nats:anonymous" {
+		t.Errorf("principal %q, want nats:anonymous from a server that authenticates nobody", j.Job.Principal)
+	}
 	if want := f.subj.JobEvents(f.q.cfg.ID, j.Job.ID); j.Job.Stream != want {
 		t.Errorf("job stream %q, want %q: under the queen, which relays to the requester", j.Job.Stream, want)
 	}

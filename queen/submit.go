@@ -23,9 +23,10 @@ const jobSchema = "job/" + schemas.Version
 
 // admit fills in the default max_tokens, validates req, checks that a live
 // worker serves its model and makes a job with a fresh ID, a seed (so that
-// a worker taking the job over samples what the first would have) and a
-// deadline: the one given (zero: none given), else the request's timeout,
-// else the default. startRelay sets the stream and queues it.
+// a worker taking the job over samples what the first would have), a
+// deadline (the one given (zero: none given), else the request's timeout,
+// else the default) and a fresh event key, which the job's events must be
+// signed with. startRelay sets the stream and queues it.
 func (q *Queen) admit(ctx context.Context, req *schemas.InferRequest, deadline time.Time) (schemas.Job, error) {
 	if req.MaxTokens == 0 {
 		req.MaxTokens = q.live().DefaultMaxTokens
@@ -62,6 +63,7 @@ func (q *Queen) admit(ctx context.Context, req *schemas.InferRequest, deadline t
 		job.Seed = &seed
 	}
 	job.CreatedAt, job.Deadline = now, deadline.UTC()
+	job.EventKey = schemas.NewEventKey()
 	return job, nil
 }
 
