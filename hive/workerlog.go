@@ -66,6 +66,7 @@ type logFollower struct {
 	max     int64
 	off     int64  // read up to here
 	partial []byte // the start of a line whose end is not written yet
+	buf     []byte // for reads, made at the first
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -135,11 +136,13 @@ func (l *logFollower) read(final bool) {
 		// same process): start again at its beginning.
 		l.off, l.partial = 0, nil
 	}
-	buf := make([]byte, 32<<10)
+	if l.buf == nil && l.off < fi.Size() {
+		l.buf = make([]byte, 32<<10)
+	}
 	for l.off < fi.Size() {
-		n, err := l.f.ReadAt(buf[:min(int64(len(buf)), fi.Size()-l.off)], l.off)
+		n, err := l.f.ReadAt(l.buf[:min(int64(len(l.buf)), fi.Size()-l.off)], l.off)
 		l.off += int64(n)
-		l.lines(buf[:n])
+		l.lines(l.buf[:n])
 		if err != nil && !errors.Is(err, io.EOF) {
 			l.log.Warn("read worker log", "err", err)
 			return
