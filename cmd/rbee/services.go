@@ -195,6 +195,7 @@ func bindHiveFlags(fs *flag.FlagSet, f *config.File, host string) *hiveOptions {
 	fs.DurationVar(&h.OrphanGrace, "orphan-grace", h.OrphanGrace, "workers drain and exit once this hive has been gone this long (hive.orphan_grace; -1s: never)")
 	fs.DurationVar(&h.HungTimeout, "hung-timeout", h.HungTimeout, "kill and restart a live worker whose heartbeat stopped this long (hive.hung_timeout; -1s: never)")
 	fs.DurationVar(&h.ProgressTimeout, "progress-timeout", h.ProgressTimeout, "kill and restart a busy worker that produced no token this long (hive.progress_timeout; -1s: never)")
+	fs.DurationVar(&h.LoadTimeout, "load-timeout", h.LoadTimeout, "kill and restart a worker not ready this long after its start (hive.load_timeout; -1s: never)")
 	o := &hiveOptions{replicas: &h.Replicas, slots: &h.Slots, ctx: &h.Ctx, kvTokens: &h.KVTokens, threads: &h.Threads}
 	o.place.add(fs)
 	return o
@@ -217,6 +218,7 @@ func hiveConfig(f config.File, o *hiveOptions) (hive.Config, error) {
 	cfg := hive.Config{
 		ID: h.ID, Models: models, HeartbeatInterval: h.HeartbeatInterval, StopGrace: h.StopGrace,
 		OrphanGrace: h.OrphanGrace, HungTimeout: h.HungTimeout, ProgressTimeout: h.ProgressTimeout,
+		LoadTimeout: h.LoadTimeout, WorkerLogMax: h.WorkerLogMaxBytes,
 		Restart: f.RestartPolicy(),
 		// Later entries win: the file's [worker] and [log] over the
 		// hive's own environment.

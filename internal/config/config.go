@@ -91,6 +91,8 @@ type Hive struct {
 	OrphanGrace       time.Duration `toml:"orphan_grace" env:"ORPHAN_GRACE" help:"workers drain and exit once their hive has been gone this long" allowed:"-1s (never) or > 0"`
 	HungTimeout       time.Duration `toml:"hung_timeout" env:"HUNG_TIMEOUT" help:"restart a live worker whose heartbeat stopped this long" allowed:"-1s (never) or > 0"`
 	ProgressTimeout   time.Duration `toml:"progress_timeout" env:"PROGRESS_TIMEOUT" help:"restart a busy worker that produced no token this long" allowed:"-1s (never) or > 0"`
+	LoadTimeout       time.Duration `toml:"load_timeout" env:"LOAD_TIMEOUT" help:"restart a worker not ready this long after its start (stuck loading its model)" allowed:"-1s (never) or > 0"`
+	WorkerLogMaxBytes int64         `toml:"worker_log_max_bytes" env:"WORKER_LOG_MAX_BYTES" help:"a worker's log file in the data directory is emptied past this size, once the hive has logged it" allowed:"> 0"`
 	Replicas          int           `toml:"replicas" env:"REPLICAS" live:"true" help:"worker processes per model, where a model sets none" allowed:"1 to 64"`
 	Slots             int           `toml:"slots" env:"SLOTS" live:"true" help:"jobs each worker decodes together, where a model sets none" allowed:"1 to 4096"`
 	Ctx               int           `toml:"ctx" env:"CTX" live:"true" help:"context per job, where a model sets none (0: 4096 or what the model was trained for, the smaller)" allowed:"0 to 1048576"`
@@ -169,6 +171,7 @@ func Default() File {
 		Hive: Hive{
 			HeartbeatInterval: hive.DefaultHeartbeatInterval, StopGrace: hive.DefaultStopGrace,
 			OrphanGrace: hive.DefaultOrphanGrace, HungTimeout: hive.DefaultHungTimeout, ProgressTimeout: hive.DefaultProgressTimeout,
+			LoadTimeout: hive.DefaultLoadTimeout, WorkerLogMaxBytes: hive.DefaultWorkerLogMax,
 			Replicas: 1, Slots: 1,
 			Restart: Restart{
 				InitialDelay: r.InitialDelay, MaxDelay: r.MaxDelay, Jitter: r.Jitter, ResetAfter: r.ResetAfter,
@@ -386,6 +389,10 @@ func (f File) Validate() error {
 	neverOrPositive("hive.orphan_grace", h.OrphanGrace)
 	neverOrPositive("hive.hung_timeout", h.HungTimeout)
 	neverOrPositive("hive.progress_timeout", h.ProgressTimeout)
+	neverOrPositive("hive.load_timeout", h.LoadTimeout)
+	if h.WorkerLogMaxBytes <= 0 {
+		add("hive.worker_log_max_bytes", h.WorkerLogMaxBytes, "more than 0")
+	}
 	inRange("hive.replicas", h.Replicas, 1, 64)
 	inRange("hive.slots", h.Slots, 1, 4096)
 	inRange("hive.ctx", h.Ctx, 0, 1<<20)

@@ -34,6 +34,8 @@ func TestValidateRejectsBadConfigs(t *testing.T) {
 		{"hive grace below worker drain", "[hive]\nstop_grace = '20s'\n[worker]\nshutdown_grace = '25s'", `hive.stop_grace = 20s: want at least 6/5 × worker.shutdown_grace (25s)`},
 		{"hive orphan grace", "[hive]\norphan_grace = '-2s'", `hive.orphan_grace = -2s: want -1s (never) or more than 0`},
 		{"hive hung timeout zero", "[hive]\nhung_timeout = '0s'", `hive.hung_timeout = 0s: want -1s (never) or more than 0`},
+		{"hive load timeout zero", "[hive]\nload_timeout = '0s'", `hive.load_timeout = 0s: want -1s (never) or more than 0`},
+		{"hive worker log max", "[hive]\nworker_log_max_bytes = 0", `hive.worker_log_max_bytes = 0: want more than 0`},
 		{"hive replicas", "[hive]\nreplicas = 0", `hive.replicas = 0: want 1 to 64`},
 		{"hive slots", "[hive]\nslots = 5000", `hive.slots = 5000: want 1 to 4096`},
 		{"hive ctx", "[hive]\nctx = -1", `hive.ctx = -1: want 0 to 1048576`},
