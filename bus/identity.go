@@ -67,7 +67,10 @@ func Permissions(subj schemas.Subjects, role Role) *server.Permissions {
 					"$JS.API.CONSUMER.DURABLE.CREATE." + jobs + ".>",
 					"$JS.API.CONSUMER.MSG.NEXT." + jobs + ".>",
 					"$JS.ACK." + jobs + ".>",
-					// Taking a job over reads the events it already has.
+					// Taking a job over reads the events it already has: the
+					// last of its subject, and the ones before by sequence
+					// (a request on the stream's own direct get subject).
+					"$JS.API.DIRECT.GET." + subj.StreamsStream(),
 					"$JS.API.DIRECT.GET." + subj.StreamsStream() + ".>",
 					"$JS.API.STREAM.MSG.GET." + subj.StreamsStream(),
 					subj.AllJobEvents(),

@@ -166,6 +166,83 @@ func TestWorkerIdentityCannotQueueJobsReadAuditOrControl(t *testing.T) {
 	}
 }
 
+// A worker reads a job's events back, oldest first, as it does to take
+// the job over; it cannot read a queued job (whose message carries the
+// job's event key) but by pulling it from the shared consumer, nor the
+// jobs the queen records with their keys.
+func TestWorkerIdentityReadsJobEventsButNoQueuedJob(t *testing.T) {
+	s := newSecured(t)
+	ctx := testContext(t, 30*time.Second)
+	var v violations
+	_, js := s.connectWith(t, bus.RoleWorker, &v)
+	subject := s.subj.JobEvents("q1", "job-1")
+	for _, body := range []string{"one", "two"} {
+		if _, err := js.Publish(ctx, subject, []byte(body)); err != nil {
+			t.Fatalf("worker job events: %v", err)
+		}
+	}
+	str, err := js.Stream(ctx, s.subj.StreamsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq, want := range map[uint64]string{1: "one", 2: "two"} {
+		msg, err := str.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if err != nil || string(msg.Data) != want {
+			t.Errorf("worker reading message %d of a job's events: %v, %v; want %q", seq, msg, err, want)
+		}
+	}
+
+	_, qjs := s.connect(t, bus.RoleQueen)
+	if _, err := bus.EnsureJobsConsumer(ctx, qjs, s.subj, "m", time.Minute, -1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := qjs.Publish(ctx, s.subj.Jobs("m"), []byte(`{"event_key":"secret"}`)); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := qjs.Stream(ctx, s.subj.JobsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing reads the stream's messages in place: neither the direct
+	// get nor the stream's own get answers the worker.
+	for _, read := range []func(context.Context) error{
+		func(ctx context.Context) error {
+			_, err := js.Conn().RequestWithContext(ctx, "$JS.API.DIRECT.GET."+s.subj.JobsStream(), []byte(`{"seq":1}`))
+			return err
+		},
+		func(ctx context.Context) error {
+			_, err := js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.subj.JobsStream(), []byte(`{"seq":1}`))
+			return err
+		},
+		func(ctx context.Context) error {
+			kv, err := js.KeyValue(ctx, s.subj.IdempotencyBucket())
+			if err == nil {
+				_, err = kv.Get(ctx, "k")
+			}
+			return err
+		},
+	} {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := read(rctx)
+		cancel()
+		if err == nil {
+			t.Error("a worker read a queued job or the jobs the queen records")
+		}
+	}
+	v.waitFor(t, "$JS.API.DIRECT.GET."+s.subj.JobsStream())
+	v.waitFor(t, "$JS.API.STREAM.MSG.GET."+s.subj.JobsStream())
+	// A consumer of its own overlaps the shared one, which a work queue
+	// refuses: the only way to the job is to pull it, and hold its lease.
+	_, err = js.CreateConsumer(ctx, s.subj.JobsStream(), jetstream.ConsumerConfig{
+		Name: "spy", FilterSubject: s.subj.Jobs("m"), AckPolicy: jetstream.AckExplicitPolicy})
+	if err == nil {
+		t.Error("a worker made a consumer of its own on a model's jobs")
+	}
+	if info, err := jobs.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Errorf("jobs stream: %v, %v; want the job still queued", info, err)
+	}
+}
+
 func TestClientIdentityCannotReadOthersStreams(t *testing.T) {
 	s := newSecured(t)
 	nc, _ := s.connect(t, bus.RoleClient)
