@@ -34,6 +34,7 @@ var commands = map[string]command{
 	"provision":   {"create or update rbee's streams and buckets on the NATS server, and exit", runProvision},
 	"bench":       {"measure the engine and rbee up on this machine: a table, and every figure as JSON", runBench},
 	"model":       {"make model files: 'model synth' writes a random-weight llama GGUF", runModel},
+	"pull":        {"download a GGUF model over HTTP(S) into the hive's models directory, resuming a partial one", runPull},
 	"workers":     {"'workers ls': list live workers", runWorkers},
 	"hives":       {"'hives ls': list live hives", runHives},
 	"jobs":        {"'jobs show ID', 'jobs cancel ID', 'jobs dlq ls': look up and cancel jobs, list dead letters", runJobs},

@@ -86,6 +86,7 @@ var docRunners = []struct{ doc, prefix, test string }{
 	{"docs/MONITORING.md", "rbee audit ", "TestAPIDocExamples"},
 	{"docs/DEPLOYMENT.md", "nats backup ", "TestDeploymentBackupRestore"},
 	{"docs/DEPLOYMENT.md", "rbee config validate ", "TestDeploymentExamples (the same file, at the test's path)"},
+	{"docs/DEPLOYMENT.md", "rbee pull ", "TestPullDocExample"},
 }
 
 // docNotRunAsWritten are the documented commands no test runs verbatim,

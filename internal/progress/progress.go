@@ -53,6 +53,7 @@ type Bar struct {
 	label    string
 	start    time.Time
 	drawn    time.Time // when the terminal line was last drawn
+	base     int64     // done before the bar started (Resumed)
 	done     int64
 	total    int64 // 0: unknown
 	quarters int   // quarters told on plain lines
@@ -63,6 +64,14 @@ type Bar struct {
 // Bar starts a bar labelled label.
 func (s *Screen) Bar(label string) *Bar {
 	return &Bar{s: s, label: label, start: s.now()}
+}
+
+// Resumed says that n of the work was done before the bar started (a
+// resumed download): the rate leaves it out.
+func (b *Bar) Resumed(n int64) {
+	b.s.mu.Lock()
+	b.base = n
+	b.s.mu.Unlock()
 }
 
 // Update sets how much of total is done; total 0 is unknown (a bar then
@@ -108,7 +117,7 @@ func (b *Bar) Update(done, total int64) {
 func (b *Bar) line(now time.Time) string {
 	rate := ""
 	if secs := now.Sub(b.start).Seconds(); secs > 0 {
-		rate = "  " + Bytes(int64(float64(b.done)/secs)) + "/s"
+		rate = "  " + Bytes(int64(float64(b.done-b.base)/secs)) + "/s"
 	}
 	if b.total <= 0 {
 		return fmt.Sprintf("%s  %s%s", b.label, Bytes(b.done), rate)
