@@ -121,3 +121,16 @@ func TestIsTerminal(t *testing.T) {
 		t.Error("a file or a buffer taken for a terminal")
 	}
 }
+
+// A resumed task's rate counts only what came since the bar started.
+func TestResumedRate(t *testing.T) {
+	var out bytes.Buffer
+	c := &clock{time.Unix(0, 0)}
+	b := newScreen(&out, true, c.now).Bar("pull")
+	b.Resumed(8 << 20)
+	c.t = c.t.Add(2 * time.Second)
+	b.Update(10<<20, 16<<20)
+	if !strings.Contains(out.String(), "10.0 MiB / 16.0 MiB  1.0 MiB/s") {
+		t.Errorf("got %q, want 1.0 MiB/s for 2 MiB in 2 s", out.String())
+	}
+}
