@@ -29,8 +29,11 @@ type WorkerHeartbeat struct {
 	Context  int    `json:"context_length"`
 	// Progress counts the tokens the worker has produced since it started:
 	// a hive sees a worker that is busy but stuck by its standing still.
-	Progress uint64    `json:"progress,omitempty"`
-	Time     time.Time `json:"time"`
+	Progress uint64 `json:"progress,omitempty"`
+	// MetricsURL is where the worker serves its Prometheus metrics, when it
+	// does: its hive scrapes a loopback one into its own /metrics.
+	MetricsURL string    `json:"metrics_url,omitempty"`
+	Time       time.Time `json:"time"`
 }
 
 // Validate checks a heartbeat read from the wire.
