@@ -40,3 +40,15 @@ func TestConcurrentSessionsMatchSerial(t *testing.T) {
 		}
 	}
 }
+
+// A caller that wants only the result passes no token callback.
+func TestGenerateWithoutCallback(t *testing.T) {
+	s, err := loadStories(t).NewSession(128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Generate(context.Background(), Request{Prompt: "Once upon a time", MaxTokens: 4}, nil)
+	if err != nil || len(res.GeneratedIDs) != 4 {
+		t.Fatalf("generate without a callback: %d tokens, %v", len(res.GeneratedIDs), err)
+	}
+}

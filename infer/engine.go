@@ -146,7 +146,7 @@ type Sequence struct {
 	start, firstAt  time.Time
 }
 
-// NewSequence tokenizes req and prepares its sampling. emit is called, on
+// NewSequence tokenizes req and prepares its sampling. emit (nil: none) is called, on
 // the goroutine that drives the engine, for each token as it is sampled.
 // Request.Resume continues an earlier run of the same request: those
 // tokens are taken as already generated (not emitted again), and sampling
@@ -185,6 +185,10 @@ func (e *Engine) NewSequence(req Request, emit func(Token) error) (*Sequence, er
 	maxTokens := req.MaxTokens
 	if maxTokens <= 0 {
 		maxTokens = e.cfg.ContextLength
+	}
+	if emit == nil {
+		// A caller that wants only the Result.
+		emit = func(Token) error { return nil }
 	}
 	s := &Sequence{
 		e: e, emit: emit, nPrompt: len(ids), maxTokens: maxTokens, logitSteps: req.LogitSteps,
