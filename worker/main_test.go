@@ -87,6 +87,7 @@ func newBed(t *testing.T) *bed {
 
 // running is a worker whose Run goroutine the test owns.
 type running struct {
+	w    *worker.Worker
 	cfg  worker.Config
 	reg  *prometheus.Registry
 	stop context.CancelFunc
@@ -118,7 +119,7 @@ func (b *bed) startWorkerOn(t *testing.T, model *infer.Model, cfg worker.Config)
 		t.Fatalf("new worker: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cfg: cfg, reg: reg, stop: cancel, done: make(chan error, 1)}
+	r := &running{w: w, cfg: cfg, reg: reg, stop: cancel, done: make(chan error, 1)}
 	go func() { r.done <- w.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +89,9 @@ type Config struct {
 	// Load tells of the model's load (LoadModel) in the ready message Run
 	// publishes on Subjects.Progress once the worker takes jobs.
 	Load LoadStats
+	// MetricsURL is where the worker's metrics are served, told in its
+	// heartbeat so that its hive can scrape them; empty: not served.
+	MetricsURL string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -131,7 +137,30 @@ func (c Config) withDefaults() (Config, error) {
 	case c.OrphanGrace < 0:
 		return c, fmt.Errorf("orphan grace %v: want 0 (never) or more", c.OrphanGrace)
 	}
+	if c.MetricsURL != "" {
+		if u, err := url.Parse(c.MetricsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c, fmt.Errorf("metrics URL %q: want http://HOST:PORT/PATH", c.MetricsURL)
+		}
+	}
 	return c, nil
+}
+
+// liveFields are the Config fields ApplyConfig changes while the worker
+// runs; Load, a report of the past, is not compared.
+var liveFields = map[string]bool{"HeartbeatInterval": true, "ShutdownGrace": true, "Load": true}
+
+// fixedChanges names the fields other than the live ones in which next
+// differs from old.
+func fixedChanges(old, next Config) []string {
+	a, b := reflect.ValueOf(old), reflect.ValueOf(next)
+	var out []string
+	for i := range a.NumField() {
+		name := a.Type().Field(i).Name
+		if !liveFields[name] && a.Field(i).Interface() != b.Field(i).Interface() {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // Worker serves one model from its work queue. Make it with New and start
@@ -157,6 +186,12 @@ type Worker struct {
 	maxDeliver    atomic.Int64  // the jobs consumer's MaxDeliver; -1 unbounded
 	pullFailures  int           // failed pulls in a row; only the pull loop uses it
 	progress      atomic.Uint64 // tokens produced, for the heartbeat
+
+	// The live settings, which ApplyConfig changes: cfg keeps the ones the
+	// worker started with.
+	beatEvery atomic.Int64  // heartbeat interval, in nanoseconds
+	grace     atomic.Int64  // shutdown grace, in nanoseconds
+	retick    chan struct{} // tells the heartbeat of a new interval
 
 	mu    sync.Mutex // guards state and busy
 	state string
@@ -188,8 +223,10 @@ func New(nc *nats.Conn, model *infer.Model, cfg Config, logger *slog.Logger, reg
 	}
 	w := &Worker{
 		nc: nc, js: js, cfg: cfg, metrics: m, state: schemas.WorkerStarting,
-		log: logger.With("worker_id", cfg.ID, "model", cfg.Model),
+		log: logger.With("worker_id", cfg.ID, "model", cfg.Model), retick: make(chan struct{}, 1),
 	}
+	w.beatEvery.Store(int64(cfg.HeartbeatInterval))
+	w.grace.Store(int64(cfg.ShutdownGrace))
 	if w.auditor, err = bus.NewAuditor(nc, cfg.Subjects, "worker", cfg.ID, w.log); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -207,6 +244,38 @@ func New(nc *nats.Conn, model *infer.Model, cfg Config, logger *slog.Logger, reg
 	}
 	return w, nil
 }
+
+// ApplyConfig applies what of cfg can change while the worker runs: the
+// heartbeat interval, from the next beat, and the shutdown grace, for a
+// drain not yet begun. Anything else (identity, engine, lease, subjects)
+// needs a new process: a cfg that changes it is refused, with the fields
+// named, and nothing is applied. The log level is the caller's (a
+// slog.LevelVar).
+func (w *Worker) ApplyConfig(cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return fmt.Errorf("worker %s config: %w", w.cfg.ID, err)
+	}
+	if fields := fixedChanges(w.cfg, cfg); len(fields) > 0 {
+		return fmt.Errorf("worker %s: %s cannot change while it runs; restart it", w.cfg.ID, strings.Join(fields, ", "))
+	}
+	if old := w.heartbeatInterval(); old != cfg.HeartbeatInterval {
+		w.beatEvery.Store(int64(cfg.HeartbeatInterval))
+		select {
+		case w.retick <- struct{}{}:
+		default:
+		}
+		w.log.Info("heartbeat interval changed", "from", old, "to", cfg.HeartbeatInterval)
+	}
+	if old := w.shutdownGrace(); old != cfg.ShutdownGrace {
+		w.grace.Store(int64(cfg.ShutdownGrace))
+		w.log.Info("shutdown grace changed", "from", old, "to", cfg.ShutdownGrace)
+	}
+	return nil
+}
+
+func (w *Worker) heartbeatInterval() time.Duration { return time.Duration(w.beatEvery.Load()) }
+func (w *Worker) shutdownGrace() time.Duration     { return time.Duration(w.grace.Load()) }
 
 // Run serves until ctx is done, then drains (see the package doc) and
 // returns nil. It returns an error if the worker cannot start: no workers
@@ -271,8 +340,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	var jobs sync.WaitGroup
 	w.pull(ctx, jobsCtx, cons, &jobs)
 	announce(schemas.WorkerDraining)
-	w.log.Info("worker draining", "busy", w.busySlots(), "grace", w.cfg.ShutdownGrace)
-	grace := time.AfterFunc(w.cfg.ShutdownGrace, func() { stopJobs(errShutdown) })
+	drain := w.shutdownGrace()
+	w.log.Info("worker draining", "busy", w.busySlots(), "grace", drain)
+	grace := time.AfterFunc(drain, func() { stopJobs(errShutdown) })
 	jobs.Wait()
 	grace.Stop()
 	w.log.Info("worker stopped")
@@ -449,12 +519,14 @@ func (w *Worker) addBusy(n int) {
 // and whenever beatNow says the state changed, until stop is closed. One
 // goroutine writes, so the key never goes back to an older state.
 func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, beatNow, stop <-chan struct{}) {
-	t := time.NewTicker(w.cfg.HeartbeatInterval)
+	t := time.NewTicker(w.heartbeatInterval())
 	defer t.Stop()
 	for {
 		w.beat(ctx, kv)
 		select {
 		case <-t.C:
+		case <-w.retick:
+			t.Reset(w.heartbeatInterval())
 		case <-beatNow:
 		case <-stop:
 			// A state change announced just before the stop is still told.
@@ -473,7 +545,7 @@ func (w *Worker) beat(ctx context.Context, kv jetstream.KeyValue) {
 	hb := schemas.WorkerHeartbeat{
 		WorkerID: w.cfg.ID, HiveID: w.cfg.HiveID, Model: w.cfg.Model,
 		State: w.state, Slots: w.cfg.Slots, Busy: w.busy,
-		PID: os.Getpid(), Context: w.ctxLen, Progress: w.progress.Load(), Time: time.Now().UTC(),
+		PID: os.Getpid(), Context: w.ctxLen, Progress: w.progress.Load(), MetricsURL: w.cfg.MetricsURL, Time: time.Now().UTC(),
 	}
 	w.mu.Unlock()
 	data, err := json.Marshal(hb)

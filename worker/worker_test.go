@@ -588,6 +588,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative heartbeat", worker.Config{ID: "w", Model: modelName, HeartbeatInterval: -1}, "heartbeat"},
 		{"negative grace", worker.Config{ID: "w", Model: modelName, ShutdownGrace: -1}, "shutdown grace"},
 		{"bad prefix", worker.Config{ID: "w", Model: modelName, Subjects: schemas.Subjects{Prefix: "a.b"}}, "prefix"},
+		{"bad metrics URL", worker.Config{ID: "w", Model: modelName, MetricsURL: "127.0.0.1:9"}, "metrics URL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := worker.New(b.nc, testModel, tc.cfg, nil, nil)
@@ -697,4 +698,61 @@ func TestFourSlotsBatchEightJobs(t *testing.T) {
 		}
 	}
 	b.waitQueueEmpty(t)
+}
+
+// ApplyConfig changes the heartbeat interval and the shutdown grace of a
+// running worker, and refuses, applying nothing, a config that changes
+// what needs a new process. The heartbeat tells where the metrics are.
+func TestApplyConfigChangesLiveSettings(t *testing.T) {
+	b := newBed(t)
+	hbs, err := b.nc.SubscribeSync(b.subj.Heartbeat(schemas.KindWorker, "w-apply"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const metricsURL = "http://127.0.0.1:9/metrics"
+	cfg := worker.Config{ID: "w-apply", ContextLength: 1024, HeartbeatInterval: time.Hour, ShutdownGrace: waitLong, MetricsURL: metricsURL}
+	r := b.startWorker(t, cfg)
+	if hb := heartbeats(t, hbs, schemas.WorkerReady); hb[len(hb)-1].MetricsURL != metricsURL {
+		t.Errorf("heartbeat metrics_url %q, want %q", hb[len(hb)-1].MetricsURL, metricsURL)
+	}
+	cfg = r.cfg // with the model and subjects the test bed gave it
+
+	refused := cfg
+	refused.Slots, refused.HeartbeatInterval = 2, 10*time.Millisecond
+	if err := r.w.ApplyConfig(refused); err == nil || !strings.Contains(err.Error(), "Slots") {
+		t.Errorf("ApplyConfig of other slots: %v, want a refusal naming Slots", err)
+	}
+	bad := cfg
+	bad.ShutdownGrace = -1
+	if err := r.w.ApplyConfig(bad); err == nil {
+		t.Error("ApplyConfig of a negative grace: no error")
+	}
+
+	// An hour between beats before: beats now come every 20 ms.
+	live := cfg
+	live.HeartbeatInterval, live.ShutdownGrace = 20*time.Millisecond, time.Millisecond
+	live.Load = worker.LoadStats{Took: time.Second} // a report, not a setting
+	if err := r.w.ApplyConfig(live); err != nil {
+		t.Fatalf("ApplyConfig of live settings: %v", err)
+	}
+	for range 3 {
+		if _, err := hbs.NextMsg(waitLong); err != nil {
+			t.Fatalf("no heartbeat at the new interval: %v", err)
+		}
+	}
+
+	// The new grace, not the first one's 30 s, ends the drain: the job in
+	// hand goes back to the queue.
+	job := schemas.Job{ID: "job-apply", Prompt: strings.Repeat("Once upon a time ", 125), MaxTokens: 1, Sampling: greedy()}
+	b.submit(t, job)
+	checkFor(t, waitLong, func() error {
+		if got := metric(t, r, "rbee_worker_busy_slots"); got != 1 {
+			return fmt.Errorf("busy slots %v, want 1", got)
+		}
+		return nil
+	})
+	r.wait(t)
+	if got := metric(t, r, "rbee_worker_jobs_total", "outcome", "requeued"); got != 1 {
+		t.Errorf("requeued jobs %v after a drain with a 1 ms grace, want 1", got)
+	}
 }
