@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -77,6 +78,15 @@ type Config struct {
 	Preflight         Preflight
 	ReconcileInterval time.Duration // default DefaultReconcileInterval
 	IdleTimeout       time.Duration // a worker without a job this long is stopped; 0: never
+	// WorkerMetrics starts each worker with a metrics listener on a
+	// loopback port of its own choosing, which it tells in its heartbeat
+	// and WorkerMetrics scrapes: the hive's /metrics then holds its
+	// workers' metrics too, and no worker needs a reachable port.
+	WorkerMetrics bool
+	// ConfigFile is handed to the workers (--config), so that they read the
+	// hive's configuration file and a reload (ReloadWorkers) reaches them.
+	// Empty: they get none.
+	ConfigFile string
 }
 
 // RestartPolicy says when a worker that exited is started again. Every exit
@@ -222,6 +232,12 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.WorkerLogMax = DefaultWorkerLogMax
 	}
 	var err error
+	if cfg.ConfigFile != "" {
+		// The workers may not share the hive's working directory.
+		if cfg.ConfigFile, err = filepath.Abs(cfg.ConfigFile); err != nil {
+			return cfg, fmt.Errorf("config file: %w", err)
+		}
+	}
 	if cfg.Restart, err = cfg.Restart.withDefaults(); err != nil {
 		return cfg, err
 	}
@@ -375,6 +391,12 @@ func workerArgs(cfg Config, m ModelSpec, id string) []string {
 		"--slots", strconv.Itoa(m.Slots),
 		"--orphan-grace", cfg.OrphanGrace.String(),
 		"--shutdown-grace", (cfg.StopGrace - cfg.StopGrace/6).String(),
+	}
+	if cfg.WorkerMetrics {
+		args = append(args, "--metrics-addr", workerMetricsAddr)
+	}
+	if cfg.ConfigFile != "" {
+		args = append(args, "--config", cfg.ConfigFile)
 	}
 	if m.ContextLength > 0 {
 		args = append(args, "--ctx", strconv.Itoa(m.ContextLength))

@@ -157,6 +157,11 @@ func TestWorkerArgs(t *testing.T) {
 	if tail := got[len(got)-4:]; !slices.Equal(tail, []string{"--ctx", "2048", "--threads", "8"}) {
 		t.Errorf("args end %q, want --ctx 2048 --threads 8", tail)
 	}
+	cfg.WorkerMetrics, cfg.ConfigFile = true, "/etc/rbee/rbee.toml"
+	got = workerArgs(cfg, ModelSpec{Name: "m", Path: "/m.gguf", Slots: 1}, "h1-m-0")
+	if tail := got[len(got)-4:]; !slices.Equal(tail, []string{"--metrics-addr", "127.0.0.1:0", "--config", "/etc/rbee/rbee.toml"}) {
+		t.Errorf("args end %q, want a loopback metrics listener and the hive's config file", tail)
+	}
 }
 
 func TestNew(t *testing.T) {

@@ -250,6 +250,7 @@ func (h *Hive) followWorkers() (*nats.Subscription, error) {
 			p.lastActive = time.Now()
 		}
 		p.busy, p.progress = hb.Busy, hb.Progress
+		h.noteMetricsURL(p, hb)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("hive: subscribe to %s: %w", subject, err)

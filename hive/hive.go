@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,11 +46,13 @@ type Hive struct {
 	js       jetstream.JetStream
 	hives    jetstream.KeyValue // the hives bucket, once found
 	cfg      Config
-	log      *slog.Logger
+	log      *slog.Logger // the hive's own lines: component=hive
+	base     *slog.Logger // the workers' lines, which say their component
 	auditor  *bus.Auditor
 	hostname string
 	starter  *execStarter
 	metrics  *metrics
+	scraper  *workerScraper // WorkerMetrics
 	env      []string
 	catalog  map[string]ModelSpec // every model the hive can start, by name
 	models   []string             // the catalog's names, configuration order
@@ -71,7 +74,9 @@ type Hive struct {
 }
 
 // New validates cfg, fills in its defaults and registers the hive's metrics
-// with reg (nil: not registered). Nothing starts until Run.
+// with reg (nil: not registered). The hive's lines carry component=hive and
+// hive_id, which logger should not have already; the workers' lines it
+// re-emits keep their own component. Nothing starts until Run.
 func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Hive, error) {
 	if nc == nil {
 		return nil, errors.New("hive: no NATS connection")
@@ -91,7 +96,8 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	if err != nil {
 		return nil, fmt.Errorf("hive metrics: %w", err)
 	}
-	logger = logger.With("hive_id", cfg.ID)
+	base := logger.With("hive_id", cfg.ID)
+	logger = logger.With("component", "hive", "hive_id", cfg.ID)
 	hostname, err := os.Hostname()
 	if err != nil {
 		logger.Warn("no hostname for heartbeats", "err", err)
@@ -101,7 +107,7 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		return nil, fmt.Errorf("hive: jetstream: %w", err)
 	}
 	h := &Hive{
-		nc: nc, js: js, cfg: cfg, log: logger, hostname: hostname, starter: newExecStarter(),
+		nc: nc, js: js, cfg: cfg, log: logger, base: base, hostname: hostname, starter: newExecStarter(),
 		metrics: m, pm: pm, env: append([]string(nil), cfg.ExtraEnv...), catalog: map[string]ModelSpec{},
 		kick: make(chan struct{}, 1), wanted: map[string]ModelSpec{}, procs: map[string]*proc{},
 		rejected: map[string]rejection{},
@@ -120,6 +126,7 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		return nil, fmt.Errorf("hive config: %w", err)
 	}
 	h.wanted = wanted
+	h.scraper = newWorkerScraper(h)
 	h.mu.Lock()
 	h.converge()
 	h.mu.Unlock()
@@ -141,6 +148,31 @@ func (h *Hive) ID() string { return h.cfg.ID }
 // models it serves, which SetWanted reconciles (the added start, the removed
 // stop, the others carry on). The rest needs a restart.
 func (h *Hive) ApplyConfig(cfg Config) error { return h.SetWanted(cfg.Models) }
+
+// ReloadWorkers asks every live worker process to reload its
+// configuration (SIGHUP, which rbee worker takes as a reload) and returns
+// how many it asked: after a reload of the hive's, its workers, which read
+// the same file (Config.ConfigFile), follow. A signal, not a bus request:
+// the hive holds the processes, and the signal reaches them with the bus
+// away, with no reply to route.
+func (h *Hive) ReloadWorkers() int {
+	h.mu.Lock()
+	procs := slices.Clone(h.order)
+	h.mu.Unlock()
+	n := 0
+	for _, p := range procs {
+		asked, err := p.w.reload()
+		if err != nil {
+			h.log.Warn("ask a worker to reload its configuration", "worker_id", p.w.spec.ID, "err", err)
+			continue
+		}
+		if asked {
+			n++
+		}
+	}
+	h.log.Info("asked the workers to reload their configuration", "workers", n)
+	return n
+}
 
 // Run starts the wanted workers, supervises them, converges them to the
 // wanted set as it changes, publishes heartbeats and serves the control

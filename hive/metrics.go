@@ -12,6 +12,7 @@ type metrics struct {
 	graceful    *prometheus.CounterVec // model
 	forceKilled *prometheus.CounterVec // model
 	shutdown    prometheus.Histogram
+	scrapeErrs  *prometheus.CounterVec // model
 }
 
 // newMetrics makes the hive's metrics and registers them with reg, unless
@@ -39,11 +40,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from the start of a hive's shutdown until its last worker was gone.",
 			Buckets: []float64{0.1, 0.5, 1, 5, 10, 30, 60, 120},
 		}),
+		scrapeErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "rbee", Subsystem: "hive", Name: "worker_scrape_errors_total",
+			Help: "Scrapes of a worker's metrics that failed (no answer in time, a bad answer); its metrics were left out of that scrape of the hive.",
+		}, []string{"model"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.restarts, m.running, m.graceful, m.forceKilled, m.shutdown} {
+	for _, c := range []prometheus.Collector{m.restarts, m.running, m.graceful, m.forceKilled, m.shutdown, m.scrapeErrs} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register: %w", err)
 		}

@@ -24,11 +24,12 @@ func TestMetricsLint(t *testing.T) {
 	m.graceful.WithLabelValues("m").Inc()
 	m.forceKilled.WithLabelValues("m").Inc()
 	m.shutdown.Observe(1)
+	m.scrapeErrs.WithLabelValues("m").Inc()
 	pm.rejected.WithLabelValues("insufficient_ram").Inc()
 	pm.evictions.Inc()
 	pm.unloads.Inc()
-	if n := testutil.CollectAndCount(reg); n != 8 {
-		t.Fatalf("%d series, want 8", n)
+	if n := testutil.CollectAndCount(reg); n != 9 {
+		t.Fatalf("%d series, want 9", n)
 	}
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {

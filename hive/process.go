@@ -49,8 +49,9 @@ type workerSpec struct {
 // writes to a log file there, which the hive follows into its own log
 // (without one, workers write to the hive's stderr).
 type execStarter struct {
-	state *state
-	log   *slog.Logger
+	state     *state
+	log       *slog.Logger
+	workerLog *slog.Logger // where the workers' lines go, without the hive's component
 	// pollEvery is how often an adopted process, not a child, is looked for.
 	pollEvery time.Duration
 	dataDir   string        // where the worker logs are; "": none
@@ -117,7 +118,7 @@ func (s *execStarter) start(ctx context.Context, spec workerSpec) (process, erro
 // follow re-emits what process pid of spec writes to its log file from
 // offset from (-1: the end), or returns nil, saying why.
 func (s *execStarter) follow(spec workerSpec, pid int, from int64) *logFollower {
-	log := s.log.With("worker_id", spec.ID, "model", spec.Model, "pid", pid)
+	log := cmp.Or(s.workerLog, s.log).With("worker_id", spec.ID, "model", spec.Model, "pid", pid)
 	l, err := followWorkerLog(workerLogPath(s.dataDir, spec.ID), from, log, s.logMax, cmp.Or(s.logEvery, defaultLogPoll))
 	if err != nil {
 		log.Warn("the worker's output is not in the hive's log", "err", err)

@@ -13,6 +13,10 @@ import (
 // and the supervisor kills the worker at once.
 var stopSignal os.Signal = os.Interrupt
 
+// reloadSignal asks a worker to reload its configuration; without Unix
+// signals sending it fails, and the worker keeps the one it has.
+var reloadSignal os.Signal = syscall.SIGHUP
+
 func sysProcAttr() *syscall.SysProcAttr { return nil }
 
 func signalGroup(pid int, sig os.Signal) error {

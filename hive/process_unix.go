@@ -12,6 +12,9 @@ import (
 // stopSignal asks a worker to drain and exit.
 var stopSignal os.Signal = syscall.SIGTERM
 
+// reloadSignal asks a worker to reload its configuration.
+var reloadSignal os.Signal = syscall.SIGHUP
+
 // signalGroup signals the process group the worker leads (Setpgid), which
 // outlives the worker while anything it started is still running.
 func signalGroup(pid int, sig os.Signal) error {

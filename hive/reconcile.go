@@ -31,6 +31,10 @@ type proc struct {
 	lastActive time.Time
 	busy       int
 	progress   uint64
+	// Where the process metricsPID serves its metrics: a loopback URL that
+	// heartbeat told, of this worker's current process only.
+	metricsURL string
+	metricsPID int
 }
 
 // running reports whether p holds, or may soon hold, a live process.

@@ -184,7 +184,7 @@ func specHash(spec workerSpec) string {
 // openDataDir locks the hive's data directory, if it has one, and gives the
 // starter the records of the workers a previous hive left running.
 func (h *Hive) openDataDir() (*state, error) {
-	h.starter.log = h.log
+	h.starter.log, h.starter.workerLog = h.log, h.base
 	if h.cfg.DataDir == "" {
 		return nil, nil
 	}

@@ -68,6 +68,7 @@ type worker struct {
 
 	mu     sync.Mutex
 	status WorkerStatus
+	live   process // the process running now; nil between processes
 }
 
 // stopCounters count the workers a shutdown stopped, by how.
@@ -225,9 +226,11 @@ func (w *worker) supervise(ctx context.Context, p process) (stopped bool, exit e
 	_, adopted := p.(*adoptedProcess)
 	log := w.log.With("pid", pid)
 	began := time.Now()
-	w.update(func(st *WorkerStatus) {
-		st.PID, st.State, st.StartedAt, st.Adopted = pid, StateRunning, began, adopted
-	})
+	w.mu.Lock()
+	st := &w.status
+	st.PID, st.State, st.StartedAt, st.Adopted = pid, StateRunning, began, adopted
+	w.live = p
+	w.mu.Unlock()
 	w.running.Inc()
 	if adopted {
 		log.Info("worker adopted")
@@ -328,9 +331,23 @@ func (w *worker) gone(p process, log *slog.Logger, next WorkerState, err error) 
 	if kerr := p.Kill(); kerr != nil {
 		log.Warn("kill what the worker left behind", "err", kerr)
 	}
-	w.update(func(st *WorkerStatus) {
-		st.PID, st.State, st.LastExit, st.ExitKind = 0, next, describeExit(err), exitKind(err)
-	})
+	w.mu.Lock()
+	st := &w.status
+	st.PID, st.State, st.LastExit, st.ExitKind = 0, next, describeExit(err), exitKind(err)
+	w.live = nil
+	w.mu.Unlock()
+}
+
+// reload asks the worker's process, if one runs, to reload its
+// configuration, and reports whether one was asked.
+func (w *worker) reload() (bool, error) {
+	w.mu.Lock()
+	p := w.live
+	w.mu.Unlock()
+	if p == nil {
+		return false, nil
+	}
+	return true, p.Signal(reloadSignal)
 }
 
 func describeExit(err error) string {

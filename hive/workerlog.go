@@ -62,7 +62,8 @@ func createWorkerLog(dataDir, id string) (*os.File, error) {
 // through the hive's logger, polling the file, until stopped.
 type logFollower struct {
 	f       *os.File
-	log     *slog.Logger // with the worker's ID, model and PID
+	out     *slog.Logger // the worker's lines: with its ID, model and PID
+	log     *slog.Logger // the follower's own, as the hive's
 	max     int64
 	off     int64  // read up to here
 	partial []byte // the start of a line whose end is not written yet
@@ -72,7 +73,8 @@ type logFollower struct {
 }
 
 // followWorkerLog follows the log file at path from offset from (-1: its
-// end, for a process that wrote before this hive was there).
+// end, for a process that wrote before this hive was there) into log,
+// where each line says component=worker.
 func followWorkerLog(path string, from int64, log *slog.Logger, maxSize int64, every time.Duration) (*logFollower, error) {
 	// Written to only by Truncate: reads go through ReadAt.
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -87,7 +89,7 @@ func followWorkerLog(path string, from int64, log *slog.Logger, maxSize int64, e
 		}
 		from = fi.Size()
 	}
-	l := &logFollower{f: f, log: log, max: maxSize, off: from, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &logFollower{f: f, out: log, log: log.With("component", "hive"), max: maxSize, off: from, stop: make(chan struct{}), done: make(chan struct{})}
 	go l.run(every)
 	return l, nil
 }
@@ -205,10 +207,22 @@ func (l *logFollower) emit(line []byte) {
 	if !ok {
 		r = slog.NewRecord(time.Now(), slog.LevelError, string(line), 0)
 	}
+	if !hasAttr(r, "component") {
+		r.AddAttrs(slog.String("component", "worker"))
+	}
 	ctx := context.Background()
-	if h := l.log.Handler(); h.Enabled(ctx, r.Level) {
+	if h := l.out.Handler(); h.Enabled(ctx, r.Level) {
 		_ = h.Handle(ctx, r)
 	}
+}
+
+func hasAttr(r slog.Record, key string) bool {
+	found := false
+	r.Attrs(func(a slog.Attr) bool {
+		found = a.Key == key
+		return !found
+	})
+	return found
 }
 
 // ownAttrs are what the hive's logger says of the worker itself; the

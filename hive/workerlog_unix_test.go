@@ -15,8 +15,8 @@ import (
 
 // A worker's output reaches the hive's log, attributed: its slog lines at
 // their own level and time with their attributes, other lines at ERROR,
-// an unfinished last line once the process is gone. A new process of the
-// worker starts a new file.
+// an unfinished last line once the process is gone, each with the
+// worker's component, once. A new process of the worker starts a new file.
 func TestWorkerOutputIsInTheHiveLog(t *testing.T) {
 	dataDir := t.TempDir()
 	f := newRealHive(t, "log", func(c *Config) { c.DataDir = dataDir })
@@ -35,6 +35,12 @@ func TestWorkerOutputIsInTheHiveLog(t *testing.T) {
 		if r.level != level || a["worker_id"].String() != id || a["model"].String() != "tiny:1b" || a["pid"].Int64() != int64(pid) || a["hive_id"].String() != "test-hive" {
 			t.Errorf("%q: level %v, attributes %v; want %v, of worker %s pid %d on test-hive", r.msg, r.level, a, level, id, pid)
 		}
+		if a["component"].String() != "worker" || len(r.twice) > 0 {
+			t.Errorf("%q: component %q, keys given twice %q; want worker, once", r.msg, a["component"], r.twice)
+		}
+	}
+	if started := f.log.find("worker started"); len(started) == 0 || started[0].attrs["component"].String() != "hive" || len(started[0].twice) > 0 {
+		t.Errorf("the hive's own line %+v, want component hive, once", started)
 	}
 	warn := f.log.find("model is large")[0]
 	attributed(warn, slog.LevelWarn, pid)
