@@ -294,6 +294,21 @@ func runJobsCancel(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return err
 }
 
+// redactJob masks the event key in a dump of a job's message: it is the
+// secret of the worker holding the job, and no reader of a dump needs it.
+func redactJob(data []byte) json.RawMessage {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(data, &fields) != nil || fields["event_key"] == nil {
+		return data
+	}
+	fields["event_key"] = json.RawMessage(`"` + schemas.Secret("").String() + `"`)
+	out, err := json.Marshal(fields)
+	if err != nil {
+		return data
+	}
+	return out
+}
+
 func runDLQLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("jobs dlq ls", stderr)
 	nf, err := addNATSFlags(fs, "rbee-jobs")
@@ -336,7 +351,7 @@ func runDLQLs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			r := deadLetter{JobID: d.JobID, Model: m, Code: d.Code, Reason: d.Reason, Deliveries: d.Deliveries,
 				Worker: d.Worker, Seq: d.Seq, Time: d.Time}
 			if json.Valid(d.Data) {
-				r.Job = d.Data
+				r.Job = redactJob(d.Data)
 			} else {
 				r.Raw = string(d.Data)
 			}

@@ -301,6 +301,9 @@ func TestPoisonJobIsDeadLettered(t *testing.T) {
 		d.Worker == holder || json.Unmarshal(d.Job, &job) != nil || job.MaxTokens != 3000 {
 		t.Errorf("dead letter %+v", d)
 	}
+	if job.EventKey != "[redacted]" {
+		t.Errorf("the dead letter shows the job's event key as %q, want it masked", string(job.EventKey))
+	}
 	if table := rbeeOut(t, append([]string{"jobs", "dlq", "ls"}, nats...)...); !strings.Contains(table, id) || !strings.Contains(table, "dead_lettered") {
 		t.Errorf("jobs dlq ls:\n%s", table)
 	}
