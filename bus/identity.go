@@ -84,6 +84,9 @@ func Permissions(subj schemas.Subjects, role Role) *server.Permissions {
 				})},
 			Subscribe: &server.SubjectPermission{Allow: []string{inbox, "$KV." + subj.CancelsBucket() + ".>",
 				base + ".control.worker.>"}},
+			// A reload asked on its control subject (rbee config reload
+			// --worker) is answered to whoever asked.
+			Response: &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 		}
 	case RoleHive:
 		return &server.Permissions{

@@ -166,6 +166,34 @@ func TestWorkerIdentityCannotQueueJobsReadAuditOrControl(t *testing.T) {
 	}
 }
 
+// The operator asks a worker over its control subject (rbee config reload
+// --worker) and gets its answer, which the worker may send only as the
+// answer.
+func TestWorkerAnswersItsControlRequests(t *testing.T) {
+	s := newSecured(t)
+	var v violations
+	wnc, _ := s.connectWith(t, bus.RoleWorker, &v)
+	subject := s.subj.Control(schemas.KindWorker, "w1") + ".reload"
+	sub, err := wnc.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond([]byte("reloaded")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := wnc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	onc, _ := s.connect(t, bus.RoleOperator)
+	reply, err := onc.Request(subject, nil, 5*time.Second)
+	if err != nil || string(reply.Data) != "reloaded" {
+		t.Fatalf("request to the worker's control subject: %v, %v; want its answer", reply, err)
+	}
+	// Answering is not publishing: the operator's inbox is not the worker's to write.
+	if err := wnc.Publish(bus.InboxPrefix(bus.RoleOperator)+".x", []byte("unasked")); err != nil {
+		t.Fatal(err)
+	}
+	v.waitFor(t, bus.InboxPrefix(bus.RoleOperator)+".x")
+}
+
 // A worker reads a job's events back, oldest first, as it does to take
 // the job over; it cannot read a queued job (whose message carries the
 // job's event key) but by pulling it from the shared consumer, nor the
