@@ -25,7 +25,7 @@ import (
 var runConfig = subcommands("config", map[string]command{
 	"validate": {"check a configuration file (with the environment over it): every problem, then a non-zero exit", runConfigValidate},
 	"print":    {"print the effective configuration (a file, the environment over it) as TOML, secrets masked", runConfigPrint},
-	"reload":   {"have the running queens and hives (or one, --queen ID, --hive ID) reload their configuration, as SIGHUP does", runConfigReload},
+	"reload":   {"have the running queens and hives, and the hives their workers (or one, --queen ID, --hive ID, --worker ID), reload their configuration, as SIGHUP does", runConfigReload},
 })
 
 func runConfigValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -159,12 +159,18 @@ type reloader struct {
 	log    *slog.Logger
 	audit  func(schemas.AuditEvent) // nil: not audited
 	apply  []applier
+	// reloaded run after each reload that was applied (a hive asks its
+	// workers to follow).
+	reloaded []func()
+	// hup delivers SIGHUP, when the command caught it before Run; nil: Run
+	// does.
+	hup chan os.Signal
 
 	// listen are the control subjects on which `rbee config reload` asks
 	// for a reload, subscribed on nc while Run runs.
 	nc     *nats.Conn
 	listen []string
-	kind   string // queen or hive, in replies
+	kind   string // queen, hive or worker, in replies
 	id     string
 
 	mu  sync.Mutex
@@ -232,6 +238,9 @@ func (r *reloader) Reload(ctx context.Context) ([]config.Change, error) {
 		r.log.Warn("changed settings that apply only after a restart", "fields", restart)
 	}
 	r.record(schemas.AuditEvent{Type: schemas.AuditConfigReloaded, Reason: fmt.Sprintf("%d changes: %s", len(lines), strings.Join(lines, "; "))})
+	for _, f := range r.reloaded {
+		f()
+	}
 	return changes, nil
 }
 
@@ -252,9 +261,12 @@ type reloadReply struct {
 // Run reloads on every SIGHUP, and on every request on its control
 // subjects, until ctx ends. SIGHUP no longer ends the process.
 func (r *reloader) Run(ctx context.Context) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	hup := r.hup
+	if hup == nil {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	asked := make(chan *nats.Msg, 8)
 	for _, subj := range r.listen {
 		sub, err := r.nc.ChanSubscribe(subj, asked)
@@ -313,7 +325,8 @@ func runConfigReload(ctx context.Context, args []string, stdout, stderr io.Write
 		return err
 	}
 	queenID := fs.String("queen", "", "only the queen with this ID")
-	hiveID := fs.String("hive", "", "only the hive with this ID")
+	hiveID := fs.String("hive", "", "only the hive with this ID (it asks its workers in turn)")
+	workerID := fs.String("worker", "", "only the worker with this ID (one run by hand; a hive's follow their hive)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -323,12 +336,15 @@ func runConfigReload(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	var targets []string
 	switch {
-	case *queenID != "" || *hiveID != "":
+	case *queenID != "" || *hiveID != "" || *workerID != "":
 		if *queenID != "" {
 			targets = append(targets, reloadSubject(subj, "queen", *queenID))
 		}
 		if *hiveID != "" {
 			targets = append(targets, reloadSubject(subj, schemas.KindHive, *hiveID))
+		}
+		if *workerID != "" {
+			targets = append(targets, reloadSubject(subj, schemas.KindWorker, *workerID))
 		}
 	default:
 		targets = []string{reloadSubject(subj, "queen", reloadAll), reloadSubject(subj, schemas.KindHive, reloadAll)}
@@ -360,7 +376,7 @@ func runConfigReload(ctx context.Context, args []string, stdout, stderr io.Write
 		case <-timer.C:
 			switch {
 			case answered == 0:
-				return fmt.Errorf("config reload: no queen or hive answered within %v", reloadWait)
+				return fmt.Errorf("config reload: none of %s answered within %v", strings.Join(targets, ", "), reloadWait)
 			case refused > 0:
 				return fmt.Errorf("config reload: %d of %d refused the new configuration", refused, answered)
 			}

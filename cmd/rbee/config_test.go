@@ -298,6 +298,21 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 	if strings.Contains(logs.String(), "longer than the model was trained for") {
 		t.Error("the bundled model started with a context longer than its own")
 	}
+	// up's /metrics is the queen's, the hive's and the worker's.
+	poll(t, 30*time.Second, func() error {
+		text, err := scrape("http://" + httpAddr)
+		if err != nil {
+			return err
+		}
+		for _, re := range []string{`(?m)^rbee_queen_jobs_finished_total\{model="stories260K",result="length"\} 1$`,
+			`(?m)^rbee_hive_workers_running\{model="stories260K"\} 1$`,
+			`(?m)^rbee_worker_jobs_total\{model="stories260K",outcome="completed",worker_id="[^"]+-stories260K-0"\} 1$`} {
+			if !regexp.MustCompile(re).MatchString(text) {
+				return fmt.Errorf("up's /metrics matches no %s", re)
+			}
+		}
+		return nil
+	})
 
 	writeFile(t, path, fmt.Sprintf("[log]\nlevel = 'info'\n[queen]\ndefault_max_tokens = 5\nfirst_token_timeout = '2m'\n"+
 		"[provision]\njobs_max_per_model = 7\n[[hive.models]]\nname = 'stories260K'\n[[hive.models]]\nname = 'tiny'\npath = '%s'\n", mustAbs(t, modelPath)))
@@ -459,4 +474,28 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// Workers that read the hive's file get as environment only what the
+// hive's flags set over it: a variable would hide the file from a reload.
+func TestWorkerEnvCarriesOnlyFlagsOverTheFile(t *testing.T) {
+	t.Setenv("RBEE_LOG_LEVEL", "")
+	os.Unsetenv("RBEE_LOG_LEVEL")
+	path := filepath.Join(t.TempDir(), "rbee.toml")
+	writeFile(t, path, "[log]\nlevel = 'info'\n[worker]\nheartbeat_interval = '3s'\n")
+	f, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Log.Level = "debug" // as --log-level debug would
+	env, err := workerEnv(f, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(env, "RBEE_LOG_LEVEL=debug") || slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "RBEE_WORKER_") }) {
+		t.Errorf("env %q, want the flag's log level and none of the file's [worker]", env)
+	}
+	if env, _ := workerEnv(f, ""); !slices.Contains(env, "RBEE_WORKER_HEARTBEAT_INTERVAL=3s") || !slices.Contains(env, "RBEE_LOG_LEVEL=debug") {
+		t.Errorf("env without a file %q, want every [worker] and [log] setting", env)
+	}
 }

@@ -11,6 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/rbee-dev/rbee/hive"
 )
 
 // metricsShutdownGrace bounds how long a scrape in progress may finish when
@@ -19,15 +22,16 @@ const metricsShutdownGrace = 2 * time.Second
 
 // metricsActor serves reg on addr's /metrics (and /healthz, for a probe
 // that needs no parsing) for hives and workers, which have no HTTP server
-// of their own. It listens at once, so that an address in use fails the
-// start instead of a running component. An empty addr serves nothing.
-func metricsActor(addr string, reg prometheus.Gatherer, log *slog.Logger) (actor, error) {
+// of their own, and returns the URL of /metrics as bound (a port 0 made
+// real). It listens at once, so that an address in use fails the start
+// instead of a running component. An empty addr serves nothing, at no URL.
+func metricsActor(addr string, reg prometheus.Gatherer, log *slog.Logger) (actor, string, error) {
 	if addr == "" {
-		return actor{"metrics", func(ctx context.Context) error { <-ctx.Done(); return nil }}, nil
+		return actor{"metrics", func(ctx context.Context) error { <-ctx.Done(); return nil }}, "", nil
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return actor{}, fmt.Errorf("metrics listener: %w", err)
+		return actor{}, "", fmt.Errorf("metrics listener: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -49,7 +53,28 @@ func metricsActor(addr string, reg prometheus.Gatherer, log *slog.Logger) (actor
 			err = errors.Join(err, serr)
 		}
 		return err
-	}}, nil
+	}}, "http://" + l.Addr().String() + "/metrics", nil
+}
+
+// withWorkers is reg with the metrics of h's workers. A family that
+// clashes with one of reg's (a worker of another release, whose runtime
+// describes a metric otherwise) is left out of the scrape and logged: it
+// must not fail the rest.
+func withWorkers(reg prometheus.Gatherer, h *hive.Hive, log *slog.Logger) prometheus.Gatherer {
+	return lenientGatherer{gs: prometheus.Gatherers{reg, h.WorkerMetrics()}, log: log}
+}
+
+type lenientGatherer struct {
+	gs  prometheus.Gatherers
+	log *slog.Logger
+}
+
+func (g lenientGatherer) Gather() ([]*dto.MetricFamily, error) {
+	fams, err := g.gs.Gather()
+	if err != nil {
+		g.log.Warn("metrics left out of a scrape", "err", err)
+	}
+	return fams, nil
 }
 
 // modelLoadSeconds records how long a worker took to load its model, a

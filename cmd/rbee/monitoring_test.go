@@ -2,18 +2,24 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -261,4 +267,127 @@ func TestHiveAndWorkerServeMetrics(t *testing.T) {
 	if _, err := scrape("http://" + hiveAddr); err == nil {
 		t.Error("the hive's metrics listener still answers after the hive stopped")
 	}
+}
+
+// workerSample is the value of name for the worker id in the text of a
+// /metrics, with the other labels of want; ok false when there is none.
+func workerSample(t *testing.T, text, name, id string, want map[string]string) (float64, bool) {
+	t.Helper()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	for _, m := range fams[name].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		match := labels["worker_id"] == id
+		for k, v := range want {
+			match = match && labels[k] == v
+		}
+		if match {
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// A hive with --metrics-addr and a configuration file: its /metrics holds
+// its worker's metrics, labelled with the worker and its model, lint-clean;
+// a SIGHUP with log.level debug in the file reaches the worker, whose debug
+// lines then come through the hive's log with their component once, and
+// whose reload its metrics show; rbee config reload --worker asks the
+// worker itself over the bus.
+func TestHiveServesAndReloadsItsWorkers(t *testing.T) {
+	t.Setenv("RBEE_NKEYS_DIR", t.TempDir())
+	srv, _, _, _ := bustest.Provisioned(t)
+	url := srv.ClientURL()
+	path := filepath.Join(t.TempDir(), "rbee.toml")
+	writeFile(t, path, "[log]\nlevel = 'info'\n")
+	httpAddr, hiveAddr := freeAddr(t), freeAddr(t)
+	start(t, "queen", "--server", url, "--http", httpAddr)
+	logs := &logBuffer{}
+	hiveCmd := exec.Command(rbeeBin, "hive", "--config", path, "--server", url, "--id", "mh", "--serve", "stories260K="+modelPath,
+		"--ctx", "128", "--threads", "1", "--cache-dir", t.TempDir(), "--data-dir", t.TempDir(), "--metrics-addr", hiveAddr)
+	hiveCmd.Stderr = logs
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "RBEE_LOG_LEVEL=") { // the file's level, not the test runner's
+			hiveCmd.Env = append(hiveCmd.Env, kv)
+		}
+	}
+	if err := hiveCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if hiveCmd.ProcessState == nil {
+			_ = hiveCmd.Process.Kill()
+			_ = hiveCmd.Wait()
+		}
+	})
+	const id = "mh-stories260K-0"
+	hiveMetrics := func(name string, labels map[string]string, ok func(float64) bool) string {
+		t.Helper()
+		var text string
+		poll(t, 60*time.Second, func() error {
+			var err error
+			if text, err = scrape("http://" + hiveAddr); err != nil {
+				return err
+			}
+			if v, found := workerSample(t, text, name, id, labels); !found || !ok(v) {
+				return fmt.Errorf("the hive's /metrics: %s%v of %s is %v (found %v)", name, labels, id, v, found)
+			}
+			return nil
+		})
+		return text
+	}
+	stories := map[string]string{"model": "stories260K"}
+	hiveMetrics("rbee_worker_state", map[string]string{"model": "stories260K", "state": "ready"}, func(v float64) bool { return v == 1 })
+	if _, err := completionTokens(t, httpAddr, "stories260K"); err != nil {
+		t.Fatal(err)
+	}
+	text := hiveMetrics("rbee_worker_jobs_total", map[string]string{"model": "stories260K", "outcome": "completed"}, func(v float64) bool { return v >= 1 })
+	problems, err := promlint.New(strings.NewReader(text)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint the hive's /metrics: %s: %s", p.Metric, p.Text)
+	}
+	if !strings.Contains(text, `rbee_hive_workers_running{model="stories260K"} 1`) {
+		t.Error("the hive's own metrics are not in its /metrics with its worker's")
+	}
+	if strings.Contains(logs.String(), `"level":"DEBUG"`) {
+		t.Fatal("a debug line at log level info")
+	}
+
+	before := float64(time.Now().Unix())
+	writeFile(t, path, "[log]\nlevel = 'debug'\n")
+	if err := hiveCmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	hiveMetrics("rbee_config_last_reload_success_timestamp_seconds", stories, func(v float64) bool { return v >= before })
+	hiveMetrics("rbee_config_last_reload_successful", stories, func(v float64) bool { return v == 1 })
+	if _, err := completionTokens(t, httpAddr, "stories260K"); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 10*time.Second, func() error {
+		for line := range strings.SplitSeq(logs.String(), "\n") {
+			if strings.Contains(line, `"msg":"job started"`) && strings.Contains(line, `"level":"DEBUG"`) {
+				if n := strings.Count(line, `"component":`); n != 1 || !strings.Contains(line, `"component":"worker"`) {
+					t.Errorf("the worker's line says its component %d times, want once, worker:\n%s", n, line)
+				}
+				return nil
+			}
+		}
+		return errors.New("no debug line of the worker's in the hive's log")
+	})
+
+	noKeys := []string{"RBEE_NKEYS_DIR=" + t.TempDir()}
+	if out, code := rbeeRun(t, noKeys, "config", "reload", "--worker", id, "--server", url); code != 0 ||
+		!strings.Contains(out, "worker "+id+": reloaded, 0 changes") {
+		t.Errorf("config reload --worker: %d\n%s", code, out)
+	}
+	stop(t, hiveCmd, syscall.SIGTERM)
 }

@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -207,9 +209,10 @@ func hiveModels(f config.File) ([]hive.ModelSpec, error) {
 	return f.ModelSpecs(func() (string, error) { return bundled.Install(filepath.Join(f.Hive.CacheDir, "models")) })
 }
 
-// hiveConfig is the hive's config from f; the caller sets what only it
+// hiveConfig is the hive's config from f, loaded from the file at path
+// (none: ""), which the workers read too; the caller sets what only it
 // knows (the server URL, the subjects, the data directory).
-func hiveConfig(f config.File, o *hiveOptions) (hive.Config, error) {
+func hiveConfig(f config.File, o *hiveOptions, path string) (hive.Config, error) {
 	models, err := hiveModels(f)
 	if err != nil {
 		return hive.Config{}, err
@@ -219,13 +222,40 @@ func hiveConfig(f config.File, o *hiveOptions) (hive.Config, error) {
 		ID: h.ID, Models: models, HeartbeatInterval: h.HeartbeatInterval, StopGrace: h.StopGrace,
 		OrphanGrace: h.OrphanGrace, HungTimeout: h.HungTimeout, ProgressTimeout: h.ProgressTimeout,
 		LoadTimeout: h.LoadTimeout, WorkerLogMax: h.WorkerLogMaxBytes,
-		Restart: f.RestartPolicy(),
-		// Later entries win: the file's [worker] and [log] over the
-		// hive's own environment.
-		ExtraEnv: append(natsEnv(), f.WorkerEnv()...),
+		Restart: f.RestartPolicy(), ConfigFile: path,
+	}
+	if cfg.ExtraEnv, err = workerEnv(f, path); err != nil {
+		return hive.Config{}, err
 	}
 	o.place.apply(&cfg, o)
 	return cfg, nil
+}
+
+// workerEnv is what the hive's workers get on top of its environment: the
+// connection settings, and the [worker] and [log] settings, later entries
+// winning. Workers that read the hive's file at path get only the settings
+// the hive's flags changed: the file and the environment they share say
+// the rest, and a reload must find them there, not in a variable fixed at
+// the worker's start.
+func workerEnv(f config.File, path string) ([]string, error) {
+	env := natsEnv()
+	if path == "" {
+		return append(env, f.WorkerEnv()...), nil
+	}
+	shared, err := config.Load(path)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	same := map[string]bool{}
+	for _, kv := range shared.WorkerEnv() {
+		same[kv] = true
+	}
+	for _, kv := range f.WorkerEnv() {
+		if !same[kv] {
+			env = append(env, kv)
+		}
+	}
+	return env, nil
 }
 
 // hiveApplier applies a reloaded configuration to the hive: the models it
@@ -270,11 +300,14 @@ func runHive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	level := levelOf(f)
-	log := newLeveledLogger(stderr, level).With("component", "hive") // the hive adds its ID
-	cfg, err := hiveConfig(f, opts)
+	base := newLeveledLogger(stderr, level) // the hive adds its component and ID
+	log := base.With("component", "hive")
+	cfg, err := hiveConfig(f, opts, configPath(args))
 	if err != nil {
 		return err
 	}
+	// With a listener of its own, the hive serves its workers' metrics.
+	cfg.WorkerMetrics = *metricsAddr != ""
 	nc, _, err := nf.connectChecked(ctx, log, subj)
 	if err != nil {
 		return stoppedOr(ctx, err)
@@ -282,7 +315,7 @@ func runHive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer nc.Close()
 	cfg.ServerURL, cfg.Prefix, cfg.Subjects, cfg.DataDir = serverURL(f.NATS.URL), subj.Prefix, subj, *dataDir
 	reg := newRegistry()
-	h, err := hive.New(nc, cfg, log, reg)
+	h, err := hive.New(nc, cfg, base, reg)
 	if err != nil {
 		return err
 	}
@@ -291,8 +324,9 @@ func runHive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	r.apply = []applier{hiveApplier(h)}
+	r.reloaded = []func(){func() { h.ReloadWorkers() }}
 	r.listenOn(nc, subj, schemas.KindHive, h.ID())
-	ma, err := metricsActor(*metricsAddr, reg, log)
+	ma, _, err := metricsActor(*metricsAddr, withWorkers(reg, h, log), log)
 	if err != nil {
 		return err
 	}
@@ -326,6 +360,12 @@ func natsEnv() []string {
 }
 
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// A SIGHUP, which ends a process by default, may come from the hive
+	// while the model loads: it is caught from the start, and the reloader
+	// takes it up once running.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var (
 		nf                      *natsFlags
 		name, path, id, parent  *string
@@ -408,21 +448,36 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := modelLoadSeconds(reg, stats.Took); err != nil {
 		return err
 	}
+	// Bound before the worker starts, whose heartbeat tells where.
+	ma, metricsURL, err := metricsActor(*metricsAddr, reg, log.With("worker_id", *id))
+	if err != nil {
+		return err
+	}
+	wcfg.MetricsURL = metricsURL
 	w, err := worker.New(nc, m, wcfg, log, reg)
 	if err != nil {
 		return cannotStart{err}
 	}
-	// A worker reloads only its log level; the hive that started it
-	// restarts it for anything else.
 	r, err := newReloader(l, f, level, log, reg)
 	if err != nil {
 		return err
 	}
-	ma, err := metricsActor(*metricsAddr, reg, log.With("worker_id", *id))
-	if err != nil {
-		return err
-	}
+	r.hup = hup
+	r.apply = []applier{workerApplier(w, wcfg)}
+	r.listenOn(nc, subj, schemas.KindWorker, *id)
 	return runGroup(ctx, actor{"worker", w.Run}, actor{"reload", r.Run}, ma)
+}
+
+// workerApplier applies a reloaded configuration to the worker: the
+// [worker] settings it can change while it runs. The lease and the
+// attempts are the jobs consumer's, which the first worker of a model
+// made: the reloader names them as needing a restart.
+func workerApplier(w *worker.Worker, started worker.Config) applier {
+	return func(_ context.Context, _, next config.File) error {
+		cfg := started
+		cfg.HeartbeatInterval, cfg.ShutdownGrace = next.Worker.HeartbeatInterval, next.Worker.ShutdownGrace
+		return w.ApplyConfig(cfg)
+	}
 }
 
 // loadWorkerModel loads the worker's model, its progress on the bus and,

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/hive"
@@ -67,10 +68,12 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	level := levelOf(f)
 	log := newLeveledLogger(stderr, level)
-	hcfg, err := hiveConfig(f, opts)
+	hcfg, err := hiveConfig(f, opts, configPath(args))
 	if err != nil {
 		return err
 	}
+	// The queen's /metrics serves the hive's workers' too.
+	hcfg.WorkerMetrics = true
 	models := hcfg.Models
 
 	// Two servers on one JetStream directory corrupt each other's state.
@@ -128,16 +131,16 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	// The queen's registry is the one /metrics serves: the reload metrics
-	// go there.
+	// One registry, the queen's, holds the queen's, the hive's and the
+	// reload metrics, and the queen's /metrics serves it with the workers'.
 	qreg := newRegistry()
-	qlog := log.With("component", "queen")
-	q, err := queen.New(nc, qcfg, qlog, qreg)
+	hcfg.ServerURL, hcfg.Prefix, hcfg.Subjects, hcfg.ExtraEnv, hcfg.DataDir = url, subj.Prefix, subj, workerEnv, *hiveDir
+	h, err := hive.New(hnc, hcfg, log, qreg)
 	if err != nil {
 		return err
 	}
-	hcfg.ServerURL, hcfg.Prefix, hcfg.Subjects, hcfg.ExtraEnv, hcfg.DataDir = url, subj.Prefix, subj, workerEnv, *hiveDir
-	h, err := hive.New(hnc, hcfg, log.With("component", "hive"), newRegistry())
+	qlog := log.With("component", "queen")
+	q, err := queen.New(nc, qcfg, qlog, served{qreg, withWorkers(qreg, h, qlog)})
 	if err != nil {
 		return err
 	}
@@ -153,6 +156,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	r.audit = q.Audit
 	r.apply = []applier{queenApplier(q, qcfg.Keys, qlog), hiveApplier(h)}
+	r.reloaded = []func(){func() { h.ReloadWorkers() }}
 	// One process, one reload: it answers as the queen, and to the hive's
 	// own ID.
 	r.listenOn(nc, subj, "queen", q.ID())
@@ -194,6 +198,13 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cancel()
 	banner.Wait()
 	return err
+}
+
+// served registers with one registry and gathers from another gatherer:
+// the queen's /metrics serves more than it registers.
+type served struct {
+	prometheus.Registerer
+	prometheus.Gatherer
 }
 
 // skipGraceOnSecondSignal has a Ctrl-C (or SIGTERM) that comes after

@@ -132,8 +132,8 @@ type Restart struct {
 type Worker struct {
 	AckWait           time.Duration `toml:"ack_wait" env:"ACK_WAIT" help:"job lease: how long a job stays with a worker that stopped renewing it" allowed:">= 100ms, at least heartbeat_interval"`
 	MaxAttempts       int           `toml:"max_attempts" env:"MAX_ATTEMPTS" help:"deliveries of a job that may run it before it is dead-lettered (-1: no limit)" allowed:"-1 or 1 to 100"`
-	HeartbeatInterval time.Duration `toml:"heartbeat_interval" env:"HEARTBEAT_INTERVAL" help:"how often a worker renews its registry key" allowed:"> 0, below provision.worker_ttl / 2"`
-	ShutdownGrace     time.Duration `toml:"shutdown_grace" env:"SHUTDOWN_GRACE" help:"drain: how long jobs in hand may finish after a stop signal (0: 30s; a hive's workers get 5/6 of hive.stop_grace)" allowed:"0 or more, at most 5/6 × hive.stop_grace"`
+	HeartbeatInterval time.Duration `toml:"heartbeat_interval" env:"HEARTBEAT_INTERVAL" live:"true" help:"how often a worker renews its registry key" allowed:"> 0, below provision.worker_ttl / 2"`
+	ShutdownGrace     time.Duration `toml:"shutdown_grace" env:"SHUTDOWN_GRACE" live:"true" help:"drain: how long jobs in hand may finish after a stop signal (0: 30s; a hive's workers get 5/6 of hive.stop_grace)" allowed:"0 or more, at most 5/6 × hive.stop_grace"`
 }
 
 // Provision sizes the streams and buckets (the queen and rbee provision

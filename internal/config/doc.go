@@ -134,8 +134,11 @@ why and ` + "`rbee_config_last_reload_successful`" + ` is 0. A good reload sets 
 fields with old and new values, secrets masked. What a reload applies while running is marked *Live* below:
 the log level, the queen's API key files (re-read), timeouts, default max tokens and queue limits (applied to
 the streams at once), and the models a hive serves (the added start, the removed stop, the others keep
-running). A changed setting that is not live is logged as needing a restart. Workers started by a hive get
-the hive's ` + "`[worker]`" + ` and ` + "`[log]`" + ` settings when they start.
+running), a worker's heartbeat interval and shutdown grace. A changed setting that is not live is logged as
+needing a restart. Workers started by a hive read the hive's file (it passes its ` + "`--config`" + `) and reload
+when the hive does: a hive's successful reload sends each of its workers SIGHUP, so that ` + "`log.level`" + ` reaches
+them too (their shutdown grace follows ` + "`hive.stop_grace`" + `, fixed at their start). ` + "`rbee config reload`" + ` asks
+the queens and hives, ` + "`--worker ID`" + ` a worker run by hand.
 
 ## Examples
 
