@@ -81,9 +81,15 @@ func freeAddr(t *testing.T) string {
 // that it exits cleanly.
 func start(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
+	return startEnv(t, nil, args...)
+}
+
+// startEnv is start with env added to the test's environment.
+func startEnv(t *testing.T, env []string, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(rbeeBin, args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.Env = append(os.Environ(), "RBEE_LOG_LEVEL=warn")
+	cmd.Env = append(append(os.Environ(), "RBEE_LOG_LEVEL=warn"), env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

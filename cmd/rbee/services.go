@@ -197,6 +197,8 @@ func bindHiveFlags(fs *flag.FlagSet, f *config.File, host string) *hiveOptions {
 	fs.DurationVar(&h.OrphanGrace, "orphan-grace", h.OrphanGrace, "workers drain and exit once this hive has been gone this long (hive.orphan_grace; -1s: never)")
 	fs.DurationVar(&h.HungTimeout, "hung-timeout", h.HungTimeout, "kill and restart a live worker whose heartbeat stopped this long (hive.hung_timeout; -1s: never)")
 	fs.DurationVar(&h.ProgressTimeout, "progress-timeout", h.ProgressTimeout, "kill and restart a busy worker that produced no token this long (hive.progress_timeout; -1s: never)")
+	fs.StringVar(&h.WorkerNKey, "worker-nkey", h.WorkerNKey, "nkey seed file of the worker identity, for the hive's workers (hive.worker_nkey)")
+	fs.StringVar(&h.WorkerCreds, "worker-creds", h.WorkerCreds, "credentials file the hive's workers connect with (hive.worker_creds)")
 	fs.DurationVar(&h.LoadTimeout, "load-timeout", h.LoadTimeout, "kill and restart a worker not ready this long after its start (hive.load_timeout; -1s: never)")
 	o := &hiveOptions{replicas: &h.Replicas, slots: &h.Slots, ctx: &h.Ctx, kvTokens: &h.KVTokens, threads: &h.Threads}
 	o.place.add(fs)
@@ -238,7 +240,7 @@ func hiveConfig(f config.File, o *hiveOptions, path string) (hive.Config, error)
 // the rest, and a reload must find them there, not in a variable fixed at
 // the worker's start.
 func workerEnv(f config.File, path string) ([]string, error) {
-	env := natsEnv()
+	env := append(natsEnv(), workerIdentityEnv(f.Hive)...)
 	if path == "" {
 		return append(env, f.WorkerEnv()...), nil
 	}
@@ -256,6 +258,23 @@ func workerEnv(f config.File, path string) ([]string, error) {
 		}
 	}
 	return env, nil
+}
+
+// workerIdentityEnv gives the hive's workers the worker identity, when the
+// hive has its seed or credentials: the hive's own identity may not publish
+// job events, and a worker's may not send control commands. Set last, it
+// wins over the hive's NATS_* variables, which the workers inherit, and over
+// the [nats] section of the file they share.
+func workerIdentityEnv(h config.Hive) []string {
+	inbox := "NATS_INBOX_PREFIX=" + bus.InboxPrefix(bus.RoleWorker)
+	others := []string{"NATS_USER=", "NATS_PASSWORD=", "NATS_TOKEN="}
+	switch {
+	case h.WorkerNKey != "":
+		return append(others, "NATS_NKEY="+h.WorkerNKey, "NATS_CREDS=", inbox)
+	case h.WorkerCreds != "":
+		return append(others, "NATS_CREDS="+h.WorkerCreds, "NATS_NKEY=", inbox)
+	}
+	return nil
 }
 
 // hiveApplier applies a reloaded configuration to the hive: the models it

@@ -92,6 +92,8 @@ type Hive struct {
 	HungTimeout       time.Duration `toml:"hung_timeout" env:"HUNG_TIMEOUT" help:"restart a live worker whose heartbeat stopped this long" allowed:"-1s (never) or > 0"`
 	ProgressTimeout   time.Duration `toml:"progress_timeout" env:"PROGRESS_TIMEOUT" help:"restart a busy worker that produced no token this long" allowed:"-1s (never) or > 0"`
 	LoadTimeout       time.Duration `toml:"load_timeout" env:"LOAD_TIMEOUT" help:"restart a worker not ready this long after its start (stuck loading its model)" allowed:"-1s (never) or > 0"`
+	WorkerNKey        string        `toml:"worker_nkey" env:"WORKER_NKEY" help:"nkey seed file of the worker identity, which the hive's workers connect with (empty: the hive's own connection settings)"`
+	WorkerCreds       string        `toml:"worker_creds" env:"WORKER_CREDS" help:"credentials file (user JWT and nkey seed) the hive's workers connect with, instead of worker_nkey"`
 	WorkerLogMaxBytes int64         `toml:"worker_log_max_bytes" env:"WORKER_LOG_MAX_BYTES" help:"a worker's log file in the data directory is emptied past this size, once the hive has logged it" allowed:"> 0"`
 	Replicas          int           `toml:"replicas" env:"REPLICAS" live:"true" help:"worker processes per model, where a model sets none" allowed:"1 to 64"`
 	Slots             int           `toml:"slots" env:"SLOTS" live:"true" help:"jobs each worker decodes together, where a model sets none" allowed:"1 to 4096"`
@@ -409,6 +411,9 @@ func (f File) Validate() error {
 	}
 	if h.HeartbeatInterval > 0 && f.Provision.HiveTTL > 0 && 2*h.HeartbeatInterval >= f.Provision.HiveTTL {
 		add("hive.heartbeat_interval", h.HeartbeatInterval, fmt.Sprintf("below half of provision.hive_ttl (%v)", f.Provision.HiveTTL))
+	}
+	if h.WorkerNKey != "" && h.WorkerCreds != "" {
+		add("hive.worker_creds", h.WorkerCreds, "empty when hive.worker_nkey is set: the workers take one identity")
 	}
 	r := h.Restart
 	positive("hive.restart.initial_delay", r.InitialDelay)

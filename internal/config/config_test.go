@@ -58,6 +58,7 @@ func TestValidateRejectsBadConfigs(t *testing.T) {
 		{"provision per model above max", "[provision]\njobs_max = 10\njobs_max_per_model = 20", `provision.jobs_max_per_model = 20: want 1 to provision.jobs_max (10)`},
 		{"provision worker ttl", "[provision]\nworker_ttl = '500ms'", `provision.worker_ttl = 500ms: want at least 1s`},
 		{"provision dlq age", "[provision]\ndlq_max_age = '0s'", `provision.dlq_max_age = 0s: want more than 0`},
+		{"hive two worker identities", "[hive]\nworker_nkey = '/k/worker.nk'\nworker_creds = '/k/worker.creds'", `hive.worker_creds = "/k/worker.creds": want empty when hive.worker_nkey is set: the workers take one identity`},
 		{"provision audit age", "[provision]\naudit_max_age = '10ms'", `provision.audit_max_age = 10ms: want at least 1s`},
 		{"provision audit bytes", "[provision]\naudit_max_bytes = -5", `provision.audit_max_bytes = -5: want 0 (no bound) or more`},
 		{"provision audit replicas", "[provision]\naudit_replicas = 2", `provision.audit_replicas = 2: want 0 (provision.replicas), 1, 3 or 5`},
