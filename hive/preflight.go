@@ -3,11 +3,13 @@ package hive
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rbee-dev/rbee/internal/progress"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -149,19 +151,8 @@ func (h *Hive) preflight(m ModelSpec, id string) error {
 	return nil
 }
 
-// humanBytes prints a size for a person.
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes prints a size for a person, as the CLI's progress does.
+func humanBytes(n uint64) string { return progress.Bytes(int64(min(n, math.MaxInt64))) }
 
 // machine probes this machine.
 type machine struct{}
@@ -174,7 +165,7 @@ func (machine) MemoryAvailable() (uint64, error) {
 	return avail, err
 }
 
-func (machine) DiskFree(dir string) (uint64, error) { return diskFree(dir) }
+func (machine) DiskFree(dir string) (uint64, error) { return DiskFree(dir) }
 
 func (machine) GPUs() ([]GPU, error) { return gpus() }
 

@@ -7,8 +7,8 @@ import (
 	"syscall"
 )
 
-// diskFree is the space left to unprivileged writers on dir's filesystem.
-func diskFree(dir string) (uint64, error) {
+// DiskFree is the space left to unprivileged writers on dir's filesystem.
+func DiskFree(dir string) (uint64, error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, fmt.Errorf("statfs %s: %w", dir, err)

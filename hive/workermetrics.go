@@ -209,10 +209,8 @@ func (s *workerScraper) scrape(u string) ([]*dto.MetricFamily, error) {
 	if format.FormatType() == expfmt.TypeUnknown {
 		return nil, fmt.Errorf("GET %s: content type %q", u, resp.Header.Get("Content-Type"))
 	}
-	// One byte past the bound tells a cut answer from a whole one.
-	body := io.LimitReader(resp.Body, maxWorkerMetricsBytes+1)
-	counted := &countingReader{r: body}
-	dec := expfmt.NewDecoder(counted, format)
+	// Past the bound the reads fail, and so does the decode.
+	dec := expfmt.NewDecoder(http.MaxBytesReader(nil, resp.Body, maxWorkerMetricsBytes), format)
 	var fams []*dto.MetricFamily
 	for {
 		f := &dto.MetricFamily{}
@@ -225,20 +223,5 @@ func (s *workerScraper) scrape(u string) ([]*dto.MetricFamily, error) {
 		}
 		fams = append(fams, f)
 	}
-	if counted.n > maxWorkerMetricsBytes {
-		return nil, fmt.Errorf("GET %s: more than %d bytes", u, maxWorkerMetricsBytes)
-	}
 	return fams, nil
-}
-
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }

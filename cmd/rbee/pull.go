@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-dev/rbee/hive"
 	"github.com/rbee-dev/rbee/infer/gguf"
 	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/internal/dirlock"
@@ -87,7 +88,7 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer lock.Release()
 	screen := progress.NewScreen(stderr)
-	p := puller{client: pullClient(), free: diskFree, screen: screen}
+	p := puller{client: pullClient(), free: hive.DiskFree, screen: screen}
 	res, err := p.pull(ctx, u.String(), dest, want, "pull "+*name)
 	if err != nil {
 		return fmt.Errorf("pull: %w", err)
