@@ -33,23 +33,17 @@ const (
 )
 
 const (
-	// pullWait bounds one pull request. An idle slot asks again after it, and
-	// a draining slot notices shutdown within it. Pull requests are not
-	// cancelled early: one cancelled in the client still stands on the
-	// server, and a job it caught would sit unseen for a whole lease.
-	pullWait = time.Second
 	// busTimeout bounds one heartbeat put, ack or key deletion.
 	busTimeout = 5 * time.Second
 	// minAckWait leaves the lease, renewed every third of it, room for a
 	// few round trips.
 	minAckWait = 100 * time.Millisecond
 	// pullRetryMin is the wait after a first failed pull; it doubles with
-	// each failure in a row, up to pullWait.
-	pullRetryMin = 50 * time.Millisecond
-	// rebindAfter failed pulls in a row, the worker binds to the consumer
-	// again, within rebindTimeout: pulls that go unanswered may mean it is
-	// gone with a restarted server's state.
-	rebindAfter   = 3
+	// each failure in a row, up to pullRetryMax. A failed pull binds the
+	// consumer again, within rebindTimeout: it is gone, perhaps with a
+	// restarted server's state.
+	pullRetryMin  = 50 * time.Millisecond
+	pullRetryMax  = time.Second
 	rebindTimeout = 2 * time.Second
 )
 
@@ -184,7 +178,6 @@ type Worker struct {
 	cancelsHandle jetstream.KeyValue
 	ackWait       atomic.Int64  // the jobs consumer's lease, in nanoseconds
 	maxDeliver    atomic.Int64  // the jobs consumer's MaxDeliver; -1 unbounded
-	pullFailures  int           // failed pulls in a row; only the pull loop uses it
 	progress      atomic.Uint64 // tokens produced, for the heartbeat
 
 	// The live settings, which ApplyConfig changes: cfg keeps the ones the
@@ -314,8 +307,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 
-	cons, err := w.bindConsumer(ctx)
-	if err != nil {
+	if _, err := w.bindConsumer(ctx); err != nil {
 		return fmt.Errorf("worker %s: %w", w.cfg.ID, err)
 	}
 
@@ -338,7 +330,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		TotalBytes: w.cfg.Load.Bytes, LoadMillis: w.cfg.Load.Took.Milliseconds()})
 
 	var jobs sync.WaitGroup
-	w.pull(ctx, jobsCtx, cons, &jobs)
+	if err := w.pull(ctx, jobsCtx, &jobs); err != nil {
+		return fmt.Errorf("worker %s: %w", w.cfg.ID, err)
+	}
 	announce(schemas.WorkerDraining)
 	drain := w.shutdownGrace()
 	w.log.Info("worker draining", "busy", w.busySlots(), "grace", drain)
@@ -419,75 +413,67 @@ func (w *Worker) checkTTL(ctx context.Context, kv jetstream.KeyValue) {
 // pull takes a job whenever the batch has a free slot, until ctx is done,
 // and runs each on its own goroutine (tracked by jobs) under jobsCtx, which
 // outlives ctx by the shutdown grace. A job waits in the stream, where any
-// worker of the model can take it, until a slot here is free.
-func (w *Worker) pull(ctx, jobsCtx context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
-	free := make(chan struct{}, w.cfg.Slots)
-	for range w.cfg.Slots {
-		free <- struct{}{}
+// worker of the model can take it, until a slot here is free. When ctx
+// ends the puller withdraws its requests at once, and the jobs already on
+// their way are handed straight back.
+func (w *Worker) pull(ctx, jobsCtx context.Context, jobs *sync.WaitGroup) error {
+	p, err := bus.NewPuller(w.nc, w.cfg.Subjects.JobsStream(), w.cfg.Subjects.JobsConsumer(w.cfg.Model), w.cfg.Slots)
+	if err != nil {
+		return err
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-free:
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), busTimeout)
+		defer cancel()
+		for _, msg := range p.Stop(sctx) {
+			w.handBack(msg)
 		}
-		msg, ok := w.next(ctx, &cons)
-		if !ok {
-			free <- struct{}{}
-			if ctx.Err() != nil {
-				return
+	}()
+	failures := 0
+	for {
+		msg, err := p.Next(ctx)
+		switch {
+		case ctx.Err() != nil:
+			if msg != nil {
+				w.handBack(msg)
+			}
+			return nil
+		case err != nil:
+			failures++
+			w.log.Warn("pull a job; binding the jobs consumer again", "err", err, "failures_in_a_row", failures)
+			if !w.rebind(ctx, failures) {
+				return nil
 			}
 			continue
 		}
-		if ctx.Err() != nil {
-			// Taken just as the drain began: hand it straight back.
-			w.handBack(msg)
-			return
-		}
+		failures = 0
 		w.observeQueueWait(msg)
 		jobs.Go(func() {
-			defer func() { free <- struct{}{} }()
+			defer p.Done()
 			w.handle(jobsCtx, w.log, msg)
 		})
 	}
 }
 
-// next pulls one job, waiting at most pullWait. After a failed pull it
-// waits, longer after each failure in a row up to pullWait, so that a
-// leader election or a reconnect is not met with a storm of requests. A
-// consumer that is gone (deleted, or lost with a server's state, when
-// pulls keep failing) is made anew.
-func (w *Worker) next(ctx context.Context, cons *jetstream.Consumer) (jetstream.Msg, bool) {
-	msg, err := (*cons).Next(jetstream.FetchMaxWait(pullWait))
-	switch {
-	case err == nil:
-		w.pullFailures = 0
-		return msg, true
-	case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
-		w.pullFailures = 0
-		return nil, false
-	}
-	w.pullFailures++
-	w.log.Warn("pull a job", "err", err, "failures_in_a_row", w.pullFailures)
-	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
-		w.pullFailures%rebindAfter == 0 {
-		bctx, cancel := context.WithTimeout(ctx, rebindTimeout)
-		c, berr := w.bindConsumer(bctx)
-		cancel()
-		if berr == nil {
-			w.log.Info("jobs consumer bound again")
-			*cons = c
-		} else {
-			w.log.Warn("bind the jobs consumer again", "err", berr)
-		}
-	}
-	t := time.NewTimer(min(pullRetryMin<<min(w.pullFailures-1, 10), pullWait))
+// rebind binds the jobs consumer again after the failures-th failed pull in
+// a row, after a wait that doubles with each, so that a leader election or
+// a restart is not met with a storm of requests. It reports false when ctx
+// ended meanwhile.
+func (w *Worker) rebind(ctx context.Context, failures int) bool {
+	t := time.NewTimer(min(pullRetryMin<<min(failures-1, 10), pullRetryMax))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
+		return false
 	case <-t.C:
 	}
-	return nil, false
+	bctx, cancel := context.WithTimeout(ctx, rebindTimeout)
+	defer cancel()
+	if _, err := w.bindConsumer(bctx); err != nil {
+		w.log.Warn("bind the jobs consumer again", "err", err)
+	} else {
+		w.log.Info("jobs consumer bound again")
+	}
+	return ctx.Err() == nil
 }
 
 func (w *Worker) handBack(msg jetstream.Msg) {

@@ -1,0 +1,130 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rbee-dev/rbee/bus"
+	"github.com/rbee-dev/rbee/bus/bustest"
+)
+
+// pullerFixture queues n jobs for model m and returns a puller with slots
+// slots on its consumer.
+func pullerFixture(t *testing.T, n, slots int) (*bus.Puller, jetstream.Consumer, func(int), jetstream.JetStream) {
+	t.Helper()
+	_, nc, js, subj := bustest.Provisioned(t)
+	ctx := testContext(t, 10*time.Second)
+	cons, err := bus.EnsureJobsConsumer(ctx, js, subj, "m", 30*time.Second, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue := func(n int) {
+		for i := range n {
+			if _, err := js.Publish(ctx, subj.Jobs("m"), fmt.Appendf(nil, "job %d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	queue(n)
+	p, err := bus.NewPuller(nc, subj.JobsStream(), subj.JobsConsumer("m"), slots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(context.Background()) })
+	return p, cons, queue, js
+}
+
+// consumerState is what the server says of the consumer: jobs delivered
+// and not acked, jobs not delivered, pull requests waiting.
+func consumerState(t *testing.T, cons jetstream.Consumer) (ackPending, pending, waiting int) {
+	t.Helper()
+	info, err := cons.Info(testContext(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.NumAckPending, int(info.NumPending), info.NumWaiting
+}
+
+func TestPullerTakesOneJobPerFreeSlot(t *testing.T) {
+	p, cons, _, _ := pullerFixture(t, 5, 3)
+	ctx := testContext(t, 10*time.Second)
+	var taken []jetstream.Msg
+	for range 3 {
+		msg, err := p.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken = append(taken, msg)
+	}
+	// Every slot is busy: nothing more is asked for, so nothing comes.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if msg, err := p.Next(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a fourth job with three slots busy: %v, %v", msg, err)
+	}
+	if ackPending, pending, _ := consumerState(t, cons); ackPending != 3 || pending != 2 {
+		t.Fatalf("with 3 slots busy the server holds %d delivered and %d queued, want 3 and 2", ackPending, pending)
+	}
+	if err := taken[0].Ack(); err != nil {
+		t.Fatal(err)
+	}
+	p.Done()
+	msg, err := p.Next(ctx)
+	if err != nil {
+		t.Fatalf("a slot freed: %v", err)
+	}
+	if meta, err := msg.Metadata(); err != nil || meta.Sequence.Stream != 4 || meta.NumDelivered != 1 {
+		t.Fatalf("the next job: %+v, %v; want stream sequence 4, first delivery", meta, err)
+	}
+}
+
+func TestPullerStopWithdrawsItsRequests(t *testing.T) {
+	p, cons, queue, _ := pullerFixture(t, 0, 4)
+	ctx := testContext(t, 10*time.Second)
+	// Next asks for four; the requests wait on the server.
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := p.Next(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an empty queue: %v", err)
+	}
+	bustest.CheckFor(t, 5*time.Second, func() error {
+		if _, _, waiting := consumerState(t, cons); waiting != 1 {
+			return fmt.Errorf("%d pull requests wait, want 1 (of batch 4)", waiting)
+		}
+		return nil
+	})
+	if left := p.Stop(ctx); len(left) != 0 {
+		t.Fatalf("stopped with an empty queue: %d jobs left", len(left))
+	}
+	queue(2)
+	// A job queued after Stop is not delivered to the stopped puller: the
+	// server skips the requests of an inbox nobody listens on.
+	bustest.CheckFor(t, 5*time.Second, func() error {
+		if ackPending, pending, waiting := consumerState(t, cons); ackPending != 0 || pending != 2 || waiting != 0 {
+			return fmt.Errorf("after Stop: %d delivered, %d queued, %d waiting requests; want 0, 2, 0", ackPending, pending, waiting)
+		}
+		return nil
+	})
+}
+
+func TestPullerSaysWhenTheConsumerIsGone(t *testing.T) {
+	p, cons, _, js := pullerFixture(t, 0, 2)
+	ctx := testContext(t, 10*time.Second)
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := p.Next(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an empty queue: %v", err)
+	}
+	info := cons.CachedInfo()
+	if err := js.DeleteConsumer(ctx, info.Stream, info.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Next(ctx); !errors.Is(err, bus.ErrConsumerGone) {
+		t.Fatalf("the consumer deleted: %v, want ErrConsumerGone", err)
+	}
+}
