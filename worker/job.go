@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rbee-dev/rbee/bus"
@@ -232,7 +231,9 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 			fmt.Sprintf("the job's deadline %s passed before it started", job.Deadline.Format(time.RFC3339Nano)))
 		return
 	}
-	if w.cancelled(ctx, log, job.ID) {
+	cancelled, unwatch := w.cancelWatch.begin(ctx, log, job.ID, func() { cancel(errCancelled) })
+	defer unwatch()
+	if cancelled {
 		w.finishEarly(ctx, log, msg, es, job, schemas.CodeCancelled, "the job was cancelled before it started")
 		return
 	}
@@ -244,15 +245,6 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	if err != nil {
 		w.finishEarly(ctx, log, msg, es, job, schemas.CodeOf(err), err.Error())
 		return
-	}
-	if sub, err := w.nc.Subscribe(w.cfg.Subjects.CancelKey(job.ID), func(*nats.Msg) { cancel(errCancelled) }); err != nil {
-		log.Warn("watch the job's cancel key; the job cannot be cancelled while it runs", "err", err)
-	} else {
-		defer func() {
-			if err := sub.Unsubscribe(); err != nil {
-				log.Debug("unsubscribe from the cancel key", "err", err)
-			}
-		}()
 	}
 	if !job.Deadline.IsZero() {
 		var stopDeadline context.CancelFunc
@@ -349,25 +341,6 @@ func (w *Worker) finishEarly(ctx context.Context, log *slog.Logger, msg jetstrea
 	}
 	w.settleMsg(log, msg, act)
 	w.record(log, msg, job.ID, act, code, nil, nil)
-}
-
-// cancelled reports whether the job's key is in the cancels bucket.
-func (w *Worker) cancelled(ctx context.Context, log *slog.Logger, jobID string) bool {
-	ctx, cancel := context.WithTimeout(ctx, busTimeout)
-	defer cancel()
-	kv, err := w.cancels(ctx)
-	if err == nil {
-		_, err = kv.Get(ctx, jobID)
-	}
-	switch {
-	case err == nil:
-		return true
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return false
-	default:
-		log.Warn("read the cancels bucket; running the job", "err", err)
-		return false
-	}
 }
 
 // settleMsg acks, naks or leaves the job's message.

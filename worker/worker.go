@@ -168,8 +168,10 @@ type Worker struct {
 	sched   *infer.Scheduler
 	aux     *auxEngine // embed, tokenize and detokenize jobs
 	auditor *bus.Auditor
-	ctxLen  int
-	started atomic.Bool
+	// cancelWatch tells which jobs are cancelled, and stops them.
+	cancelWatch *cancelWatch
+	ctxLen      int
+	started     atomic.Bool
 
 	// Handles of the events stream and the cancels bucket, looked up once:
 	// each lookup is a round trip, and a job needs both before it starts.
@@ -220,6 +222,7 @@ func New(nc *nats.Conn, model *infer.Model, cfg Config, logger *slog.Logger, reg
 	}
 	w.beatEvery.Store(int64(cfg.HeartbeatInterval))
 	w.grace.Store(int64(cfg.ShutdownGrace))
+	w.cancelWatch = newCancelWatch(nc, strings.TrimSuffix(cfg.Subjects.CancelKey("x"), "x"), w.cancels, w.log)
 	if w.auditor, err = bus.NewAuditor(nc, cfg.Subjects, "worker", cfg.ID, w.log); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -310,6 +313,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	if _, err := w.bindConsumer(ctx); err != nil {
 		return fmt.Errorf("worker %s: %w", w.cfg.ID, err)
 	}
+	// The cancel watch outlives the jobs, which it stops.
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	var watch sync.WaitGroup
+	watch.Go(func() { w.cancelWatch.run(watchCtx) })
+	defer func() {
+		stopWatch()
+		watch.Wait()
+	}()
 
 	// The scheduler batches the jobs in hand; it stops after the last.
 	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))

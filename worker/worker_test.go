@@ -188,9 +188,12 @@ func TestTwoSlotsRunJobsConcurrently(t *testing.T) {
 		return nil
 	})
 	b.waitQueueEmpty(t)
-	if got := metric(t, r, "rbee_worker_jobs_total", "outcome", "cancelled"); got != 2 {
-		t.Errorf("cancelled jobs metric %v, want 2", got)
-	}
+	checkFor(t, waitLong, func() error {
+		if got := metric(t, r, "rbee_worker_jobs_total", "outcome", "cancelled"); got != 2 {
+			return fmt.Errorf("cancelled jobs metric %v, want 2", got)
+		}
+		return nil
+	})
 }
 
 func TestInvalidJobsAreTerminated(t *testing.T) {
@@ -334,6 +337,30 @@ func TestCancelledQueuedJobNeverStarts(t *testing.T) {
 		t.Errorf("%v tokens generated for a cancelled job", got)
 	}
 	b.waitQueueEmpty(t)
+}
+
+// A job cancelled while it waits behind a busy worker never starts: the
+// worker saw the cancel go by, and reads no key for it.
+func TestJobCancelledWhileQueuedBehindARunningOneNeverStarts(t *testing.T) {
+	b := newBed(t)
+	r := b.startWorker(t, worker.Config{Slots: 1, ContextLength: longContext})
+	running := b.submit(t, longJob("busy-1"))
+	first := firstToken(t, running)
+	queued := b.submit(t, longJob("waits-1"))
+	cancelJob(t, b, "waits-1")
+	cancelJob(t, b, "busy-1")
+	wantError(t, drain(t, running, first), schemas.CodeCancelled)
+	events := drain(t, queued)
+	wantError(t, events, schemas.CodeCancelled)
+	if len(events) != 1 {
+		t.Errorf("%d events for the job cancelled while queued, want only the error", len(events))
+	}
+	checkFor(t, waitLong, func() error {
+		if got := metric(t, r, "rbee_worker_jobs_total", "outcome", "cancelled"); got != 2 {
+			return fmt.Errorf("cancelled jobs metric %v, want 2", got)
+		}
+		return nil
+	})
 }
 
 // Every settled job leaves an audit event in the events stream.
