@@ -174,6 +174,16 @@ func (s *eventStream) resume(ctx context.Context) (resumeState, error) {
 
 // add queues the job's next event, numbering it.
 func (s *eventStream) add(ev schemas.Event) {
+	s.queue(ev)
+	s.signal()
+}
+
+// hold queues the job's next event, numbering it, without waking the
+// publisher: for an event that the next one follows at once (the last
+// token before the end), so that both go out in one message.
+func (s *eventStream) hold(ev schemas.Event) { s.queue(ev) }
+
+func (s *eventStream) queue(ev schemas.Event) {
 	ev.JobID, ev.WorkerID, ev.Delivery = s.jobID, s.workerID, s.delivery
 	s.mu.Lock()
 	ev.Seq = s.nextSeq
@@ -185,7 +195,6 @@ func (s *eventStream) add(ev schemas.Event) {
 		s.pending = append(s.pending, ev)
 	}
 	s.mu.Unlock()
-	s.signal()
 }
 
 func (s *eventStream) signal() {

@@ -267,9 +267,20 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	bg.Go(func() { w.keepLease(leaseCtx, log, msg, cancel) })
 
 	log.Debug("job started", "prompt_bytes", len(job.Prompt), "messages", len(job.Messages), "max_tokens", job.MaxTokens)
+	produced := len(state.tokens) // resumed tokens count against max_tokens
 	results, err := w.generate(jobCtx, job, req, state, func(i int, t infer.Token) {
 		id := t.ID
-		es.add(schemas.Event{Type: schemas.EventToken, Index: i, Text: t.Text, TokenID: &id, Logprobs: wireLogprobs(t.Logprobs)})
+		ev := schemas.Event{Type: schemas.EventToken, Index: i, Text: t.Text, TokenID: &id, Logprobs: wireLogprobs(t.Logprobs)}
+		if i == 0 && id >= 0 {
+			produced++
+		}
+		// A single choice's last token is followed at once by the end
+		// event: they go out together, one message instead of two.
+		if job.N <= 1 && job.MaxTokens > 0 && produced >= job.MaxTokens {
+			es.hold(ev)
+		} else {
+			es.add(ev)
+		}
 		w.progress.Add(1)
 	})
 	stopLease()

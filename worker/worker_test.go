@@ -363,6 +363,33 @@ func TestJobCancelledWhileQueuedBehindARunningOneNeverStarts(t *testing.T) {
 	})
 }
 
+// A job's last token travels with its end event: a 1-token job costs one
+// message on the events stream, not two.
+func TestLastTokenTravelsWithTheEnd(t *testing.T) {
+	b := newBed(t)
+	b.startWorker(t, worker.Config{})
+	job := quickJob("one-token")
+	job.MaxTokens = 1
+	events := drain(t, b.submit(t, job))
+	wantEnd(t, events)
+	if len(events) != 2 || events[0].Type != schemas.EventToken {
+		t.Fatalf("events %+v, want a token and the end", events)
+	}
+	ctx := testContext(t)
+	stream, err := b.js.Stream(ctx, b.subj.StreamsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := b.subj.JobEvents(testOwner, job.ID)
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects[subject]; n != 1 {
+		t.Errorf("the 1-token job's events took %d messages, want 1", n)
+	}
+}
+
 // Every settled job leaves an audit event in the events stream.
 func TestJobsLeaveAuditEvents(t *testing.T) {
 	b := newBed(t)
