@@ -91,32 +91,35 @@ func (a *Auditor) Dropped() int {
 	return a.dropped
 }
 
+// auditBatch bounds the events one round of Run publishes together.
+const auditBatch = 256
+
 // Run publishes queued events until ctx ends, then for up to auditDrain
 // whatever is still queued. It is the only goroutine that publishes, which
-// keeps the chain in order.
+// keeps the chain in order. What has queued up goes out together, each
+// event chained to the one before, without waiting for one acknowledgement
+// before sending the next: one connection delivers them in order, and one
+// round trip per event could not keep up with a busy queen.
 func (a *Auditor) Run(ctx context.Context) {
 	var (
 		chain   auditLink
 		resumed bool
 	)
-	// send publishes ev; an event the stream refuses for good is logged and
-	// left out, and the chain goes on without it.
-	send := func(ctx context.Context, ev schemas.AuditEvent) bool {
+	// send publishes evs. An event the stream refuses for good is logged
+	// and left out; the events after it are chained to it already, so
+	// VerifyAudit reports it missing, as it is.
+	send := func(ctx context.Context, evs []schemas.AuditEvent) bool {
 		if !resumed {
 			link, err := a.resume(ctx)
 			if err != nil {
-				a.log.Warn("audit chain not resumed", "err", err)
+				a.log.Warn("audit chain not resumed", "err", err, "events", len(evs))
 				return false
 			}
 			chain, resumed = link, true
 		}
-		next, err := a.publish(ctx, chain, ev)
-		if err != nil {
-			a.log.Warn("publish audit event", "type", ev.Type, "err", err)
-			return false
-		}
+		next, ok := a.publishAll(ctx, chain, evs)
 		chain = next
-		return true
+		return ok
 	}
 	// Publishing goes on for auditDrain after ctx ends: an event in flight
 	// then is not cut off (and sent twice), and what is queued still goes.
@@ -129,22 +132,73 @@ func (a *Auditor) Run(ctx context.Context) {
 		stopWatch()
 		drain.Stop()
 	}()
+	batch := make([]schemas.AuditEvent, 0, auditBatch)
 	for {
-		var ev schemas.AuditEvent
+		batch = batch[:0]
 		select {
-		case ev = <-a.queue:
+		case ev := <-a.queue:
+			batch = append(batch, ev)
 		case <-ctx.Done():
+		}
+	more:
+		for len(batch) < auditBatch {
 			select {
-			case ev = <-a.queue:
+			case ev := <-a.queue:
+				batch = append(batch, ev)
 			default:
-				return
+				break more
 			}
 		}
-		if !send(pubCtx, ev) && pubCtx.Err() != nil {
-			a.log.Warn("audit events not published before stopping", "left", len(a.queue)+1)
+		if len(batch) == 0 {
+			return // ctx ended and nothing is left
+		}
+		if !send(pubCtx, batch) && pubCtx.Err() != nil {
+			a.log.Warn("audit events not published before stopping", "left", len(a.queue)+len(batch))
 			return
 		}
 	}
+}
+
+// publishAll chains evs to link and publishes them one after the other
+// without waiting, then collects the acknowledgements. An event whose
+// publish failed is published again, in order, until the stream takes it
+// (its message ID keeps a copy that was stored after all from counting
+// twice); one the stream refuses for good is logged and left out. It
+// reports false when ctx ended before every event was stored.
+func (a *Auditor) publishAll(ctx context.Context, link auditLink, evs []schemas.AuditEvent) (auditLink, bool) {
+	msgs := make([]*nats.Msg, 0, len(evs))
+	futures := make([]jetstream.PubAckFuture, 0, len(evs))
+	for _, ev := range evs {
+		msg, next, err := a.message(link, ev)
+		if err != nil {
+			a.log.Warn("encode audit event", "type", ev.Type, "err", err)
+			continue
+		}
+		link = next
+		f, err := a.js.PublishMsgAsync(msg)
+		if err != nil {
+			f = nil // published again below
+		}
+		msgs, futures = append(msgs, msg), append(futures, f)
+	}
+	ok := true
+	for i, f := range futures {
+		if f != nil {
+			select {
+			case <-f.Ok():
+				continue
+			case <-f.Err():
+			case <-ctx.Done():
+			}
+		}
+		if _, err := PublishRetry(ctx, a.js, msgs[i]); err != nil {
+			a.log.Warn("publish audit event", "subject", msgs[i].Subject, "err", err)
+			if ctx.Err() != nil {
+				ok = false
+			}
+		}
+	}
+	return link, ok
 }
 
 // Start runs the auditor in a goroutine of its own until the returned stop
@@ -207,23 +261,20 @@ func (a *Auditor) last(ctx context.Context) (auditLink, error) {
 	return auditLink{seq: ev.Seq, hash: msg.Header.Get(schemas.HeaderAuditHash)}, nil
 }
 
-// publish chains ev to link and publishes it until the stream takes it;
-// the message ID makes a retry after a lost answer store it once.
-func (a *Auditor) publish(ctx context.Context, link auditLink, ev schemas.AuditEvent) (auditLink, error) {
+// message is ev chained to link, as published, and the link it makes.
+// The message ID makes a retry after a lost answer store it once.
+func (a *Auditor) message(link auditLink, ev schemas.AuditEvent) (*nats.Msg, auditLink, error) {
 	ev.Component, ev.Source, ev.Seq, ev.Prev = a.component, a.id, link.seq+1, link.hash
 	data, err := json.Marshal(ev)
 	if err != nil {
-		return link, fmt.Errorf("encode audit event: %w", err)
+		return nil, link, fmt.Errorf("encode audit event: %w", err)
 	}
 	sum := AuditHash(data)
 	msg := nats.NewMsg(a.subj.Audit(a.component, a.id, ev.Type))
 	msg.Data = data
 	msg.Header.Set(schemas.HeaderAuditHash, sum)
 	msg.Header.Set(schemas.HeaderMsgID, a.component+"."+a.id+"."+strconv.FormatUint(ev.Seq, 10))
-	if _, err := PublishRetry(ctx, a.js, msg); err != nil {
-		return link, err
-	}
-	return auditLink{seq: ev.Seq, hash: sum}, nil
+	return msg, auditLink{seq: ev.Seq, hash: sum}, nil
 }
 
 // AuditHash is the chain's hash of an event's body: SHA-256, in hex.

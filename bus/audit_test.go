@@ -98,6 +98,35 @@ func TestAuditChainsVerifyAndResume(t *testing.T) {
 	}
 }
 
+// A burst of events, recorded faster than one round trip each, is stored
+// whole and in order: none dropped, every link intact.
+func TestAuditKeepsUpWithABurst(t *testing.T) {
+	_, nc, js, subj := bustest.Provisioned(t)
+	a, err := bus.NewAuditor(nc, subj, "queen", "q1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000 // just under the queue's bound: all are recorded before Run takes any
+	for i := range n {
+		a.Record(schemas.AuditEvent{Type: schemas.AuditJobAccepted, JobID: fmt.Sprintf("job-%d", i), Model: "m"})
+	}
+	stop := a.Start()
+	checkFor(t, 10*time.Second, func() error {
+		if got := countAudit(t, js, subj, "queen", "q1"); got != n {
+			return fmt.Errorf("%d events stored, want %d", got, n)
+		}
+		return nil
+	})
+	stop()
+	if a.Dropped() != 0 {
+		t.Errorf("%d events dropped", a.Dropped())
+	}
+	report := verify(t, js, subj)
+	if !report.OK() || report.Events != n || len(report.Chains) != 1 || report.Chains[0].LastSeq != n {
+		t.Fatalf("report %+v (problems %v), want one whole chain of %d", report.Chains, report.Problems, n)
+	}
+}
+
 // An operator restoring an edited copy of the stream, or deleting from it,
 // is found out: each way of tampering gets its own problem, at the event
 // where the chain breaks.

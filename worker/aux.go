@@ -164,7 +164,7 @@ func (w *Worker) runAux(ctx, jobCtx context.Context, stop context.CancelCauseFun
 		}
 	}
 	w.settleMsg(log, msg, act)
-	w.record(log, msg, job.ID, act, code, usage, jobTimings)
+	w.record(log, msg, job, act, code, usage, jobTimings)
 }
 
 // errorText is an error's message without its code prefix.

@@ -159,7 +159,7 @@ func (w *Worker) deadLetter(log *slog.Logger, msg jetstream.Msg, job schemas.Job
 	}
 	w.metrics.jobs.WithLabelValues(string(code)).Inc()
 	if schemas.ValidID(id) {
-		w.audit(msg, schemas.AuditEvent{JobID: id, Outcome: string(code)})
+		w.audit(msg, schemas.AuditEvent{JobID: id, Principal: job.Principal, Outcome: string(code)})
 	}
 }
 
@@ -332,7 +332,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 		act = actNak
 	}
 	w.settleMsg(log, msg, act)
-	w.record(log, msg, job.ID, act, code, usage, jobTimings)
+	w.record(log, msg, job, act, code, usage, jobTimings)
 }
 
 // finishEarly ends a job that never started with one error event.
@@ -351,7 +351,7 @@ func (w *Worker) finishEarly(ctx context.Context, log *slog.Logger, msg jetstrea
 		act = actNak
 	}
 	w.settleMsg(log, msg, act)
-	w.record(log, msg, job.ID, act, code, nil, nil)
+	w.record(log, msg, job, act, code, nil, nil)
 }
 
 // settleMsg acks, naks or leaves the job's message.
@@ -374,7 +374,7 @@ func (w *Worker) settleMsg(log *slog.Logger, msg jetstream.Msg, act action) {
 }
 
 // record counts the job's outcome and audits it.
-func (w *Worker) record(log *slog.Logger, msg jetstream.Msg, jobID string, act action, code schemas.Code, usage *schemas.Usage, t *schemas.Timings) {
+func (w *Worker) record(log *slog.Logger, msg jetstream.Msg, job schemas.Job, act action, code schemas.Code, usage *schemas.Usage, t *schemas.Timings) {
 	outcome := outcomeCompleted
 	switch {
 	case act == actNak:
@@ -385,23 +385,26 @@ func (w *Worker) record(log *slog.Logger, msg jetstream.Msg, jobID string, act a
 		outcome = string(code)
 	}
 	w.metrics.jobs.WithLabelValues(outcome).Inc()
-	w.audit(msg, schemas.AuditEvent{JobID: jobID, Outcome: outcome, Usage: usage, Timings: t})
+	w.audit(msg, schemas.AuditEvent{JobID: job.ID, Principal: job.Principal, Outcome: outcome, Usage: usage, Timings: t})
 }
 
 // audit records a job.finished event, with the job's principal, in the
 // worker's chain of the audit trail. The auditor publishes it apart from
-// the job: auditing must not hold up jobs.
+// the job: auditing must not hold up jobs. A job not decoded yet (handed
+// back at shutdown) names its principal only in its message.
 func (w *Worker) audit(msg jetstream.Msg, ev schemas.AuditEvent) {
 	ev.Type, ev.Time = schemas.AuditJobFinished, time.Now().UTC()
 	ev.WorkerID, ev.HiveID, ev.Model = w.cfg.ID, w.cfg.HiveID, w.cfg.Model
 	if meta, err := msg.Metadata(); err == nil {
 		ev.Delivery = int(meta.NumDelivered)
 	}
-	var job struct {
-		Principal string `json:"principal"`
-	}
-	if json.Unmarshal(msg.Data(), &job) == nil {
-		ev.Principal = job.Principal
+	if ev.Principal == "" {
+		var job struct {
+			Principal string `json:"principal"`
+		}
+		if json.Unmarshal(msg.Data(), &job) == nil {
+			ev.Principal = job.Principal
+		}
 	}
 	w.auditor.Record(ev)
 }
