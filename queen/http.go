@@ -432,6 +432,9 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 	h.Set("X-Accel-Buffering", "no") // proxies must not hold tokens back
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
+	// Chunks go out when no event waits behind them, and the end's with
+	// [DONE]: a job's last token, its finish and [DONE] take one write.
+	ending := false
 	send := func(v any) bool {
 		data, err := json.Marshal(v)
 		if err != nil {
@@ -441,7 +444,7 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
 			return false
 		}
-		return rc.Flush() == nil
+		return ending || rl.queued() || rc.Flush() == nil
 	}
 	done := func() { fmt.Fprint(w, "data: [DONE]\n\n"); rc.Flush() }
 
@@ -455,6 +458,7 @@ func (q *Queen) stream(ctx context.Context, w http.ResponseWriter, rl *relay, a 
 	var held strings.Builder
 	var heldLP []*schemas.TokenLogprobs
 	for {
+		ending = ev.Type == schemas.EventEnd
 		if ev.Type == schemas.EventEnd && a.tools {
 			if !send(a.chunk(0, "", true, nil)) {
 				return

@@ -170,6 +170,13 @@ func (r *relay) push(events []schemas.Event, streamSeq uint64, err error) {
 	}
 }
 
+// queued reports whether events wait to be read.
+func (r *relay) queued() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue) > 0
+}
+
 // pop returns the next queued event, if any.
 func (r *relay) pop() (schemas.Event, bool, error) {
 	r.mu.Lock()
