@@ -41,9 +41,9 @@
 //
 // # Shutdown
 //
-// When Run's context is done the worker announces "draining", stops pulling
-// (within one pull wait, about a second; a job pulled in that moment is
-// Nak'd at once), lets the jobs in hand finish within
+// When Run's context is done the worker announces "draining", withdraws its
+// waiting pull requests at once (a job already on its way is Nak'd), lets
+// the jobs in hand finish within
 // ShutdownGrace, interrupts the rest as above, deletes its heartbeat key and
 // returns.
 package worker
