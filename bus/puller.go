@@ -28,13 +28,12 @@ type Puller struct {
 	nc       *nats.Conn
 	api      string // the consumer's next-message subject
 	inbox    string
-	expires  time.Duration
-	hb       time.Duration
 	slots    int
 	msgs     chan *nats.Msg
 	sub      *nats.Subscription
 	freed    chan struct{}
 	connects chan nats.Status
+	check    *time.Ticker // looks for requests lost without a word
 
 	inUse int       // jobs handed out by Next and not Done
 	asked int       // messages asked for, not received, not expired
@@ -64,8 +63,7 @@ func NewPuller(nc *nats.Conn, stream, consumer string, slots int) (*Puller, erro
 		return nil, fmt.Errorf("puller of %s: %d slots, want at least 1", consumer, slots)
 	}
 	p := &Puller{
-		nc: nc, api: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, inbox: nc.NewInbox(),
-		expires: pullExpires, hb: pullHeartbeat, slots: slots,
+		nc: nc, api: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, inbox: nc.NewInbox(), slots: slots,
 		// Room for every message asked for and the server's status
 		// messages: a full channel would drop jobs as a slow consumer.
 		msgs:  make(chan *nats.Msg, 4*slots+256),
@@ -77,6 +75,7 @@ func NewPuller(nc *nats.Conn, stream, consumer string, slots int) (*Puller, erro
 	}
 	p.sub = sub
 	p.connects = nc.StatusChanged(nats.CONNECTED)
+	p.check = time.NewTicker(pullHeartbeat)
 	p.heard = time.Now()
 	return p, nil
 }
@@ -85,8 +84,6 @@ func NewPuller(nc *nats.Conn, stream, consumer string, slots int) (*Puller, erro
 // It returns ctx's error when ctx ends, and ErrConsumerGone (with the slot
 // still free) when the consumer is missing.
 func (p *Puller) Next(ctx context.Context) (jetstream.Msg, error) {
-	check := time.NewTicker(p.hb)
-	defer check.Stop()
 	for {
 		p.ask()
 		select {
@@ -97,7 +94,7 @@ func (p *Puller) Next(ctx context.Context) (jetstream.Msg, error) {
 		case <-p.connects:
 			// A reconnect loses what waited on the old connection's server.
 			p.asked = 0
-		case <-check.C:
+		case <-p.check.C:
 			if p.asked > 0 && time.Since(p.heard) > pullLost {
 				p.asked, p.heard = 0, time.Now()
 			}
@@ -116,8 +113,7 @@ func (p *Puller) Next(ctx context.Context) (jetstream.Msg, error) {
 func (p *Puller) receive(m *nats.Msg) (jetstream.Msg, error) {
 	status := m.Header.Get("Status")
 	switch {
-	case status == "" && m.Reply == "": // not a job: nothing to do with it
-	case status == "":
+	case isJob(m):
 		p.asked = max(p.asked-1, 0)
 		if p.inUse >= p.slots {
 			// More than asked for: requests taken as lost were not.
@@ -126,7 +122,7 @@ func (p *Puller) receive(m *nats.Msg) (jetstream.Msg, error) {
 		}
 		p.inUse++
 		return jobMsg{p.nc, m}, nil
-	case status == "100": // idle heartbeat: the requests wait
+	case status == "", status == "100": // not a job, or an idle heartbeat: the requests wait
 	case status == "404", status == "408": // no messages, or a request expired (or lost its interest) with this many left
 		n, err := strconv.Atoi(m.Header.Get("Nats-Pending-Messages"))
 		if err != nil {
@@ -149,17 +145,15 @@ func (p *Puller) receive(m *nats.Msg) (jetstream.Msg, error) {
 	return nil, nil
 }
 
+// isJob reports whether m is a job, not a status: jobs have an ack subject.
+func isJob(m *nats.Msg) bool { return m.Header.Get("Status") == "" && m.Reply != "" }
+
 // ask requests what the free slots lack, in one pull request.
 func (p *Puller) ask() {
 	// Slots that freed meanwhile are asked for together.
-	for {
-		select {
-		case <-p.freed:
-			p.inUse--
-			continue
-		default:
-		}
-		break
+	for len(p.freed) > 0 {
+		<-p.freed
+		p.inUse--
 	}
 	want := p.slots - p.inUse - p.asked
 	if want <= 0 {
@@ -169,7 +163,7 @@ func (p *Puller) ask() {
 		Batch     int           `json:"batch"`
 		Expires   time.Duration `json:"expires"`
 		Heartbeat time.Duration `json:"idle_heartbeat"`
-	}{want, p.expires, p.hb})
+	}{want, pullExpires, pullHeartbeat})
 	if err := p.nc.PublishRequest(p.api, p.inbox, req); err != nil {
 		return // not connected: asked again after the reconnect
 	}
@@ -183,12 +177,13 @@ func (p *Puller) ask() {
 func (p *Puller) Done() { p.freed <- struct{}{} }
 
 // Stop withdraws the waiting requests, so that the server sends nothing
-// more, and returns the jobs that were on their way meanwhile: they are
-// taken (each occupies a slot until Done), and the caller hands them back.
+// more, and returns the jobs that were on their way meanwhile, for the
+// caller to hand back.
 func (p *Puller) Stop(ctx context.Context) []jetstream.Msg {
 	var left []jetstream.Msg
 	p.stopOnce.Do(func() {
 		p.nc.RemoveStatusListener(p.connects)
+		p.check.Stop()
 		closed := p.sub.StatusChanged(nats.SubscriptionClosed)
 		// Drain: what the server sent before it saw the unsubscribe
 		// still arrives.
@@ -198,17 +193,10 @@ func (p *Puller) Stop(ctx context.Context) []jetstream.Msg {
 			case <-ctx.Done():
 			}
 		}
-		for {
-			select {
-			case m := <-p.msgs:
-				if m.Header.Get("Status") == "" && m.Reply != "" {
-					p.inUse++
-					left = append(left, jobMsg{p.nc, m})
-				}
-				continue
-			default:
+		for len(p.msgs) > 0 {
+			if m := <-p.msgs; isJob(m) {
+				left = append(left, jobMsg{p.nc, m})
 			}
-			return
 		}
 	})
 	return left

@@ -39,6 +39,16 @@ func pullerFixture(t *testing.T, n, slots int) (*bus.Puller, jetstream.Consumer,
 	return p, cons, queue, js
 }
 
+// nothingFor checks that Next hands out no job within d.
+func nothingFor(t *testing.T, p *bus.Puller, d time.Duration, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	if msg, err := p.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%s: %v, %v; want no job", what, msg, err)
+	}
+}
+
 // consumerState is what the server says of the consumer: jobs delivered
 // and not acked, jobs not delivered, pull requests waiting.
 func consumerState(t *testing.T, cons jetstream.Consumer) (ackPending, pending, waiting int) {
@@ -62,11 +72,7 @@ func TestPullerTakesOneJobPerFreeSlot(t *testing.T) {
 		taken = append(taken, msg)
 	}
 	// Every slot is busy: nothing more is asked for, so nothing comes.
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel()
-	if msg, err := p.Next(short); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("a fourth job with three slots busy: %v, %v", msg, err)
-	}
+	nothingFor(t, p, 300*time.Millisecond, "a fourth job with three slots busy")
 	if ackPending, pending, _ := consumerState(t, cons); ackPending != 3 || pending != 2 {
 		t.Fatalf("with 3 slots busy the server holds %d delivered and %d queued, want 3 and 2", ackPending, pending)
 	}
@@ -87,11 +93,7 @@ func TestPullerStopWithdrawsItsRequests(t *testing.T) {
 	p, cons, queue, _ := pullerFixture(t, 0, 4)
 	ctx := testContext(t, 10*time.Second)
 	// Next asks for four; the requests wait on the server.
-	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer cancel()
-	if _, err := p.Next(short); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("an empty queue: %v", err)
-	}
+	nothingFor(t, p, 200*time.Millisecond, "an empty queue")
 	bustest.CheckFor(t, 5*time.Second, func() error {
 		if _, _, waiting := consumerState(t, cons); waiting != 1 {
 			return fmt.Errorf("%d pull requests wait, want 1 (of batch 4)", waiting)
@@ -115,11 +117,7 @@ func TestPullerStopWithdrawsItsRequests(t *testing.T) {
 func TestPullerSaysWhenTheConsumerIsGone(t *testing.T) {
 	p, cons, _, js := pullerFixture(t, 0, 2)
 	ctx := testContext(t, 10*time.Second)
-	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer cancel()
-	if _, err := p.Next(short); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("an empty queue: %v", err)
-	}
+	nothingFor(t, p, 200*time.Millisecond, "an empty queue")
 	info := cons.CachedInfo()
 	if err := js.DeleteConsumer(ctx, info.Stream, info.Name); err != nil {
 		t.Fatal(err)

@@ -58,8 +58,8 @@ func (c *cancelWatch) run(ctx context.Context) {
 	defer func() { _ = sub.Unsubscribe() }()
 	// The server has the subscription before it answers the read below,
 	// so no put falls between the two.
-	sync := time.NewTimer(0)
-	defer sync.Stop()
+	resync := time.NewTimer(0)
+	defer resync.Stop()
 	forget := time.NewTicker(time.Minute)
 	defer forget.Stop()
 	failures := 0
@@ -69,17 +69,17 @@ func (c *cancelWatch) run(ctx context.Context) {
 			return
 		case s := <-statuses:
 			if s == nats.CONNECTED {
-				sync.Reset(0)
+				resync.Reset(0)
 				continue
 			}
 			c.mu.Lock()
 			c.synced = false
 			c.mu.Unlock()
-		case <-sync.C:
+		case <-resync.C:
 			if err := c.sync(ctx); err != nil {
 				failures++
 				c.log.Warn("read the cancels bucket; jobs read their own key until it is read", "err", err)
-				sync.Reset(min(pullRetryMin<<min(failures, 10), 10*time.Second))
+				resync.Reset(min(pullRetryMin<<min(failures, 10), 10*time.Second))
 				continue
 			}
 			failures = 0
@@ -108,21 +108,17 @@ func (c *cancelWatch) sync(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = watcher.Stop() }()
-	var keys []string
-	for done := false; !done; {
+read:
+	for {
 		select {
 		case e := <-watcher.Updates():
 			if e == nil {
-				done = true
-				break
+				break read
 			}
-			keys = append(keys, e.Key())
+			c.cancel(e.Key())
 		case <-ctx.Done():
 			return fmt.Errorf("list the cancelled jobs: %w", ctx.Err())
 		}
-	}
-	for _, k := range keys {
-		c.cancel(k)
 	}
 	c.mu.Lock()
 	c.synced = true

@@ -94,6 +94,7 @@ func (w *Worker) handle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	var job schemas.Job
 	if err := json.Unmarshal(msg.Data(), &job); err != nil {
 		log = log.With("job_id", msg.Headers().Get(schemas.HeaderMsgID), "delivery", delivery)
+		job.Principal = principalOf(msg)
 		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest, "decode job: %v", err))
 		return
 	}
@@ -390,23 +391,24 @@ func (w *Worker) record(log *slog.Logger, msg jetstream.Msg, job schemas.Job, ac
 
 // audit records a job.finished event, with the job's principal, in the
 // worker's chain of the audit trail. The auditor publishes it apart from
-// the job: auditing must not hold up jobs. A job not decoded yet (handed
-// back at shutdown) names its principal only in its message.
+// the job: auditing must not hold up jobs.
 func (w *Worker) audit(msg jetstream.Msg, ev schemas.AuditEvent) {
 	ev.Type, ev.Time = schemas.AuditJobFinished, time.Now().UTC()
 	ev.WorkerID, ev.HiveID, ev.Model = w.cfg.ID, w.cfg.HiveID, w.cfg.Model
 	if meta, err := msg.Metadata(); err == nil {
 		ev.Delivery = int(meta.NumDelivered)
 	}
-	if ev.Principal == "" {
-		var job struct {
-			Principal string `json:"principal"`
-		}
-		if json.Unmarshal(msg.Data(), &job) == nil {
-			ev.Principal = job.Principal
-		}
-	}
 	w.auditor.Record(ev)
+}
+
+// principalOf reads the principal of a job message that is not decoded as
+// a job (handed back unread, or not a valid job), for its audit event.
+func principalOf(msg jetstream.Msg) string {
+	var job struct {
+		Principal string `json:"principal"`
+	}
+	_ = json.Unmarshal(msg.Data(), &job)
+	return job.Principal
 }
 
 // keepLease renews msg's lease every AckWait/3 until ctx is done. The

@@ -174,7 +174,8 @@ type Worker struct {
 	started     atomic.Bool
 
 	// Handles of the events stream and the cancels bucket, looked up once:
-	// each lookup is a round trip, and a job needs both before it starts.
+	// each lookup is a round trip (a job taken over reads the stream, the
+	// cancel watch the bucket).
 	handleMu      sync.Mutex
 	eventsHandle  jetstream.Stream
 	cancelsHandle jetstream.KeyValue
@@ -222,7 +223,7 @@ func New(nc *nats.Conn, model *infer.Model, cfg Config, logger *slog.Logger, reg
 	}
 	w.beatEvery.Store(int64(cfg.HeartbeatInterval))
 	w.grace.Store(int64(cfg.ShutdownGrace))
-	w.cancelWatch = newCancelWatch(nc, strings.TrimSuffix(cfg.Subjects.CancelKey("x"), "x"), w.cancels, w.log)
+	w.cancelWatch = newCancelWatch(nc, cfg.Subjects.CancelKey(""), w.cancels, w.log)
 	if w.auditor, err = bus.NewAuditor(nc, cfg.Subjects, "worker", cfg.ID, w.log); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -494,7 +495,7 @@ func (w *Worker) handBack(msg jetstream.Msg) {
 	}
 	w.metrics.jobs.WithLabelValues(outcomeRequeued).Inc()
 	if schemas.ValidID(id) {
-		w.audit(msg, schemas.AuditEvent{JobID: id, Outcome: outcomeRequeued})
+		w.audit(msg, schemas.AuditEvent{JobID: id, Principal: principalOf(msg), Outcome: outcomeRequeued})
 	}
 }
 
