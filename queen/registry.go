@@ -149,9 +149,10 @@ func (r *registry) close() {
 
 // checkModel fails with model_not_found when no live worker serves model
 // and no live hive knows it, and with no_capacity when every worker of it
-// is draining or no hive that knows it would start one. A hive that does
-// (on-demand load, or its worker is starting already) lets the request
-// through: the job waits on the work queue for the worker.
+// is draining and no hive that knows it would start one. A hive that does
+// (on-demand load, or its worker is starting already: a worker replaced
+// on a reload drains before its successor's first heartbeat) lets the
+// request through: the job waits on the work queue for the worker.
 func (q *Queen) checkModel(ctx context.Context, model string) error {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
@@ -167,11 +168,13 @@ func (q *Queen) checkModel(ctx context.Context, model string) error {
 		return err
 	case live:
 		return nil
+	}
+	hives := q.hivesServing(ctx, model)
+	switch {
+	case len(hives) > 0:
+		return q.place(ctx, model, hives)
 	case seen:
 		return schemas.Errorf(schemas.CodeNoCapacity, "every worker of model %q is draining", model)
-	}
-	if hives := q.hivesServing(ctx, model); len(hives) > 0 {
-		return q.place(ctx, model, hives)
 	}
 	return schemas.Errorf(schemas.CodeModelNotFound, "no live worker serves model %q", model)
 }
