@@ -35,9 +35,10 @@ type Puller struct {
 	connects chan nats.Status
 	check    *time.Ticker // looks for requests lost without a word
 
-	inUse int       // jobs handed out by Next and not Done
-	asked int       // messages asked for, not received, not expired
-	heard time.Time // when the server last said anything on the inbox
+	inUse int         // jobs handed out by Next and not Done
+	asked int         // messages asked for, not received, not expired
+	heard time.Time   // when the server last said anything on the inbox
+	held  []*nats.Msg // jobs sent beyond the free slots, for the next ones
 
 	stopOnce sync.Once
 }
@@ -85,6 +86,16 @@ func NewPuller(nc *nats.Conn, stream, consumer string, slots int) (*Puller, erro
 // still free) when the consumer is missing.
 func (p *Puller) Next(ctx context.Context) (jetstream.Msg, error) {
 	for {
+		p.collectFreed()
+		if len(p.held) > 0 && p.inUse < p.slots {
+			m := p.held[0]
+			p.held = p.held[1:]
+			p.inUse++
+			// Its lease starts again with the job, as a new one's would.
+			msg := jobMsg{p.nc, m}
+			_ = msg.InProgress()
+			return msg, nil
+		}
 		p.ask()
 		select {
 		case <-ctx.Done():
@@ -97,6 +108,9 @@ func (p *Puller) Next(ctx context.Context) (jetstream.Msg, error) {
 		case <-p.check.C:
 			if p.asked > 0 && time.Since(p.heard) > pullLost {
 				p.asked, p.heard = 0, time.Now()
+			}
+			for _, m := range p.held {
+				_ = jobMsg{p.nc, m}.InProgress()
 			}
 		case m := <-p.msgs:
 			p.heard = time.Now()
@@ -116,8 +130,12 @@ func (p *Puller) receive(m *nats.Msg) (jetstream.Msg, error) {
 	case isJob(m):
 		p.asked = max(p.asked-1, 0)
 		if p.inUse >= p.slots {
-			// More than asked for: requests taken as lost were not.
-			_ = jobMsg{p.nc, m}.Nak()
+			// More than asked for: requests taken as lost were not. The
+			// job waits here, its lease renewed, for the next free slot:
+			// handed back, it would spend one of its attempts untried,
+			// and could come straight back to be handed back again.
+			_ = jobMsg{p.nc, m}.InProgress()
+			p.held = append(p.held, m)
 			return nil, nil
 		}
 		p.inUse++
@@ -148,13 +166,17 @@ func (p *Puller) receive(m *nats.Msg) (jetstream.Msg, error) {
 // isJob reports whether m is a job, not a status: jobs have an ack subject.
 func isJob(m *nats.Msg) bool { return m.Header.Get("Status") == "" && m.Reply != "" }
 
-// ask requests what the free slots lack, in one pull request.
-func (p *Puller) ask() {
-	// Slots that freed meanwhile are asked for together.
+// collectFreed counts the slots that freed meanwhile, so that they are
+// asked for together.
+func (p *Puller) collectFreed() {
 	for len(p.freed) > 0 {
 		<-p.freed
 		p.inUse--
 	}
+}
+
+// ask requests what the free slots lack, in one pull request.
+func (p *Puller) ask() {
 	want := p.slots - p.inUse - p.asked
 	if want <= 0 {
 		return
@@ -193,6 +215,10 @@ func (p *Puller) Stop(ctx context.Context) []jetstream.Msg {
 			case <-ctx.Done():
 			}
 		}
+		for _, m := range p.held {
+			left = append(left, jobMsg{p.nc, m})
+		}
+		p.held = nil
 		for len(p.msgs) > 0 {
 			if m := <-p.msgs; isJob(m) {
 				left = append(left, jobMsg{p.nc, m})

@@ -16,10 +16,15 @@ import (
 // pullerFixture queues n jobs for model m and returns a puller with slots
 // slots on its consumer.
 func pullerFixture(t *testing.T, n, slots int) (*bus.Puller, jetstream.Consumer, func(int), jetstream.JetStream) {
+	return leasedPullerFixture(t, n, slots, 30*time.Second)
+}
+
+// leasedPullerFixture is pullerFixture with a job lease of ackWait.
+func leasedPullerFixture(t *testing.T, n, slots int, ackWait time.Duration) (*bus.Puller, jetstream.Consumer, func(int), jetstream.JetStream) {
 	t.Helper()
 	_, nc, js, subj := bustest.Provisioned(t)
 	ctx := testContext(t, 10*time.Second)
-	cons, err := bus.EnsureJobsConsumer(ctx, js, subj, "m", 30*time.Second, -1)
+	cons, err := bus.EnsureJobsConsumer(ctx, js, subj, "m", ackWait, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,5 +129,44 @@ func TestPullerSaysWhenTheConsumerIsGone(t *testing.T) {
 	}
 	if _, err := p.Next(ctx); !errors.Is(err, bus.ErrConsumerGone) {
 		t.Fatalf("the consumer deleted: %v, want ErrConsumerGone", err)
+	}
+}
+
+// A job the server sends beyond the free slots (a request the puller took
+// as lost was not) waits for the next free slot with its lease renewed: it
+// is not handed back, which would spend one of its attempts untried.
+func TestPullerKeepsAJobSentBeyondItsSlots(t *testing.T) {
+	const lease = 2 * time.Second
+	p, cons, _, _ := leasedPullerFixture(t, 2, 1, lease)
+	ctx := testContext(t, 20*time.Second)
+	first, err := p.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AskOnInbox(1); err != nil {
+		t.Fatal(err)
+	}
+	bustest.CheckFor(t, 5*time.Second, func() error {
+		if ackPending, pending, _ := consumerState(t, cons); ackPending != 2 || pending != 0 {
+			return fmt.Errorf("%d delivered, %d queued; want both jobs delivered", ackPending, pending)
+		}
+		return nil
+	})
+	// Held past its lease, the second job stays with the puller, and the
+	// first slot stays busy: nothing is handed out.
+	nothingFor(t, p, lease+lease/2, "a job with the only slot busy")
+	if err := first.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	p.Done()
+	second, err := p.Next(ctx)
+	if err != nil {
+		t.Fatalf("a slot freed: %v", err)
+	}
+	if meta, err := second.Metadata(); err != nil || meta.Sequence.Stream != 2 || meta.NumDelivered != 1 {
+		t.Fatalf("the held job: %+v, %v; want stream sequence 2, first delivery", meta, err)
+	}
+	if info, err := cons.Info(ctx); err != nil || info.NumRedelivered != 0 {
+		t.Fatalf("consumer: %+v, %v; want no redelivery", info, err)
 	}
 }

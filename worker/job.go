@@ -204,7 +204,14 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, j
 	rcancel()
 	switch {
 	case err != nil:
-		// The bus cannot tell what was sent: leave the job to a later try.
+		// The bus cannot tell what was sent: leave the job to a later try,
+		// handed back at once while its lease holds. Once the lease has
+		// lapsed the job is on its way again, and a Nak would hand back
+		// that delivery, spending another attempt.
+		if time.Since(taken) >= w.lease() {
+			log.Warn("read the job's events; leaving the job to its redelivery, its lease has lapsed", "err", err)
+			return
+		}
 		log.Warn("read the job's events; handing the job back", "err", err)
 		w.settleMsg(log, msg, actNak)
 		return
