@@ -115,6 +115,15 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	if h.auditor, err = bus.NewAuditor(nc, cfg.Subjects, "hive", cfg.ID, logger); err != nil {
 		return nil, fmt.Errorf("hive: %w", err)
 	}
+	if reg != nil {
+		dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "rbee", Subsystem: "hive", Name: "audit_events_dropped_total",
+			Help: "Audit events dropped because the auditor's queue was full (JetStream away): never chained, so rbee audit verify cannot report them.",
+		}, func() float64 { return float64(h.auditor.Dropped()) })
+		if err := reg.Register(dropped); err != nil {
+			return nil, fmt.Errorf("hive metrics: %w", err)
+		}
+	}
 	for _, model := range append(append([]ModelSpec(nil), cfg.Models...), cfg.Catalog...) {
 		if _, ok := h.catalog[model.Name]; !ok {
 			h.models = append(h.models, model.Name)

@@ -1,10 +1,14 @@
 package queen
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/rbee-dev/rbee/bus/bustest"
+	"github.com/rbee-dev/rbee/schemas"
 )
 
 // TestMetricsLint gives every queen metric a series and runs the
@@ -30,5 +34,29 @@ func TestMetricsLint(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("lint %s: %s", p.Metric, p.Text)
+	}
+}
+
+// An audit event dropped from the auditor's full queue is never chained,
+// so rbee audit verify cannot see it: the counter is how an operator can.
+func TestAuditEventsDroppedAreCounted(t *testing.T) {
+	_, nc, _, subj := bustest.Provisioned(t)
+	reg := prometheus.NewRegistry()
+	q, err := New(nc, Config{HTTPAddr: "127.0.0.1:0", Subjects: subj}, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(q.Close)
+	const queued = 1024 // what the auditor holds before it publishes
+	for range queued + 3 {
+		q.Audit(schemas.AuditEvent{Type: schemas.AuditJobAccepted, JobID: "j"})
+	}
+	want := `
+# HELP rbee_queen_audit_events_dropped_total Audit events dropped because the auditor's queue was full (JetStream away): never chained, so rbee audit verify cannot report them.
+# TYPE rbee_queen_audit_events_dropped_total counter
+rbee_queen_audit_events_dropped_total 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "rbee_queen_audit_events_dropped_total"); err != nil {
+		t.Fatal(err)
 	}
 }

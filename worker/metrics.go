@@ -179,13 +179,20 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // registerLive registers the worker's scrape-time metrics with reg, unless
-// reg is nil; it needs the scheduler, made after the other metrics.
+// reg is nil; they need the scheduler and the auditor, made after the
+// other metrics.
 func (w *Worker) registerLive(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	if err := reg.Register(newLiveCollector(w)); err != nil {
-		return fmt.Errorf("register: %w", err)
+	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "rbee", Subsystem: "worker", Name: "audit_events_dropped_total",
+		Help: "Audit events dropped because the auditor's queue was full (JetStream away): never chained, so rbee audit verify cannot report them.",
+	}, func() float64 { return float64(w.auditor.Dropped()) })
+	for _, c := range []prometheus.Collector{newLiveCollector(w), dropped} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register: %w", err)
+		}
 	}
 	return nil
 }
