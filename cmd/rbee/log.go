@@ -29,7 +29,17 @@ func newLeveledLogger(w io.Writer, level slog.Leveler) *slog.Logger {
 			return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
 		}
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: readableDuration}))
+}
+
+// readableDuration writes a duration as Go writes it ("1.5s"), where
+// slog's JSON would write an integer of nanoseconds that nobody reads at
+// a glance; tint's lines already show it so.
+func readableDuration(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // levelOf is a level variable set to f's log level.
