@@ -63,9 +63,8 @@ func TestChoicesResumeOnAnotherWorker(t *testing.T) {
 	b := newBed(t)
 	r := b.startWorker(t, worker.Config{ContextLength: longContext, Slots: 4, ShutdownGrace: time.Millisecond})
 	one, seed := 1.0, int64(21)
-	// Long enough to outlast the drain's start: a worker with free slots
-	// begins it when its pending pull returns, up to a second after the stop.
-	const n = 1500
+	// Long enough to outlast the stop and its millisecond of grace.
+	const n = 200
 	job := schemas.Job{ID: "job-n3-resume", Prompt: "Once upon a time", MaxTokens: n,
 		Sampling: schemas.Sampling{Temperature: &one, Seed: &seed, N: 3}}
 	sub := b.submit(t, job)
