@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rbee-dev/rbee/infer/sample"
 	"github.com/rbee-dev/rbee/infer/synth"
@@ -77,10 +79,13 @@ func startScheduler(e *Engine) (s *Scheduler, stop func()) {
 
 // generateCounting is generateOn that also returns how often the
 // scheduler preempted a request.
+//
+// The requests are all submitted, in order, before the scheduler runs, so
+// it forms the same batches, and preempts the same requests, every time:
+// arriving while it ran, they met it at steps that differed from run to run.
 func generateCounting(t *testing.T, e *Engine, reqs []Request) ([][]int32, int) {
 	t.Helper()
-	s, stop := startScheduler(e)
-	defer stop()
+	s := NewScheduler(e)
 	out := make([][]int32, len(reqs))
 	errs := make([]error, len(reqs))
 	var wg sync.WaitGroup
@@ -89,7 +94,21 @@ func generateCounting(t *testing.T, e *Engine, reqs []Request) ([][]int32, int) 
 			res, err := s.Generate(context.Background(), req, func(Token) error { return nil })
 			out[i], errs[i] = res.GeneratedIDs, err
 		})
+		deadline := time.Now().Add(10 * time.Second)
+		for s.InFlight() <= i {
+			if time.Now().After(deadline) {
+				t.Fatalf("request %d was not submitted within 10s", i)
+			}
+			runtime.Gosched()
+		}
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var run sync.WaitGroup
+	run.Go(func() { s.Run(ctx) })
+	defer func() {
+		cancel()
+		run.Wait()
+	}()
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
@@ -335,5 +354,54 @@ func TestResumeSampledStories(t *testing.T) {
 		if got := run(orig[:at]); !slices.Equal(got, orig) {
 			t.Errorf("resumed after %d tokens: %v, original %v", at, got, orig)
 		}
+	}
+}
+
+// A request that finishes in the very step an older one finds no KV block
+// is the youngest, so it is the one preempted: it must still end, not wait
+// to be admitted again, which a finished request never is (the queue
+// behind it then waited for good). Of the lengths tried, one lands
+// its last token in that step.
+func TestRequestPreemptedAsItFinishesEnds(t *testing.T) {
+	m := loadStories(t)
+	preempted := 0
+	for n := 1; n <= 16; n++ {
+		e, err := m.NewEngine(EngineConfig{MaxSequences: 2, ContextLength: 128, KVTokens: 4 * kvBlockTokens})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, stop := startScheduler(e)
+		ended := make(chan error, 2)
+		started := make(chan struct{})
+		var once sync.Once
+		go func() {
+			_, err := s.Generate(t.Context(), greedy(batchPrompts[3], 40), func(Token) error {
+				once.Do(func() { close(started) })
+				return nil
+			})
+			ended <- err
+		}()
+		<-started
+		// Longer prompt, so it takes the pool's last block before the
+		// older request needs it.
+		go func() {
+			_, err := s.Generate(t.Context(), greedy(batchPrompts[6], n), func(Token) error { return nil })
+			ended <- err
+		}()
+		for range 2 {
+			select {
+			case err := <-ended:
+				if err != nil {
+					t.Fatalf("younger request of %d tokens: %v", n, err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("younger request of %d tokens: the requests did not end (%d preemptions)", n, s.Preemptions())
+			}
+		}
+		preempted += s.Preemptions()
+		stop()
+	}
+	if preempted == 0 {
+		t.Error("no request was preempted: the pool was not small enough to test that")
 	}
 }

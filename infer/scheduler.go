@@ -231,6 +231,11 @@ func (s *Scheduler) retire() {
 	for _, j := range s.waiting {
 		if err := j.ctx.Err(); err != nil {
 			j.seq.Cancel(context.Cause(j.ctx))
+		}
+		// Preempted in the step that finished it: its blocks are back
+		// already. Left waiting, it would never be admitted again, and
+		// the queue behind it would wait for good.
+		if j.seq.Done() {
 			s.finish(j)
 			continue
 		}
