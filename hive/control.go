@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/rbee-dev/rbee/bus"
 	"github.com/rbee-dev/rbee/schemas"
 )
 
@@ -76,7 +77,9 @@ func decode(data []byte, v interface{ Validate() error }) error {
 }
 
 // answer sends reply, or err as a micro error (code and message in the
-// Nats-Service-Error headers, an ErrorResponse body).
+// Nats-Service-Error headers, an ErrorResponse body). It publishes on the
+// hive's connection, not through req, since a stop is answered from a
+// goroutine of its own (see bus.AnswerError).
 func (h *Hive) answer(req micro.Request, reply any, err error) {
 	if err != nil {
 		var se *schemas.Error
@@ -87,9 +90,12 @@ func (h *Hive) answer(req micro.Request, reply any, err error) {
 		if merr != nil {
 			h.log.Error("encode control error", "err", merr)
 		}
-		err = req.Error(string(se.Code), se.Message, body)
+		err = bus.AnswerError(h.nc, req.Reply(), string(se.Code), se.Message, body)
 	} else {
-		err = req.RespondJSON(reply)
+		var data []byte
+		if data, err = json.Marshal(reply); err == nil {
+			err = h.nc.Publish(req.Reply(), data)
+		}
 	}
 	if err != nil {
 		h.log.Warn("answer control request", "subject", req.Subject(), "err", err)

@@ -133,22 +133,16 @@ func (q *Queen) natsPrincipal(reply string) string {
 	return "nats:unknown"
 }
 
-// inferError answers req with err, as micro's Request.Error does (code and
-// message in its headers), and closes its stream; it returns the HTTP
-// status of err's code for the requests metric. It publishes the answer
-// itself: Request.Error records the error in the request, which micro
-// reads for its stats once the handler has returned, while this runs on
-// the request's own goroutine (a data race).
+// inferError answers req with err as a micro error and closes its stream;
+// it returns the HTTP status of err's code for the requests metric. It runs
+// on the request's own goroutine, so it answers through bus.AnswerError.
 func (q *Queen) inferError(req micro.Request, err error) int {
 	e := wireError(err)
 	body, merr := json.Marshal(schemas.ErrorResponse{Error: e})
 	if merr != nil {
 		q.log.Error("encode infer error", "err", merr)
 	}
-	answer := &nats.Msg{Subject: req.Reply(), Data: body, Header: nats.Header{
-		micro.ErrorHeader: []string{e.Message}, micro.ErrorCodeHeader: []string{string(e.Code)},
-	}}
-	if perr := q.nc.PublishMsg(answer); perr != nil {
+	if perr := bus.AnswerError(q.nc, req.Reply(), string(e.Code), e.Message, body); perr != nil {
 		q.log.Warn("answer infer request", "err", perr)
 	}
 	if perr := q.nc.Publish(req.Reply(), nil); perr != nil {
