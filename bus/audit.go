@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rbee-dev/rbee/schemas"
 )
@@ -89,6 +90,16 @@ func (a *Auditor) Dropped() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.dropped
+}
+
+// DroppedCounter is rbee_<subsystem>_audit_events_dropped_total, read
+// from Dropped at each scrape: the events it counts were never chained, so
+// VerifyAudit cannot report them.
+func (a *Auditor) DroppedCounter(subsystem string) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "rbee", Subsystem: subsystem, Name: "audit_events_dropped_total",
+		Help: "Audit events dropped because the auditor's queue was full (JetStream away): never chained, so rbee audit verify cannot report them.",
+	}, func() float64 { return float64(a.Dropped()) })
 }
 
 // auditBatch bounds the events one round of Run publishes together.

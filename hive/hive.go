@@ -116,11 +116,7 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		return nil, fmt.Errorf("hive: %w", err)
 	}
 	if reg != nil {
-		dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: "rbee", Subsystem: "hive", Name: "audit_events_dropped_total",
-			Help: "Audit events dropped because the auditor's queue was full (JetStream away): never chained, so rbee audit verify cannot report them.",
-		}, func() float64 { return float64(h.auditor.Dropped()) })
-		if err := reg.Register(dropped); err != nil {
+		if err := reg.Register(h.auditor.DroppedCounter("hive")); err != nil {
 			return nil, fmt.Errorf("hive metrics: %w", err)
 		}
 	}

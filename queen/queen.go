@@ -225,11 +225,7 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	if q.auditor, err = bus.NewAuditor(nc, cfg.Subjects, "queen", cfg.ID, logger); err != nil {
 		return nil, fmt.Errorf("queen: %w", err)
 	}
-	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: "rbee", Subsystem: "queen", Name: "audit_events_dropped_total",
-		Help: "Audit events dropped because the auditor's queue was full (JetStream away): never chained, so rbee audit verify cannot report them.",
-	}, func() float64 { return float64(q.auditor.Dropped()) })
-	if err := reg.Register(dropped); err != nil {
+	if err := reg.Register(q.auditor.DroppedCounter("queen")); err != nil {
 		return nil, fmt.Errorf("queen: metrics: %w", err)
 	}
 	return q, nil

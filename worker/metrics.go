@@ -185,11 +185,7 @@ func (w *Worker) registerLive(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: "rbee", Subsystem: "worker", Name: "audit_events_dropped_total",
-		Help: "Audit events dropped because the auditor's queue was full (JetStream away): never chained, so rbee audit verify cannot report them.",
-	}, func() float64 { return float64(w.auditor.Dropped()) })
-	for _, c := range []prometheus.Collector{newLiveCollector(w), dropped} {
+	for _, c := range []prometheus.Collector{newLiveCollector(w), w.auditor.DroppedCounter("worker")} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("register: %w", err)
 		}
