@@ -130,7 +130,7 @@ var errNoJobsStream = errors.New("no jobs stream")
 // request fails at once rather than wait for the keeper to make it.
 func (q *Queen) publishJob(ctx context.Context, msg *nats.Msg) error {
 	actx, cancel := context.WithTimeout(ctx, lookupTimeout)
-	_, err := q.js.PublishMsg(actx, msg)
+	_, err := bus.Publish(actx, q.nc, msg)
 	cancel()
 	if err == nil || bus.IsQueueFull(err) {
 		return err

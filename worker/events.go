@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -295,13 +296,15 @@ func (s *eventStream) publish(ctx context.Context, batch []schemas.Event) error 
 	if err != nil {
 		return err
 	}
-	msg := &nats.Msg{Subject: s.subject, Data: data}
+	msg := &nats.Msg{Subject: s.subject, Data: data, Header: nats.Header{
+		jetstream.ExpectedLastSubjSeqHeader: {strconv.FormatUint(s.lastSeq, 10)},
+	}}
 	if s.signer != nil {
-		msg.Header = nats.Header{schemas.HeaderEventMAC: {s.signer.Sign(s.subject, data)}}
+		msg.Header[schemas.HeaderEventMAC] = []string{s.signer.Sign(s.subject, data)}
 	}
 	pctx, cancel := context.WithTimeout(ctx, publishAttempt)
 	defer cancel()
-	ack, err := s.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequencePerSubject(s.lastSeq))
+	ack, err := bus.Publish(pctx, s.js.Conn(), msg)
 	if err == nil {
 		s.lastSeq = ack.Sequence
 		return nil
