@@ -42,9 +42,6 @@ const HeaderAuditHash = "Rbee-Audit-Hash"
 
 var (
 	prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	// Model names become one subject token: no dots, wildcards or spaces.
-	modelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_:-]{0,127}$`)
-	idPattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
 )
 
 // Subjects builds subject, stream, consumer and bucket names under one prefix.
@@ -241,8 +238,30 @@ func (s Subjects) WorkersBucket() string { return s.upper() + "_WORKERS" }
 // HivesBucket is the KV bucket where live hives keep a key with a TTL.
 func (s Subjects) HivesBucket() string { return s.upper() + "_HIVES" }
 
-// ValidModel reports whether name can be a model name (one subject token).
-func ValidModel(name string) bool { return modelPattern.MatchString(name) }
+// ValidModel reports whether name can be a model name (one subject token):
+// a letter or digit, then up to 127 of those, '_', '-' and ':'. No dots,
+// wildcards or spaces.
+func ValidModel(name string) bool { return validToken(name, ":") }
 
-// ValidID reports whether id can name a job, worker or hive.
-func ValidID(id string) bool { return idPattern.MatchString(id) }
+// ValidID reports whether id can name a job, worker or hive: a letter or
+// digit, then up to 127 of those, '_' and '-'.
+func ValidID(id string) bool { return validToken(id, "") }
+
+// validToken is ValidModel's and ValidID's pattern, written out: both are
+// checked for every job at both ends, where a regexp cost more than the
+// rest of the job's validation.
+func validToken(s, extra string) bool {
+	if len(s) == 0 || len(s) > 128 || !alnum(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !alnum(c) && c != '_' && c != '-' && strings.IndexByte(extra, c) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func alnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -210,4 +211,22 @@ func TestIsJobEvents(t *testing.T) {
 			t.Errorf("IsJobEvents(%q) = %v, want %v", subject, got, want)
 		}
 	}
+}
+
+// FuzzValidModelAndID holds the written-out checks to the patterns they
+// spell.
+func FuzzValidModelAndID(f *testing.F) {
+	model := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_:-]{0,127}$`)
+	id := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
+	for _, s := range []string{"", "a", "llama3:8b", "_a", "a.b", "a b", "é", "a\x00", strings.Repeat("a", 128), strings.Repeat("a", 129), "a-b_c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := ValidModel(s), model.MatchString(s); got != want {
+			t.Errorf("ValidModel(%q) = %v, the pattern says %v", s, got, want)
+		}
+		if got, want := ValidID(s), id.MatchString(s); got != want {
+			t.Errorf("ValidID(%q) = %v, the pattern says %v", s, got, want)
+		}
+	})
 }
