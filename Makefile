@@ -46,6 +46,7 @@ FUZZ_TARGETS = \
 	./infer/grammar:FuzzFromJSONSchema \
 	./schemas:FuzzValidate \
 	./schemas:FuzzDecodeEvents \
+	./schemas:FuzzEventCodec \
 	./schemas:FuzzValidModelAndID \
 	./bus:FuzzParsePubAck \
 	./queen:FuzzOpenAIRequest \

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 )
 
 // EventType says what a token-stream message carries.
@@ -141,20 +142,30 @@ func (e *Event) Validate() error {
 	return nil
 }
 
+// decodeEventJSON reads one event line with encoding/json, strictly: a
+// field it does not know is an error.
+func decodeEventJSON(line []byte, ev *Event) error {
+	*ev = Event{}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	return dec.Decode(ev)
+}
+
 // MaxEventsPerMessage bounds the events one message carries: a worker that
 // produces tokens faster than the stream takes them sends them together.
 const MaxEventsPerMessage = 1024
 
 // EncodeEvents writes events as one message body: one JSON object a line.
 func EncodeEvents(events []Event) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
+	b := make([]byte, 0, 192*len(events))
 	for i := range events {
-		if err := enc.Encode(&events[i]); err != nil {
+		var err error
+		if b, err = events[i].appendJSON(b); err != nil {
 			return nil, fmt.Errorf("encode event %d: %w", events[i].Seq, err)
 		}
+		b = append(b, '\n')
 	}
-	return b.Bytes(), nil
+	return b, nil
 }
 
 // DecodeEvents reads a message body written by EncodeEvents, validating every
@@ -164,6 +175,7 @@ func DecodeEvents(dst []Event, data []byte) ([]Event, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return dst, Errorf(CodeInvalidRequest, "empty event message")
 	}
+	dst = slices.Grow(dst, min(bytes.Count(data, []byte{'\n'})+1, MaxEventsPerMessage))
 	n := 0
 	for line := range bytes.Lines(data) {
 		line = bytes.TrimSpace(line)
@@ -173,11 +185,11 @@ func DecodeEvents(dst []Event, data []byte) ([]Event, error) {
 		if n++; n > MaxEventsPerMessage {
 			return dst, Errorf(CodeInvalidRequest, "more than %d events in one message", MaxEventsPerMessage)
 		}
-		var ev Event
-		dec := json.NewDecoder(bytes.NewReader(line))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&ev); err != nil {
-			return dst, Errorf(CodeInvalidRequest, "event %d of the message: %v", n, err)
+		ev, ok := decodePlainEvent(line)
+		if !ok {
+			if err := decodeEventJSON(line, &ev); err != nil {
+				return dst, Errorf(CodeInvalidRequest, "event %d of the message: %v", n, err)
+			}
 		}
 		if err := ev.Validate(); err != nil {
 			return dst, err
