@@ -57,6 +57,9 @@ type busResult struct {
 	HTTPTTFT   latency `json:"http_ttft"`
 	NATSTTFT   latency `json:"nats_ttft"`
 	EngineTTFT latency `json:"engine_ttft"`
+	// NATSSplit is where a NATS job's first token time went, from the
+	// timings its end event carries.
+	NATSSplit ttftSplit `json:"nats_split"`
 	// BusOverheadP50ms is HTTPTTFT.P50ms - EngineTTFT.P50ms: what HTTP,
 	// the queen, JetStream and the worker add.
 	BusOverheadP50ms float64 `json:"bus_overhead_p50_ms"`
@@ -68,6 +71,22 @@ type busResult struct {
 	// one after another, through the queen's NATS micro endpoint, then
 	// through HTTP.
 	Jobs []jobsRun `json:"jobs"`
+}
+
+// ttftSplit divides the first token of the 1-token jobs sent through NATS
+// (p50s of each part, so they need not add up exactly), by the timings of
+// their end events: Queued from the queen's admitting the job (after the
+// request was read and checked) to a worker's taking it, which holds the
+// publish to the work queue and the delivery; Worker from the worker's
+// taking it to its end event, of which Engine is the engine's time to the
+// first token; and Rest, what is left of each job's time to its first
+// event: the request reaching the queen, its checks, and the events'
+// publish to the stream and relay to the requester.
+type ttftSplit struct {
+	QueuedP50ms float64 `json:"queued_p50_ms"`
+	WorkerP50ms float64 `json:"worker_p50_ms"`
+	EngineP50ms float64 `json:"engine_p50_ms"`
+	RestP50ms   float64 `json:"rest_p50_ms"`
 }
 
 // latency summarises samples in milliseconds.
@@ -402,6 +421,7 @@ func measureBusTTFT(ctx context.Context, r *busResult, up *upChild, cfg benchCon
 	}
 	var sub *nats.Subscription
 	var msgs chan *nats.Msg
+	var lastTimings schemas.Timings // the last NATS job's
 	viaNATS := func() (time.Duration, error) {
 		if sub == nil { // at first, and after a failed job, whose late messages must not be read
 			msgs = make(chan *nats.Msg, 64)
@@ -411,16 +431,22 @@ func measureBusTTFT(ctx context.Context, r *busResult, up *upChild, cfg benchCon
 			}
 			sub = ns
 		}
-		ttft, err := natsJob(ctx, nc, subj.Infer(), sub.Subject, body, msgs)
+		ttft, timings, err := natsJob(ctx, nc, subj.Infer(), sub.Subject, body, msgs)
+		if err == nil && timings == nil {
+			err = errors.New("the end event has no timings")
+		}
 		if err != nil {
 			_ = sub.Unsubscribe()
 			sub = nil
+			return ttft, err
 		}
-		return ttft, err
+		lastTimings = *timings
+		return ttft, nil
 	}
 
 	const warmUp = 5
 	var httpMs, natsMs, engineMs []float64
+	var queued, worker, engineInWorker, rest []float64 // the NATS jobs' split
 	for i := range warmUp + cfg.BusRuns {
 		h, err := viaHTTP()
 		if err != nil {
@@ -439,10 +465,15 @@ func measureBusTTFT(ctx context.Context, r *busResult, up *upChild, cfg benchCon
 		time.Sleep(engineSettle)
 		if i >= warmUp {
 			httpMs, natsMs, engineMs = append(httpMs, durationMs(h)), append(natsMs, durationMs(n)), append(engineMs, durationMs(e))
+			t := lastTimings
+			queued, worker, engineInWorker = append(queued, t.QueueMillis), append(worker, t.TotalMillis), append(engineInWorker, t.TimeToFirstMillis)
+			rest = append(rest, durationMs(n)-t.QueueMillis-t.TotalMillis)
 		}
 	}
 	r.HTTPTTFT, r.NATSTTFT, r.EngineTTFT = newLatency(httpMs, true), newLatency(natsMs, true), newLatency(engineMs, true)
 	r.BusOverheadP50ms = r.HTTPTTFT.P50ms - r.EngineTTFT.P50ms
+	r.NATSSplit = ttftSplit{QueuedP50ms: newLatency(queued, false).P50ms, WorkerP50ms: newLatency(worker, false).P50ms,
+		EngineP50ms: newLatency(engineInWorker, false).P50ms, RestP50ms: newLatency(rest, false).P50ms}
 	return nil
 }
 
@@ -564,7 +595,7 @@ func natsJobs(parent context.Context, meter cpuMeter, url, subject string, body 
 			}
 		}
 		in := inboxes[c]
-		_, err := natsJob(ctx, conns[c/clientsPerConn], subject, in.sub.Subject, body, in.msgs)
+		_, _, err := natsJob(ctx, conns[c/clientsPerConn], subject, in.sub.Subject, body, in.msgs)
 		if err != nil {
 			if serr := subscribe(c); serr != nil {
 				err = errors.Join(err, serr)
@@ -589,48 +620,49 @@ func natsJobs(parent context.Context, meter cpuMeter, url, subject string, body 
 
 // natsJob sends one job and reads its events until the empty message,
 // checking that they come in order and end with the end event. It returns
-// the time to the first event.
-func natsJob(ctx context.Context, nc *nats.Conn, subject, inbox string, body []byte, msgs <-chan *nats.Msg) (time.Duration, error) {
+// the time to the first event and the end event's timings.
+func natsJob(ctx context.Context, nc *nats.Conn, subject, inbox string, body []byte, msgs <-chan *nats.Msg) (time.Duration, *schemas.Timings, error) {
 	start := time.Now()
 	if err := nc.PublishRequest(subject, inbox, body); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	timer := time.NewTimer(busJobTimeout)
 	defer timer.Stop()
 	var first time.Duration
+	var timings *schemas.Timings
 	next, ended := 0, false
 	for {
 		select {
 		case <-ctx.Done():
-			return first, ctx.Err()
+			return first, nil, ctx.Err()
 		case <-timer.C:
-			return first, fmt.Errorf("the job did not end within %v", busJobTimeout)
+			return first, nil, fmt.Errorf("the job did not end within %v", busJobTimeout)
 		case m := <-msgs:
 			if first == 0 {
 				first = time.Since(start)
 			}
 			if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
-				return first, fmt.Errorf("service error %s: %s", code, m.Header.Get("Nats-Service-Error"))
+				return first, nil, fmt.Errorf("service error %s: %s", code, m.Header.Get("Nats-Service-Error"))
 			}
 			if len(m.Data) == 0 {
 				if !ended {
-					return first, errors.New("the stream closed before the end event")
+					return first, nil, errors.New("the stream closed before the end event")
 				}
-				return first, nil
+				return first, timings, nil
 			}
 			var ev schemas.Event
 			if err := json.Unmarshal(m.Data, &ev); err != nil {
-				return first, fmt.Errorf("bad event: %w", err)
+				return first, nil, fmt.Errorf("bad event: %w", err)
 			}
 			if ev.Seq != next {
-				return first, fmt.Errorf("event %d arrived, expected %d", ev.Seq, next)
+				return first, nil, fmt.Errorf("event %d arrived, expected %d", ev.Seq, next)
 			}
 			next++
 			switch ev.Type {
 			case schemas.EventEnd:
-				ended = true
+				ended, timings = true, ev.Timings
 			case schemas.EventError:
-				return first, ev.Error
+				return first, nil, ev.Error
 			}
 		}
 	}

@@ -295,6 +295,11 @@ func (r *benchReport) busFigures(b *busResult) {
 		r.add(id+".engine_ttft_p50", name+", engine alone: first token p50", b.EngineTTFT.P50ms, "ms")
 		r.add(id+".engine_ttft_p99", name+", engine alone: first token p99", b.EngineTTFT.P99ms, "ms")
 		r.add(id+".overhead_p50", name+": added by HTTP, queen, JetStream, worker (p50)", b.BusOverheadP50ms, "ms")
+		split := b.NATSSplit
+		r.add(id+".nats_queued_p50", name+" through NATS: queen's admitting it to a worker's taking it (p50)", split.QueuedP50ms, "ms")
+		r.add(id+".nats_worker_p50", name+" through NATS: worker's taking it to its end event (p50)", split.WorkerP50ms, "ms")
+		r.add(id+".nats_worker_engine_p50", name+" through NATS: of that, the engine's first token (p50)", split.EngineP50ms, "ms")
+		r.add(id+".nats_rest_p50", name+" through NATS: the rest, request in and events back (p50)", split.RestP50ms, "ms")
 	}
 	if b.NATSRTT.N > 0 {
 		r.add("bus.nats_rtt_p50", "raw NATS request/reply on rbee up's server: round trip p50", b.NATSRTT.P50ms, "ms")

@@ -61,7 +61,12 @@ func TestBenchQuick(t *testing.T) {
 		} `json:"serve"`
 		Bus struct {
 			WorkerPIDs []int `json:"worker_pids"`
-			Jobs       []struct {
+			NATSSplit  struct {
+				Queued float64 `json:"queued_p50_ms"`
+				Worker float64 `json:"worker_p50_ms"`
+				Engine float64 `json:"engine_p50_ms"`
+			} `json:"nats_split"`
+			Jobs []struct {
 				Via    string `json:"via"`
 				Jobs   int    `json:"jobs"`
 				Errors int    `json:"errors"`
@@ -89,11 +94,17 @@ func TestBenchQuick(t *testing.T) {
 		"serve.tiny-Q8_0.worker_rss", "serve.stories260K.c1.tps", "serve.stories260K.c2.ttft_p99",
 		"bus.stories260K.http_ttft_p50", "bus.stories260K.engine_ttft_p50", "bus.stories260K.overhead_p50",
 		"bus.nats_rtt_p50", "bus.stories260K.nats.jobs_per_second", "bus.stories260K.nats.errors",
-		"bus.stories260K.http.jobs_per_second"}
+		"bus.stories260K.http.jobs_per_second", "bus.stories260K.nats_queued_p50", "bus.stories260K.nats_worker_p50",
+		"bus.stories260K.nats_rest_p50"}
 	for _, id := range want {
 		if !ids[id] {
 			t.Errorf("no figure %s in %s", id, b)
 		}
+	}
+	// The split of a NATS job's first token comes from its end event's
+	// timings: the worker's part holds the engine's.
+	if split := rep.Bus.NATSSplit; split.Queued <= 0 || split.Engine <= 0 || split.Worker < split.Engine {
+		t.Errorf("first token split %+v", split)
 	}
 	// The sustained runs did jobs, and none failed.
 	if len(rep.Bus.Jobs) != 2 {
