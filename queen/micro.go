@@ -86,7 +86,7 @@ func (q *Queen) serveInfer(ctx context.Context, req micro.Request) (status int) 
 			// form the worker would have.
 			ev = schemas.Event{JobID: rl.job.ID, Seq: rl.next, Type: schemas.EventError, Delivery: 1, Error: ptr(wireError(err))}
 		}
-		data, merr := json.Marshal(ev)
+		data, merr := schemas.AppendEvent(nil, &ev)
 		if merr != nil {
 			q.log.Error("encode event", "job_id", job.ID, "err", merr)
 			return http.StatusInternalServerError

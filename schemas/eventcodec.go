@@ -10,16 +10,14 @@ import (
 
 // Every token a worker makes is encoded once by the worker and decoded and
 // encoded again by the queen; through encoding/json's reflection that was
-// a tenth of the CPU a short job costs both. The plain events (tokens and
+// 6% of the worker's CPU and 4% of rbee up's on 1-token jobs. The plain events (tokens and
 // ends: strings, integers, usage and timings) are written and read here by
 // hand, with exactly encoding/json's result (FuzzEventCodec compares them);
 // anything else goes through encoding/json.
 
-// eventFields is Event without its methods, for encoding/json.
-type eventFields Event
-
-// MarshalJSON writes e as encoding/json writes an Event's fields.
-func (e Event) MarshalJSON() ([]byte, error) { return e.appendJSON(nil) }
+// AppendEvent appends ev's JSON object to b: json.Marshal(ev), byte for
+// byte.
+func AppendEvent(b []byte, ev *Event) ([]byte, error) { return ev.appendJSON(b) }
 
 // plain reports whether e holds only what appendJSON writes itself.
 func (e *Event) plain() bool {
@@ -41,7 +39,7 @@ func (t *Timings) finite() bool {
 // empty ones left out as their omitempty tags say.
 func (e *Event) appendJSON(b []byte) ([]byte, error) {
 	if !e.plain() {
-		data, err := json.Marshal((*eventFields)(e))
+		data, err := json.Marshal(e)
 		return append(b, data...), err
 	}
 	b = append(b, `{"job_id":`...)

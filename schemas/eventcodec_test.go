@@ -11,7 +11,7 @@ import (
 // referenceEncode is what encoding/json writes for ev.
 func referenceEncode(t testing.TB, ev *Event) []byte {
 	t.Helper()
-	data, err := json.Marshal((*eventFields)(ev))
+	data, err := json.Marshal(ev)
 	if err != nil {
 		t.Fatalf("encoding/json: %v", err)
 	}
@@ -41,7 +41,7 @@ func checkDecode(t *testing.T, line []byte) {
 // any line the hand-written reader takes, encoding/json reads the same.
 func FuzzEventCodec(f *testing.F) {
 	for _, ev := range []Event{tokenEvent(), endEvent(), errorEvent()} {
-		data, err := json.Marshal((*eventFields)(&ev))
+		data, err := json.Marshal(&ev)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -75,7 +75,7 @@ func FuzzEventCodec(f *testing.F) {
 			ev.Tokens = []int32{tok}
 		}
 		got, err := ev.appendJSON(nil)
-		if _, want := json.Marshal((*eventFields)(&ev)); (err != nil) != (want != nil) {
+		if _, want := json.Marshal(&ev); (err != nil) != (want != nil) {
 			t.Fatalf("appendJSON error %v, encoding/json's %v", err, want)
 		}
 		if err != nil {
@@ -136,7 +136,7 @@ func BenchmarkEncodeEvents(b *testing.B) {
 			var buf bytes.Buffer
 			enc := json.NewEncoder(&buf)
 			for i := range events {
-				if err := enc.Encode((*eventFields)(&events[i])); err != nil {
+				if err := enc.Encode(&events[i]); err != nil {
 					b.Fatal(err)
 				}
 			}
