@@ -47,6 +47,7 @@ FUZZ_TARGETS = \
 	./schemas:FuzzValidate \
 	./schemas:FuzzDecodeEvents \
 	./schemas:FuzzEventCodec \
+	./schemas:FuzzUnmarshalJob \
 	./schemas:FuzzValidModelAndID \
 	./bus:FuzzParsePubAck \
 	./queen:FuzzOpenAIRequest \

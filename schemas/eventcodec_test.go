@@ -35,6 +35,23 @@ func checkDecode(t *testing.T, line []byte) {
 	}
 }
 
+// checkUnquote fails when the string token at the start of data reads
+// otherwise by hand than by encoding/json.
+func checkUnquote(t *testing.T, data []byte) {
+	t.Helper()
+	p := plainParser{b: data}
+	tok, _, ok := p.token()
+	if !ok {
+		return
+	}
+	got, ok := unquote(tok)
+	var want string
+	err := json.Unmarshal(tok, &want)
+	if ok != (err == nil) || got != want {
+		t.Fatalf("unquote(%q) = %q, %v; encoding/json: %q, %v", tok, got, ok, want, err)
+	}
+}
+
 // FuzzEventCodec checks the hand-written event codec against encoding/json:
 // an event built from the inputs is written byte for byte as encoding/json
 // writes it and, when read back by hand, is what encoding/json reads; and
@@ -56,8 +73,12 @@ func FuzzEventCodec(f *testing.F) {
 	} {
 		f.Add([]byte(s), "<&>", "w\u2028", int64(-1), int32(-1), math.Inf(1), uint8(0))
 	}
+	for _, s := range []string{`"a\u00e9\n\t\"\\\/\b\f\r"`, `"\ud83d\ude00"`, `"\ud83d"`, `"\ud83d\u0041"`, `"\udc00\ud83d"`, `"\x"`, `"\u12"`, "\"\xff\xfe\"", `"\'"`} {
+		f.Add([]byte(s), "", "", int64(0), int32(0), 0.0, uint8(0))
+	}
 	f.Fuzz(func(t *testing.T, line []byte, text, worker string, n int64, tok int32, x float64, flags uint8) {
 		checkDecode(t, line)
+		checkUnquote(t, line)
 
 		ev := Event{JobID: worker + text, Seq: int(n), Type: EventType(text), Delivery: int(n >> 3), WorkerID: worker,
 			Text: text, Index: int(flags & 3), Content: worker}

@@ -92,7 +92,7 @@ func (w *Worker) handle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		}
 	}
 	var job schemas.Job
-	if err := json.Unmarshal(msg.Data(), &job); err != nil {
+	if err := schemas.UnmarshalJob(msg.Data(), &job); err != nil {
 		log = log.With("job_id", msg.Headers().Get(schemas.HeaderMsgID), "delivery", delivery)
 		job.Principal = principalOf(msg)
 		w.deadLetter(log, msg, job, delivery, schemas.Errorf(schemas.CodeInvalidRequest, "decode job: %v", err))
