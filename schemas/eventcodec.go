@@ -10,12 +10,12 @@ import (
 	"unicode/utf8"
 )
 
-// Every token a worker makes is encoded once by the worker and decoded and
-// encoded again by the queen; through encoding/json's reflection that was
-// 6% of the worker's CPU and 4% of rbee up's on 1-token jobs. The plain events (tokens and
-// ends: strings, integers, usage and timings) are written and read here by
-// hand, with exactly encoding/json's result (FuzzEventCodec compares them);
-// anything else goes through encoding/json.
+// Every token a worker makes is encoded once by the worker and decoded
+// and encoded again by the queen; through encoding/json's reflection that
+// was 6% of the worker's CPU and 4% of rbee up's on 1-token jobs. The
+// plain events (tokens and ends: strings, integers, usage and timings) are
+// written and read here by hand, with exactly encoding/json's result
+// (FuzzEventCodec compares them); anything else goes through encoding/json.
 
 // AppendEvent appends ev's JSON object to b: json.Marshal(ev), byte for
 // byte.
@@ -148,9 +148,9 @@ func appendJSONFloat(b []byte, f float64) []byte {
 	return b
 }
 
-// decodePlainEvent reads one event line written as appendJSON writes a
-// plain event: exactly its field names, each once, no null, no escapes in
-// strings. It reports false for anything else, which encoding/json then
+// decodePlainEvent reads one event line of a plain event: exactly its
+// field names, each once, keys without escapes, no null. It reports false
+// for anything else, which encoding/json then
 // reads (or refuses) as before; what it accepts, encoding/json reads to
 // the same Event.
 func decodePlainEvent(line []byte) (Event, bool) {

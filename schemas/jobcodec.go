@@ -8,8 +8,8 @@ import (
 // UnmarshalJob reads a job as json.Unmarshal does: leniently, so that a
 // worker can read a job from a newer queen. A worker reads every job it
 // takes, and by reflection that was 6% of its CPU on 1-token jobs; a job
-// with only plain fields (no tools, response format, logit bias, tool
-// messages or escaped strings) is read by hand instead, to the same Job
+// with only plain fields (no tools, response format, logit bias or tool
+// messages) is read by hand instead, to the same Job
 // (FuzzUnmarshalJob compares them).
 func UnmarshalJob(data []byte, job *Job) error {
 	if decodePlainJob(data, job) {
