@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -442,7 +443,21 @@ func TestModelsListsLiveWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, body = f.do("GET", "/v1/models", "")
+	// The queen mirrors the bucket through a watch: the changes reach it
+	// soon after they are made, not at once.
+	checkFor(t, func() error {
+		_, body = f.do("GET", "/v1/models", "")
+		data, _ := body["data"].([]any)
+		var ids []string
+		for _, m := range data {
+			id, _ := m.(map[string]any)["id"].(string)
+			ids = append(ids, id)
+		}
+		if !slices.Equal(ids, []string{"llama3:8b", "stories260K"}) {
+			return fmt.Errorf("models %v", ids)
+		}
+		return nil
+	})
 	created := f.q.started.Unix()
 	jsonEqual(t, body, map[string]any{"object": "list", "data": []any{
 		map[string]any{"id": "llama3:8b", "object": "model", "created": created, "owned_by": "rbee"},
