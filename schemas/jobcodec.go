@@ -36,23 +36,11 @@ func decodePlainJob(data []byte, job *Job) bool {
 		case "prompt":
 			return p.str(&job.Prompt)
 		case "messages":
-			job.Messages = []Message{}
-			return p.array(func() bool {
-				var m Message
-				ok := p.message(&m)
-				job.Messages = append(job.Messages, m)
-				return ok
-			})
+			return list(&p, &job.Messages, p.message)
 		case "max_tokens":
 			return p.int(&job.MaxTokens)
 		case "stop":
-			job.Stop = []string{}
-			return p.array(func() bool {
-				var s string
-				ok := p.str(&s)
-				job.Stop = append(job.Stop, s)
-				return ok
-			})
+			return list(&p, &job.Stop, p.str)
 		case "temperature":
 			job.Temperature = new(float64)
 			return p.float(job.Temperature)
@@ -132,6 +120,18 @@ func (p *plainParser) array(item func() bool) bool {
 			return false
 		}
 	}
+}
+
+// list reads an array into *dst, each item read by read; [] is an empty
+// slice, not nil, as encoding/json makes it.
+func list[T any](p *plainParser, dst *[]T, read func(*T) bool) bool {
+	*dst = []T{}
+	return p.array(func() bool {
+		var v T
+		ok := read(&v)
+		*dst = append(*dst, v)
+		return ok
+	})
 }
 
 // time reads a time as encoding/json does, by time.Time's UnmarshalJSON
