@@ -190,3 +190,34 @@ func BenchmarkDecodeEvents(b *testing.B) {
 		}
 	})
 }
+
+// TestAppendEventCoversEveryField: each field of Event, set on its own on a
+// token event, is written as encoding/json writes it. A field added to
+// Event that appendJSON neither writes nor sends to encoding/json (plain)
+// would be dropped from the wire; this fails instead.
+func TestAppendEventCoversEveryField(t *testing.T) {
+	typ := reflect.TypeFor[Event]()
+	for i := range typ.NumField() {
+		ev := tokenEvent()
+		f := reflect.ValueOf(&ev).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x")
+		case reflect.Int, reflect.Int32:
+			f.SetInt(2)
+		case reflect.Pointer:
+			f.Set(reflect.New(f.Type().Elem()))
+		case reflect.Slice:
+			f.Set(reflect.MakeSlice(f.Type(), 1, 1))
+		default:
+			t.Fatalf("field %s: kind %s not covered by this test", typ.Field(i).Name, f.Kind())
+		}
+		got, err := AppendEvent(nil, &ev)
+		if err != nil {
+			t.Fatalf("field %s: %v", typ.Field(i).Name, err)
+		}
+		if want := referenceEncode(t, &ev); !bytes.Equal(got, want) {
+			t.Errorf("field %s: AppendEvent wrote\n%s\nencoding/json\n%s", typ.Field(i).Name, got, want)
+		}
+	}
+}

@@ -1,9 +1,6 @@
 package schemas
 
-import (
-	"encoding/json"
-	"time"
-)
+import "encoding/json"
 
 // UnmarshalJob reads a job as json.Unmarshal does: leniently, so that a
 // worker can read a job from a newer queen. A worker reads every job it
@@ -20,8 +17,8 @@ func UnmarshalJob(data []byte, job *Job) error {
 }
 
 // decodePlainJob reads data into job when every key is one it reads by
-// hand (see decodePlainEvent for what plain means). It reports false, with
-// job in any state, for anything else.
+// hand (see plainParser). It reports false, with job in any state, for
+// anything else.
 func decodePlainJob(data []byte, job *Job) bool {
 	*job = Job{}
 	p := plainParser{b: data}
@@ -98,45 +95,4 @@ func (p *plainParser) message(m *Message) bool {
 		}
 		return false
 	})
-}
-
-// array reads [item, ...], each item read by item.
-func (p *plainParser) array(item func() bool) bool {
-	if !p.byte('[') {
-		return false
-	}
-	if p.byte(']') {
-		return true
-	}
-	for {
-		p.space()
-		if !item() {
-			return false
-		}
-		if p.byte(']') {
-			return true
-		}
-		if !p.byte(',') {
-			return false
-		}
-	}
-}
-
-// list reads an array into *dst, each item read by read; [] is an empty
-// slice, not nil, as encoding/json makes it.
-func list[T any](p *plainParser, dst *[]T, read func(*T) bool) bool {
-	*dst = []T{}
-	return p.array(func() bool {
-		var v T
-		ok := read(&v)
-		*dst = append(*dst, v)
-		return ok
-	})
-}
-
-// time reads a time as encoding/json does, by time.Time's UnmarshalJSON
-// on the quoted string.
-func (p *plainParser) time(t *time.Time) bool {
-	tok, _, ok := p.token()
-	return ok && t.UnmarshalJSON(tok) == nil
 }
